@@ -1,0 +1,80 @@
+"""BM25 over chunk texts with bm25s (Lucene scoring, English stopwords, Snowball stemming),
+persisted beside the index as .npy / .json files (no pickle: numpy arrays are saved and loaded
+with allow_pickle=False)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+IDS_FILE = "chunk_ids.npy"
+
+
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False,
+                          show_progress=False)
+
+
+class BM25Index:
+    def __init__(self, retriever, chunk_ids: np.ndarray):
+        self._retriever = retriever
+        self.chunk_ids = chunk_ids
+
+    @classmethod
+    def build(cls, texts: Sequence[str], chunk_ids: Sequence[int]) -> BM25Index:
+        import bm25s
+
+        retriever = bm25s.BM25()  # method "lucene", k1 1.5, b 0.75
+        if texts:
+            corpus = bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), show_progress=False)
+            retriever.index(corpus, show_progress=False)
+        return cls(retriever, np.asarray(chunk_ids, dtype=np.int64))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if len(self.chunk_ids):
+            self._retriever.save(str(directory))
+        np.save(directory / IDS_FILE, self.chunk_ids, allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> BM25Index:
+        import bm25s
+
+        ids = np.load(directory / IDS_FILE, allow_pickle=False)
+        retriever = bm25s.BM25.load(str(directory), mmap=False) if len(ids) else bm25s.BM25()
+        return cls(retriever, ids)
+
+    def files(self, directory: Path) -> list[Path]:
+        return sorted(p for p in directory.iterdir() if p.is_file())
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """(chunk id, score) best first; only chunks sharing a term with the query."""
+        if not len(self.chunk_ids):
+            return []
+        vocab = self._retriever.vocab_dict
+        tokens = [t for t in tokenize([query])[0] if t in vocab]
+        if not tokens:
+            return []
+        scores = self._retriever.get_scores(tokens)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self.chunk_ids[i]), float(scores[i])) for i in top if scores[i] > 0]
+
+    def stats(self) -> dict:
+        return {"chunks": int(len(self.chunk_ids)), "vocab": len(getattr(self._retriever, "vocab_dict", {}) or {})}
+
+
+def describe() -> str:
+    return json.dumps({"method": "lucene", "k1": 1.5, "b": 0.75, "stopwords": "en", "stemmer": "english"})

@@ -1,0 +1,343 @@
+"""The ``ragqa`` command: a thin skin over the library. Each command parses, calls one library
+function, prints. Library errors become one line on stderr here, in ``main``; a traceback is
+shown only with ``--debug`` (or RAGQA_DEBUG=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ragqa.config import Settings
+from ragqa.errors import ConfigError, RagqaError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Offline retrieval-augmented question answering over your documents.")
+index_app = typer.Typer(no_args_is_help=True, help="Build, update, inspect and verify an index.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print a table, write JSON.")
+app.add_typer(index_app, name="index")
+app.add_typer(bench_app, name="bench")
+
+IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+EmbedderOpt = Annotated[Optional[str], typer.Option(
+    "--embedder", help="Packaged model name or local sentence-transformers directory "
+    "(default: the index's own; for a new index all-MiniLM-L6-v2).")]
+BackendOpt = Annotated[Optional[str], typer.Option("--embed-backend", help="torch | onnx | onnx-int8.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the models "
+                                                   "(env RAGQA_THREADS).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="A ragqa.toml settings file.")]
+
+
+def _settings(config: Path | None = None, **overrides) -> Settings:
+    settings = Settings.load(config, **overrides)
+    os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
+    return settings
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _warn(w) -> None:
+    _err(str(w))
+
+
+@contextmanager
+def _progress(label: str):
+    """A rich progress bar on stderr when it is a terminal (docs/s and ETA); silent otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None, rate="")
+
+        def update(done: int, total: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{done / elapsed:.1f} docs/s" if elapsed > 0 and done else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield update
+
+
+# --- index -----------------------------------------------------------------------------
+@index_app.command("build")
+def index_build(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).")],
+    index: IndexOpt,
+    json_out: JsonOpt = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Start from scratch (new embedder or "
+                                          "chunking settings).")] = False,
+    embedder: EmbedderOpt = None,
+    embed_backend: BackendOpt = None,
+    index_type: Annotated[Optional[str], typer.Option("--index-type", help="flat (exact) | hnsw.")] = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Chunk size in embedder "
+                                                        "tokens (default: the embedder's window).")] = None,
+    chunk_overlap: Annotated[Optional[int], typer.Option("--chunk-overlap", help="Overlap in tokens.")] = None,
+    threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sync the index to PATHS: add new documents, re-embed changed ones, remove vanished ones."""
+    _build(paths, index, json_out, True, rebuild, embedder, config, embed_backend=embed_backend,
+           index_type=index_type, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, threads=threads)
+
+
+@index_app.command("add")
+def index_add(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to add or update.")],
+    index: IndexOpt,
+    json_out: JsonOpt = False,
+    threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add or update documents from PATHS, keeping every other document in the index."""
+    _build(paths, index, json_out, False, False, None, config, threads=threads)
+
+
+def _build(paths, index, json_out, prune, rebuild, embedder, config, **overrides) -> None:
+    from ragqa.index import Index
+
+    settings = _settings(config, **overrides)
+    with _progress("indexing") as progress:
+        report = Index.build(paths, index, settings, embedder=embedder, prune=prune, rebuild=rebuild,
+                             warn=_warn, progress=progress)
+    _print_report(report, index, json_out)
+
+
+def _print_report(report, index: Path, json_out: bool) -> None:
+    if json_out:
+        typer.echo(json.dumps(report.to_json()))
+        return
+    what = "unchanged, nothing written" if report.version is None else f"version {report.version}"
+    typer.echo(f"{index}: {report.documents} documents, {report.chunks} chunks ({what}); "
+               f"added {report.added}, updated {report.updated}, removed {report.removed}, "
+               f"unchanged {report.unchanged}, skipped {report.skipped} files, "
+               f"{len(report.warnings)} warnings, {report.seconds:.1f} s")
+
+
+@index_app.command("remove")
+def index_remove(
+    doc_ids: Annotated[list[str], typer.Argument(help="Document ids (see `ragqa index info --documents`).")],
+    index: IndexOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove documents from the index by id."""
+    from ragqa.index import Index
+
+    _print_report(Index.remove(doc_ids, index, _settings()), index, json_out)
+
+
+@index_app.command("info")
+def index_info(
+    index: IndexOpt,
+    json_out: JsonOpt = False,
+    documents: Annotated[bool, typer.Option("--documents", help="List the documents too.")] = False,
+) -> None:
+    """What an index holds and how it was built."""
+    from ragqa.index import Index
+
+    with Index.open(index, _settings()) as idx:
+        info = idx.info()
+        if documents:
+            info["documents_list"] = idx.documents()
+    if json_out:
+        typer.echo(json.dumps(info, ensure_ascii=False))
+        return
+    emb = info["embedder"]
+    typer.echo(f"{index}: {info['documents']} documents, {info['chunks']} chunks\n"
+               f"  embedder  {emb['name']} ({emb['backend']}, {emb['dim']} dims, fingerprint {emb['fingerprint']})\n"
+               f"  chunks    <= {info['chunking']['max_tokens']} tokens, overlap {info['chunking']['overlap']}\n"
+               f"  vectors   faiss {info['vector_store']['index_type']}\n"
+               f"  created   {info['created']}\n  updated   {info['updated']}")
+    for d in info.get("documents_list", []):
+        typer.echo(f"  {d['doc_id']}\t{d['chunks']} chunks\t{d['title']}")
+
+
+@index_app.command("verify")
+def index_verify(index: IndexOpt) -> None:
+    """Exit 0 when FAISS, the chunk store, BM25 and the manifest agree (and checksums match)."""
+    from ragqa.index import verify
+
+    problems = verify(index)
+    for p in problems:
+        _err(f"problem: {p}")
+    if problems:
+        raise typer.Exit(4)
+    typer.echo(f"{index}: ok")
+
+
+# --- search ----------------------------------------------------------------------------
+@app.command("search")
+def search(
+    question: Annotated[Optional[str], typer.Argument(help="The question (or use --queries).")] = None,
+    index: IndexOpt = Path("indexes/demo"),
+    k: Annotated[int, typer.Option("-k", help="How many hits.")] = 10,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="dense | bm25 | hybrid.")] = None,
+    per_doc: Annotated[bool, typer.Option("--per-doc", help="Keep only the best chunk per document.")] = False,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help='JSONL file of {"_id", "text"} lines.')] = None,
+    json_out: JsonOpt = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Find the chunks most similar to a question."""
+    from ragqa.index import Index
+
+    if (question is None) == (queries is None):
+        raise ConfigError("give either a QUESTION or --queries FILE")
+    settings = _settings(threads=threads)
+    with Index.open(index, settings) as idx:
+        if queries is None:
+            hits = idx.search(question, k=k, mode=mode, per_doc=per_doc)
+            if json_out:
+                typer.echo(json.dumps({"query": question, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False))
+                return
+            for rank, h in enumerate(hits, 1):
+                text = " ".join(h.text.split())
+                typer.echo(f"{rank:2d}. {h.score:.4f}  {h.doc_id}  {h.title}\n    {text[:200]}")
+            return
+        from ragqa.evaluation import read_queries
+
+        items = read_queries(queries)
+        for start in range(0, len(items), 64):
+            part = items[start:start + 64]
+            for (qid, _), hits in zip(part, idx.search_batch([t for _, t in part], k=k, mode=mode, per_doc=per_doc)):
+                typer.echo(json.dumps({"query_id": qid, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False))
+
+
+def _hit_json(h) -> dict:
+    return {"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": round(h.score, 6), "text": h.text,
+            "source": h.source, "title": h.title, **({"page": h.page} if h.page is not None else {})}
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval and answers.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    index: IndexOpt,
+    queries: Annotated[Path, typer.Option("--queries", help='JSONL of {"_id", "text"}.')],
+    qrels: Annotated[Path, typer.Option("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score).")],
+    mode: Annotated[Optional[str], typer.Option("--mode", help="dense | bm25 | hybrid (default: all three).")] = None,
+    json_out: JsonOpt = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """nDCG@k, Recall@k and MRR@10 of the index's document rankings against qrels."""
+    from ragqa.evaluation import evaluate_retrieval, read_qrels, read_queries
+    from ragqa.index import Index
+
+    settings = _settings(threads=threads)
+    judged, items = read_qrels(qrels), read_queries(queries)
+    with Index.open(index, settings) as idx:
+        results = {m: evaluate_retrieval(idx, items, judged, mode=m) for m in ([mode] if mode else ["dense", "bm25", "hybrid"])}
+    if json_out:
+        typer.echo(json.dumps({"index": str(index), "qrels": str(qrels), "results": results}))
+        return
+    cols = ["ndcg@10", "recall@100", "mrr@10", "recall@10"]
+    typer.echo(f"{'mode':8s} " + " ".join(f"{c:>10s}" for c in cols) + "   queries")
+    for m, r in results.items():
+        typer.echo(f"{m:8s} " + " ".join(f"{r[c]:10.4f}" for c in cols) + f"   {r['queries']}")
+
+
+SHARED_SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scifact"
+
+
+@bench_app.command("index")
+def bench_index(
+    corpus: Annotated[Path, typer.Option("--corpus", help="JSONL corpus (_id, title, text).")] = SHARED_SCIFACT / "corpus.jsonl",
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="JSONL queries for latency.")] = SHARED_SCIFACT / "queries.jsonl",
+    limit: Annotated[int, typer.Option("--limit", help="Use the first N documents.")] = 1000,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path("bench-results/index.json"),
+    skip_langchain: Annotated[bool, typer.Option("--skip-langchain")] = False,
+    embed_backend: BackendOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Index build vs LangChain vs raw encode; incremental rebuilds; query latency."""
+    from ragqa.bench import bench_index as run_bench
+
+    if not corpus.is_file():
+        raise RagqaError(f"{corpus}: no such corpus; pass --corpus FILE.jsonl")
+    run_bench(corpus, queries if queries and queries.is_file() else None, limit,
+              _settings(embed_backend=embed_backend, threads=threads), out, skip_langchain=skip_langchain,
+              echo=typer.echo)
+
+
+# --- demo ------------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    index: IndexOpt = Path("indexes/demo"),
+    question: Annotated[str, typer.Option("--question", "-q")] = "What does the Apollo program's name refer to?",
+) -> None:
+    """Index the bundled demo corpus (data/demo) and answer a question from it, with sources."""
+    corpus = Path(__file__).resolve().parent.parent / "data" / "demo"
+    if not corpus.is_dir():
+        raise RagqaError(f"{corpus}: the demo corpus is missing; run from a ragqa checkout")
+    settings = _settings()
+    from ragqa.index import Index
+
+    with _progress("indexing") as progress:
+        report = Index.build([corpus], index, settings, warn=_warn, progress=progress)
+    _print_report(report, index, False)
+    typer.echo(f"\nQ: {question}")
+    with Index.open(index, settings) as idx:
+        for rank, h in enumerate(idx.search(question, k=3, per_doc=True), 1):
+            text = " ".join(h.text.split())
+            typer.echo(f"[{rank}] {h.title} ({h.doc_id}, score {h.score:.3f})\n    {text[:300]}")
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    if debug:
+        os.environ["RAGQA_DEBUG"] = "1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RAGQA_DEBUG") == "1"
+    if not debug:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        code = typer.main.get_command(app).main(argv, prog_name="ragqa", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _err("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except RagqaError as exc:
+        if debug:
+            raise
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted; the index was left as it was before this run")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one readable line, traceback only with --debug
+        if debug:
+            raise
+        _err(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Typed settings, read from (later wins): defaults, ``ragqa.toml`` in the working directory (or the
+file named by ``RAGQA_CONFIG``), ``RAGQA_*`` environment variables, and CLI flags.
+
+Only settings that change what is built or how it runs live here; every field is checked in
+``__post_init__`` and errors name the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragqa.errors import ConfigError
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+INDEX_TYPES = ("flat", "hnsw")
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def default_threads() -> int:
+    """Torch / onnxruntime threads. All cores by default; set RAGQA_THREADS=1 when another
+    process shares the CPU (two processes with 2 threads each on 2 cores thrash badly)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("RAGQA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ragqa"
+    )
+    return Path(base)
+
+
+@dataclass
+class Settings:
+    # embedder: a packaged model name (all-MiniLM-L6-v2), a local sentence-transformers
+    # directory, a hub id (only where a hub is reachable), or "fake" / "fake:DIM" for tests.
+    embedder: str = DEFAULT_EMBEDDER
+    # onnx: the same weights exported to ONNX, identical vectors (max abs diff < 1e-4) and faster
+    # on CPU; see README "Embedding backends" for the measured speed and quality of each.
+    embed_backend: str = "onnx"
+    embed_batch_size: int = 32
+    threads: int = field(default_factory=default_threads)
+    # chunk size in embedder tokens; None = the embedder's max sequence length (no truncation)
+    chunk_tokens: int | None = None
+    chunk_overlap: int = 32
+    index_type: str = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    hnsw_ef_construction: int = 200
+    # retrieval default chosen on SciFact qrels/train.tsv (README "Retrieval quality")
+    mode: str = "hybrid"
+    rrf_k: int = 60
+    candidates: int = 100  # hits taken from each retriever before fusion
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    embedding_cache: bool = True
+    max_file_mb: int = 200
+
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir)
+        _choice("embed_backend", self.embed_backend, EMBED_BACKENDS)
+        _choice("index_type", self.index_type, INDEX_TYPES)
+        _choice("mode", self.mode, RETRIEVAL_MODES)
+        for name in ("embed_batch_size", "threads", "hnsw_m", "hnsw_ef_search",
+                     "hnsw_ef_construction", "rrf_k", "candidates", "max_file_mb"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"setting {name}={getattr(self, name)!r} must be >= 1")
+        if self.chunk_tokens is not None and self.chunk_tokens < 16:
+            raise ConfigError(f"setting chunk_tokens={self.chunk_tokens!r} must be >= 16 (or unset)")
+        if self.chunk_overlap < 0:
+            raise ConfigError(f"setting chunk_overlap={self.chunk_overlap!r} must be >= 0")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with the given fields changed; ``None`` values are ignored (unset CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        path = path or os.environ.get("RAGQA_CONFIG")
+        if path is None and Path("ragqa.toml").is_file():
+            path = "ragqa.toml"
+        if path is not None:
+            values.update(_read_toml(Path(path)))
+        values.update(_from_env())
+        settings = cls._build(values, source=str(path or "environment"))
+        return settings.replace(**overrides)
+
+    @classmethod
+    def _build(cls, values: dict[str, Any], source: str) -> Settings:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(known)}")
+        return cls(**values)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"setting {name}={value!r} must be one of {', '.join(choices)}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc}); fix the file") from None
+    return dict(data.get("ragqa", data))
+
+
+_ENV_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
+
+
+def _from_env() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, typ in _ENV_TYPES.items():
+        raw = os.environ.get(f"RAGQA_{name.upper()}")
+        if raw is None or raw == "":
+            continue
+        typ = str(typ)
+        try:
+            if typ.startswith("int"):
+                values[name] = int(raw)
+            elif typ == "bool":
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
+            else:
+                values[name] = raw
+        except ValueError:
+            raise ConfigError(f"environment RAGQA_{name.upper()}={raw!r} must be a number") from None
+    return values

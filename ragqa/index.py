@@ -1,0 +1,487 @@
+"""The index: documents -> chunks -> vectors (FAISS) + texts (SQLite) + BM25 + a JSON manifest,
+in crash-safe versions (see ``storage``).
+
+Writing: ``Index.build(paths, dir)`` syncs the index to the paths (new documents added, changed
+ones re-chunked and re-embedded, vanished ones removed); ``Index.add`` adds and updates without
+removing anything; ``Index.remove`` removes documents by id. Unchanged files cost one hash of
+their bytes, and when nothing changed nothing is loaded or written.
+
+Reading: ``Index.open(dir).search(question, k=10, mode="hybrid")``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ragqa import bm25 as bm25_mod
+from ragqa.chunking import ChunkSettings, chunk_document
+from ragqa.chunkstore import FILE as CHUNKS_FILE
+from ragqa.chunkstore import ChunkStore
+from ragqa.config import Settings
+from ragqa.documents import Document, LoadWarning, discover, load_file
+from ragqa.embedding import Embedder, EmbeddingCache, embed_with_cache, get_embedder, text_hash
+from ragqa.errors import ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, RagqaError
+from ragqa.retrieval import Hit, best_per_doc, rrf
+from ragqa.storage import MANIFEST, IndexDir, file_sha256
+from ragqa.vectorstore import FaissStore
+
+BM25_DIR = "bm25"
+DOC_BATCH = 256  # documents chunked and embedded per step (bounds memory, drives the progress bar)
+
+Warn = Callable[[LoadWarning], None]
+Progress = Callable[[int, int], None]  # (documents done, documents to index)
+
+
+@dataclass
+class BuildReport:
+    documents: int = 0
+    chunks: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    version: str | None = None
+    embedded: int = 0  # chunks the embedder encoded (the rest came from the embedding cache)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["warnings"] = len(self.warnings)
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _embedder_json(embedder: Embedder) -> dict:
+    return {"name": embedder.name, "path": embedder.path, "dim": embedder.dim,
+            "fingerprint": embedder.fingerprint, "backend": embedder.backend,
+            "max_tokens": embedder.max_tokens}
+
+
+def _embedder_for(manifest: dict, settings: Settings, name: str | None) -> Embedder:
+    """The embedder to use with an existing index: the one that built it (by its recorded path,
+    else its name), or ``name`` when given, which must then produce the same vectors."""
+    rec = manifest["embedder"]
+    if name is None:
+        name = rec["path"] if Path(rec["path"]).is_dir() else rec["name"]
+        # torch and onnx give the same vectors; int8 ones differ, so keep whatever built the index
+        if "onnx-int8" in (rec["backend"], settings.embed_backend):
+            settings = settings.replace(embed_backend=rec["backend"])
+    return get_embedder(settings, name)
+
+
+def _check_embedder(manifest: dict, embedder: Embedder, where: Path) -> None:
+    rec = manifest["embedder"]
+    if embedder.fingerprint != rec["fingerprint"]:
+        raise EmbedderMismatch(
+            f"{where}: built with embedder {rec['name']} ({rec['backend']}, fingerprint "
+            f"{rec['fingerprint']}), but {embedder.name} ({embedder.backend}, fingerprint "
+            f"{embedder.fingerprint}) was asked for; use the index's embedder or rebuild with --rebuild")
+
+
+class Index:
+    """A loaded, read-only index version."""
+
+    def __init__(self, directory: Path, version: Path, manifest: dict, settings: Settings,
+                 embedder: Embedder):
+        self.directory = directory
+        self.version = version
+        self.manifest = manifest
+        self.settings = settings
+        self.embedder = embedder
+        store_cfg = manifest["vector_store"]
+        self.vectors = FaissStore.load(version, manifest["embedder"]["dim"], store_cfg["index_type"],
+                                       hnsw_m=store_cfg.get("hnsw_m", 32),
+                                       ef_search=settings.hnsw_ef_search)
+        self.chunks = ChunkStore(version / CHUNKS_FILE, readonly=True)
+        self._bm25: bm25_mod.BM25Index | None = None
+        self._doc_of: dict[int, str] | None = None
+
+    # --- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, directory: str | Path, settings: Settings | None = None, *,
+             embedder: str | Embedder | None = None) -> Index:
+        settings = settings or Settings.load()
+        idir = IndexDir(directory)
+        version = idir.current()
+        manifest = idir.read_manifest(version)
+        if embedder is None or isinstance(embedder, str):
+            emb = _embedder_for(manifest, settings, embedder)
+        else:
+            emb = embedder
+        if embedder is not None:
+            _check_embedder(manifest, emb, idir.path)
+        return cls(idir.path, version, manifest, settings, emb)
+
+    def close(self) -> None:
+        self.chunks.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- writing (class methods: each makes a new version) -------------------------------
+    @classmethod
+    def build(cls, paths: Sequence[str | Path], directory: str | Path, settings: Settings | None = None,
+              *, embedder: str | Embedder | None = None, prune: bool = True, rebuild: bool = False,
+              warn: Warn | None = None, progress: Progress | None = None) -> BuildReport:
+        """Sync the index at ``directory`` to the documents under ``paths``."""
+        return _Updater(directory, settings or Settings.load(), embedder, warn, progress).run(
+            paths=paths, prune=prune, rebuild=rebuild)
+
+    @classmethod
+    def add(cls, paths: Sequence[str | Path], directory: str | Path, settings: Settings | None = None,
+            **kw) -> BuildReport:
+        """Add new and update changed documents; keep every other document."""
+        return cls.build(paths, directory, settings, prune=False, **kw)
+
+    @classmethod
+    def remove(cls, doc_ids: Sequence[str], directory: str | Path, settings: Settings | None = None,
+               **kw) -> BuildReport:
+        return _Updater(directory, settings or Settings.load(), kw.get("embedder"), kw.get("warn"),
+                        kw.get("progress")).run(paths=[], prune=False, remove=list(doc_ids))
+
+    # --- searching -----------------------------------------------------------------------
+    @property
+    def bm25(self) -> bm25_mod.BM25Index:
+        if self._bm25 is None:
+            self._bm25 = bm25_mod.BM25Index.load(self.version / BM25_DIR)
+        return self._bm25
+
+    def _doc(self, chunk_id: int) -> str:
+        if self._doc_of is None:
+            self._doc_of = dict(self.chunks._db.execute("SELECT id, doc_id FROM chunks"))
+        return self._doc_of[chunk_id]
+
+    def search(self, question: str, k: int = 10, mode: str | None = None, per_doc: bool = False) -> list[Hit]:
+        return self.search_batch([question], k=k, mode=mode, per_doc=per_doc)[0]
+
+    def search_batch(self, questions: Sequence[str], k: int = 10, mode: str | None = None,
+                     per_doc: bool = False) -> list[list[Hit]]:
+        """Hits for each question, best first. The questions are embedded in one call."""
+        mode = mode or self.settings.mode
+        if mode not in ("dense", "bm25", "hybrid"):
+            raise ConfigError(f"mode {mode!r} must be one of dense, bm25, hybrid")
+        if k < 1:
+            raise ConfigError(f"k={k} must be >= 1")
+        n = max(k, self.settings.candidates) if mode == "hybrid" else k
+        # a document can own several chunks: take more, keep the best chunk of each
+        fetch = n * 4 if per_doc else n
+        dense: list[list[tuple[int, float]]] = [[] for _ in questions]
+        if mode in ("dense", "hybrid"):
+            qv = self.embedder.encode(list(questions))
+            dense = self.vectors.search_many(qv, fetch)
+        results = []
+        for i, question in enumerate(questions):
+            lists = []
+            if mode in ("dense", "hybrid"):
+                lists.append(best_per_doc(dense[i], self._doc) if per_doc else dense[i])
+            if mode in ("bm25", "hybrid"):
+                sparse = self.bm25.search(question, fetch)
+                lists.append(best_per_doc(sparse, self._doc) if per_doc else sparse)
+            if mode != "hybrid":
+                ranked = lists[0]
+            elif not per_doc:
+                ranked = rrf([[c for c, _ in lst[:n]] for lst in lists], self.settings.rrf_k)
+            else:
+                # fuse documents, not chunks (each list may have picked another chunk of a
+                # document); a document is shown with the chunk of the list that ranked it highest
+                chunk_of: dict[str, tuple[int, int]] = {}
+                for lst in lists:
+                    for rank, (c, _) in enumerate(lst[:n]):
+                        d = self._doc(c)
+                        if d not in chunk_of or rank < chunk_of[d][0]:
+                            chunk_of[d] = (rank, c)
+                fused = rrf([[self._doc(c) for c, _ in lst[:n]] for lst in lists], self.settings.rrf_k)
+                ranked = [(chunk_of[d][1], score) for d, score in fused]
+            results.append(self._hits(ranked[:k]))
+        return results
+
+    def _hits(self, ranked: Sequence[tuple[int, float]]) -> list[Hit]:
+        rows = self.chunks.get([c for c, _ in ranked])
+        return [Hit(doc_id=r["doc_id"], chunk_id=c, score=float(s), text=r["text"], source=r["source"],
+                    title=r["title"], page=r["page"], metadata=r["metadata"])
+                for c, s in ranked if (r := rows.get(c))]
+
+    # --- inspecting ----------------------------------------------------------------------
+    def info(self) -> dict:
+        m = self.manifest
+        return {"path": str(self.directory), "version": self.version.name,
+                "documents": m["counts"]["documents"], "chunks": m["counts"]["chunks"],
+                "embedder": {k: m["embedder"][k] for k in ("name", "path", "dim", "fingerprint", "backend")},
+                "chunking": m["chunking"], "vector_store": m["vector_store"],
+                "created": m["created"], "updated": m["updated"], "format_version": m["format_version"]}
+
+    def documents(self) -> list[dict]:
+        return self.chunks.documents()
+
+
+def verify(directory: str | Path) -> list[str]:
+    """Problems found (empty when the FAISS index, the chunk store, BM25 and the manifest agree,
+    and every file matches the checksum recorded when it was written)."""
+    idir = IndexDir(directory)
+    try:
+        version = idir.current()
+        manifest = idir.read_manifest(version)
+    except RagqaError as exc:
+        return [str(exc)]
+    problems = []
+    for name, digest in manifest.get("files", {}).items():
+        path = version / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif file_sha256(path) != digest:
+            problems.append(f"{path}: checksum differs from the manifest (file changed or damaged)")
+    if problems:
+        return problems
+    try:
+        store = ChunkStore(version / CHUNKS_FILE, readonly=True)
+        cfg = manifest["vector_store"]
+        vectors = FaissStore.load(version, manifest["embedder"]["dim"], cfg["index_type"])
+        bm25 = bm25_mod.BM25Index.load(version / BM25_DIR)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is a finding
+        return [f"{version}: cannot load ({type(exc).__name__}: {exc})"]
+    docs, chunks = store.counts()
+    counts = manifest["counts"]
+    if (docs, chunks) != (counts["documents"], counts["chunks"]):
+        problems.append(f"chunk store has {docs} documents / {chunks} chunks, manifest says "
+                        f"{counts['documents']} / {counts['chunks']}")
+    sql_ids = np.asarray(store.chunk_ids(), dtype=np.int64)
+    if len(vectors) != chunks or not np.array_equal(np.sort(vectors.ids()), sql_ids):
+        problems.append(f"FAISS holds {len(vectors)} vectors whose ids differ from the {chunks} chunks")
+    if not np.array_equal(np.sort(bm25.chunk_ids), sql_ids):
+        problems.append("BM25 index ids differ from the chunk store")
+    hashes = store.document_hashes()
+    recorded = {d: v["hash"] for d, v in manifest["documents"].items()}
+    if hashes != recorded:
+        diff = sorted(set(hashes.items()) ^ set(recorded.items()))[:3]
+        problems.append(f"document hashes in the chunk store differ from the manifest (e.g. {diff})")
+    store.close()
+    return problems
+
+
+class _Updater:
+    """One write to an index: sync / add / remove, under the lock, committed atomically."""
+
+    def __init__(self, directory, settings: Settings, embedder, warn: Warn | None, progress: Progress | None):
+        self.idir = IndexDir(directory)
+        self.settings = settings
+        self.embedder_arg = embedder
+        self.report = BuildReport()
+        self._user_warn = warn
+        self.progress = progress
+
+    def warn(self, w: LoadWarning) -> None:
+        self.report.warnings.append(str(w))
+        if self._user_warn:
+            self._user_warn(w)
+
+    def _embedder(self, old: dict | None) -> Embedder:
+        arg = self.embedder_arg
+        if arg is not None and not isinstance(arg, str):
+            emb = arg
+        elif old is not None:
+            emb = _embedder_for(old, self.settings, arg)
+        else:
+            emb = get_embedder(self.settings, arg)
+        if old is not None and arg is not None:
+            _check_embedder(old, emb, self.idir.path)
+        return emb
+
+    def run(self, paths: Sequence[str | Path], prune: bool, rebuild: bool = False,
+            remove: Sequence[str] = ()) -> BuildReport:
+        t0 = time.perf_counter()
+        # a path that does not exist is an error before anything is locked or written
+        files = discover(paths, self.warn) if paths else []
+        with self.idir.lock():
+            self.idir.collect_garbage()
+            old = None
+            if self.idir.exists() and not rebuild:
+                old = self.idir.read_manifest()
+                if self.embedder_arg is not None:
+                    self._embedder(old)  # an explicit embedder must match before anything changes
+            elif not self.idir.exists() and remove:
+                raise IndexNotFound(f"{self.idir.path}: no such index")
+            self.report.version = self._sync(files, old, prune, remove)
+            self.idir.collect_garbage()
+        self.report.seconds = time.perf_counter() - t0
+        return self.report
+
+    def _sync(self, files, old: dict | None, prune: bool, remove: Sequence[str]) -> str | None:
+        report = self.report
+        old_docs: dict[str, dict] = dict(old["documents"]) if old else {}
+        old_sources: dict[str, dict] = dict(old["sources"]) if old else {}
+        unknown = [d for d in remove if d not in old_docs]
+        if unknown:
+            raise RagqaError(f"{self.idir.path}: no document(s) {', '.join(map(repr, unknown[:5]))} in the index; "
+                             "`ragqa index info --documents` lists them")
+        seen: dict[str, dict] = {}  # doc id -> {"hash", "source"} of every document now present
+        to_index: dict[str, Document] = {}
+        sources = {} if prune else dict(old_sources)
+        for sf in files:
+            key = str(sf.path)
+            fhash = sf.file_hash()
+            prev = old_sources.get(key)
+            if prev and prev["hash"] == fhash and all(d in old_docs for d in prev["documents"]):
+                for d in prev["documents"]:
+                    seen.setdefault(d, old_docs[d])
+                sources[key] = prev
+                continue
+            n_warn = len(report.warnings)
+            docs = load_file(sf, self.warn, max_bytes=self.settings.max_file_mb * 2**20)
+            if not docs:
+                if len(report.warnings) > n_warn:
+                    report.skipped += 1
+                if prev:  # a file that became unreadable keeps what was indexed from it
+                    for d in prev["documents"]:
+                        if d in old_docs:
+                            seen.setdefault(d, old_docs[d])
+                    sources[key] = prev
+                continue
+            ids = []
+            for doc in docs:
+                if doc.doc_id in seen:
+                    self.warn(LoadWarning(sf.path.as_posix(), f"document id {doc.doc_id!r} already came from "
+                                          f"{seen[doc.doc_id]['source']}; skipped this copy"))
+                    continue
+                h = doc.content_hash()
+                seen[doc.doc_id] = {"hash": h, "source": key}
+                ids.append(doc.doc_id)
+                if old_docs.get(doc.doc_id, {}).get("hash") != h:
+                    to_index[doc.doc_id] = doc
+                elif "chunks" in old_docs[doc.doc_id]:
+                    seen[doc.doc_id]["chunks"] = old_docs[doc.doc_id]["chunks"]
+            sources[key] = {"hash": fhash, "documents": ids}
+        final = dict(seen) if prune else {**old_docs, **seen}
+        for d in remove:
+            final.pop(d, None)
+        for src in sources.values():
+            if remove and any(d in remove for d in src["documents"]):
+                src["documents"] = [d for d in src["documents"] if d not in remove]
+                src["hash"] = ""  # re-read this file on the next sync
+        removed = [d for d in old_docs if d not in final]
+        report.added = sum(d not in old_docs for d in to_index)
+        report.updated = len(to_index) - report.added
+        report.removed = len(removed)
+        report.unchanged = len(final) - len(to_index)
+        report.documents = len(final)
+        if old and not to_index and not removed and sources == old_sources:
+            report.chunks = old["counts"]["chunks"]
+            return None  # nothing changed: nothing loaded, nothing written
+        if not old and not final:
+            raise RagqaError(f"{self.idir.path}: no documents to index (every file was skipped or none "
+                             "was found); check the paths and the warnings above")
+        return self._write(old, final, to_index, removed, sources).name
+
+    def _write(self, old, final, to_index, removed, sources) -> Path:
+        embedder = self._embedder(old)
+        data_changed = bool(to_index or removed)
+        tmp = self.idir.new_version()
+        try:
+            if old:
+                version = self.idir.current()
+                chunk_cfg = old["chunking"]
+                store_cfg = old["vector_store"]
+            else:
+                version = None
+                max_tokens = self.settings.chunk_tokens or embedder.max_tokens
+                if max_tokens > embedder.max_tokens:
+                    raise ConfigError(f"chunk_tokens={max_tokens} exceeds the embedder's window of "
+                                      f"{embedder.max_tokens} tokens: text would be truncated")
+                chunk_cfg = ChunkSettings(max_tokens, self.settings.chunk_overlap).to_json()
+                store_cfg = {"kind": "faiss", "index_type": self.settings.index_type, "metric": "inner_product",
+                             "hnsw_m": self.settings.hnsw_m}
+            if version and not data_changed:
+                for p in version.iterdir():  # only the manifest changes: share the data files
+                    if p.name != MANIFEST:
+                        (shutil.copytree if p.is_dir() else shutil.copy2)(p, tmp / p.name,
+                                                                          **({"copy_function": _link} if p.is_dir() else {}))
+                next_id = old["next_id"]
+            else:
+                next_id = self._write_data(version, tmp, embedder, chunk_cfg, store_cfg, old, to_index, removed, final)
+            now = _now()
+            counts = {"documents": len(final), "chunks": sum(v.get("chunks", 0) for v in final.values())}
+            self.report.chunks = counts["chunks"]
+            manifest = {
+                "created": old["created"] if old else now, "updated": now,
+                "embedder": old["embedder"] if old and not data_changed else _embedder_json(embedder),
+                "chunking": chunk_cfg, "vector_store": store_cfg, "bm25": bm25_mod.describe(),
+                "counts": counts, "next_id": next_id, "documents": final, "sources": sources,
+            }
+            return self.idir.commit(tmp, manifest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _write_data(self, version, tmp, embedder, chunk_cfg, store_cfg, old, to_index, removed, final) -> int:
+        if version:
+            shutil.copyfile(version / CHUNKS_FILE, tmp / CHUNKS_FILE)
+            vectors = FaissStore.load(version, old["embedder"]["dim"], store_cfg["index_type"],
+                                      hnsw_m=store_cfg.get("hnsw_m", 32))
+            next_id = old["next_id"]
+        else:
+            vectors = FaissStore(embedder.dim, store_cfg["index_type"], hnsw_m=store_cfg.get("hnsw_m", 32),
+                                 ef_construction=self.settings.hnsw_ef_construction)
+            next_id = 1
+        store = ChunkStore(tmp / CHUNKS_FILE)
+        stale = store.remove_documents([*removed, *(d for d in to_index if old and d in old["documents"])])
+        vectors.remove(np.asarray(stale, dtype=np.int64))
+        cache = EmbeddingCache(self.settings.cache_dir / "embeddings.sqlite") if self.settings.embedding_cache else None
+        csettings = ChunkSettings(chunk_cfg["max_tokens"], chunk_cfg["overlap"])
+        docs = list(to_index.values())
+        done = 0
+        if self.progress:
+            self.progress(0, len(docs))
+        for start in range(0, len(docs), DOC_BATCH):
+            batch = docs[start:start + DOC_BATCH]
+            per_doc = [chunk_document(d, embedder, csettings) for d in batch]
+            flat = [c for cs in per_doc for c in cs]
+            texts = [c.embed_text for c in flat]
+            vecs, encoded = embed_with_cache(embedder, texts, cache)
+            hashes = [text_hash(t) for t in texts]
+            ids = np.arange(next_id, next_id + len(flat), dtype=np.int64)
+            next_id += len(flat)
+            vectors.add(ids, vecs)
+            pos = 0
+            for doc, cs in zip(batch, per_doc):
+                store.add(doc, cs, ids[pos:pos + len(cs)], hashes[pos:pos + len(cs)])
+                final[doc.doc_id]["chunks"] = len(cs)
+                pos += len(cs)
+            self.report.embedded += encoded
+            done += len(batch)
+            if self.progress:
+                self.progress(done, len(docs))
+        if cache:
+            cache.close()
+        vectors.save(tmp)
+        ids, texts = [], []
+        for cid, text in store.embed_texts():
+            ids.append(cid)
+            texts.append(text)
+        store.close()
+        bm25_mod.BM25Index.build(texts, ids).save(tmp / BM25_DIR)
+        return next_id
+
+
+def _link(src: str, dst: str) -> None:
+    """Hard-link an immutable data file into the next version (copy where links fail)."""
+    import os
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,95 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ragqa.cli import main
+
+from conftest import ROOT, write_corpus
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def fake_embedder(monkeypatch):
+    monkeypatch.setenv("RAGQA_EMBEDDER", "fake:32")
+    monkeypatch.setenv("RAGQA_THREADS", "1")
+
+
+def test_build_info_verify_search_remove(tmp_path, capsys):
+    docs = write_corpus(tmp_path / "docs")
+    idx = tmp_path / "idx"
+    code, out, err = run(capsys, "index", "build", docs, "--index", idx, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["documents"] == 5 and summary["added"] == 5
+    assert {"documents", "chunks", "added", "updated", "removed", "unchanged", "skipped", "seconds"} <= set(summary)
+
+    code, out, _ = run(capsys, "index", "info", "--index", idx, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["documents"] == 5 and {"name", "path", "dim"} <= set(info["embedder"])
+    assert "created" in info and "updated" in info
+
+    assert run(capsys, "index", "verify", "--index", idx)[0] == 0
+
+    code, out, _ = run(capsys, "search", "the moon orbits the earth", "--index", idx, "-k", "2", "--json")
+    hits = json.loads(out)["hits"]
+    assert code == 0 and hits[0]["doc_id"] == "doc1.txt"
+    assert set(hits[0]) >= {"doc_id", "chunk_id", "score", "text", "source", "title"}
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "q1", "text": "bees honey"}\n{"_id": "q2", "text": "trains on rails"}\n')
+    code, out, _ = run(capsys, "search", "--index", idx, "--queries", queries, "-k", "3", "--per-doc", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [x["query_id"] for x in lines] == ["q1", "q2"]
+    assert lines[0]["hits"][0]["doc_id"] == "doc4.txt" and len(lines[0]["hits"]) == 3
+
+    code, out, _ = run(capsys, "index", "remove", "doc4.txt", "--index", idx, "--json")
+    assert code == 0 and json.loads(out)["removed"] == 1
+
+
+def test_missing_path_exit_2_one_line(tmp_path, capsys):
+    code, out, err = run(capsys, "index", "build", tmp_path / "nope", "--index", tmp_path / "idx")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "nope" in err and "Traceback" not in err
+
+
+def test_warnings_are_one_line_each_and_counted(tmp_path, capsys):
+    docs = write_corpus(tmp_path / "docs", 2)
+    (docs / "bad.txt").write_bytes(b"\xff\xfe\xfa not utf8")
+    (docs / "empty.md").write_text("")
+    code, out, err = run(capsys, "index", "build", docs, "--index", tmp_path / "idx", "--json")
+    assert code == 0
+    assert json.loads(out)["skipped"] == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
+
+
+def test_open_missing_index_is_clear(tmp_path, capsys):
+    code, _, err = run(capsys, "search", "x", "--index", tmp_path / "none")
+    assert code == 2 and "ragqa index build" in err
+
+
+def test_verify_fails_on_damage(tmp_path, capsys):
+    docs = write_corpus(tmp_path / "docs")
+    run(capsys, "index", "build", docs, "--index", tmp_path / "idx")
+    current = (tmp_path / "idx" / "CURRENT").read_text().strip()
+    (tmp_path / "idx" / current / "chunks.sqlite").write_bytes(b"junk")
+    code, _, err = run(capsys, "index", "verify", "--index", tmp_path / "idx")
+    assert code == 4 and "chunks.sqlite" in err
+
+
+def test_console_script_no_traceback_without_debug(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "ragqa.cli", "index", "info", "--index", str(tmp_path)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+    proc = subprocess.run([sys.executable, "-m", "ragqa.cli", "--debug", "index", "info", "--index", str(tmp_path)],
+                          capture_output=True, text=True, env=env)
+    assert "Traceback" in proc.stderr
