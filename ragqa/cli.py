@@ -249,6 +249,100 @@ def eval_retrieval(
         typer.echo(f"{m:8s} " + " ".join(f"{r[c]:10.4f}" for c in cols) + f"   {r['queries']}")
 
 
+# --- answering -------------------------------------------------------------------------
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Generator: packaged name "
+                     "(qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), local directory or hub id.")]
+VariantOpt = Annotated[str, typer.Option("--variant", "-v", help="base, or a variant name from "
+                                         "`ragqa variants list`.")]
+
+
+@app.command("ask")
+def ask(
+    question: Annotated[Optional[str], typer.Argument(help="The question (or use --questions).")] = None,
+    index: IndexOpt = Path("indexes/demo"),
+    model: ModelOpt = None,
+    variant: VariantOpt = "base",
+    k: Annotated[Optional[int], typer.Option("-k", help="Passages to retrieve.")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="dense | bm25 | hybrid.")] = None,
+    questions: Annotated[Optional[Path], typer.Option("--questions", help='JSONL of {"id", "question"}.')] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated.")] = False,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", help="qa, qa-concise or a .toml file.")] = None,
+    json_out: JsonOpt = False,
+    threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer a question from the index, citing the passages used."""
+    from ragqa.evaluation import read_queries
+    from ragqa.pipeline import Answer, RagQA
+
+    if (question is None) == (questions is None):
+        raise ConfigError("give either a QUESTION or --questions FILE")
+    settings = _settings(config, threads=threads, max_new_tokens=max_new_tokens, model=model)
+    with RagQA.open(index, settings) as qa:
+        if questions is not None:
+            for qid, text in read_queries(questions, text_key="question"):
+                ans = qa.ask(text, variant=variant, k=k, mode=mode, template=template)
+                out = ans.to_json()
+                typer.echo(json.dumps({"id": qid, **{key: out[key] for key in
+                                       ("answer", "abstained", "reason", "variant", "sources", "timings")}},
+                                      ensure_ascii=False))
+            return
+        if stream and not json_out:
+            ans = None
+            for piece in qa.stream(question, variant=variant, k=k, mode=mode, template=template):
+                if isinstance(piece, Answer):
+                    ans = piece
+                else:
+                    typer.echo(piece, nl=False)
+            typer.echo("")
+            _print_sources(ans)
+            return
+        ans = qa.ask(question, variant=variant, k=k, mode=mode, template=template)
+    if json_out:
+        typer.echo(json.dumps(ans.to_json(), ensure_ascii=False))
+        return
+    typer.echo(ans.text)
+    _print_sources(ans)
+
+
+def _print_sources(ans) -> None:
+    if ans.abstained and ans.reason:
+        typer.echo(f"({ans.reason})")
+    for s in ans.sources:
+        text = " ".join(s.text.split())
+        page = f", page {s.page}" if s.page else ""
+        typer.echo(f"[{s.n}]{'*' if s.cited else ' '} {s.title or s.doc_id} ({s.doc_id}{page}, score {s.score:.3f})\n"
+                   f"     {text[:240]}")
+    t = ans.timings
+    if "generate_ms" in t:
+        typer.echo(f"({ans.variant}; retrieve {t['retrieve_ms']:.0f} ms, prompt {t.get('prompt_tokens', 0)} tokens, "
+                   f"generate {t['generate_ms'] / 1000:.1f} s at {t.get('tokens_per_s', 0):.1f} tokens/s)")
+
+
+variants_app = typer.Typer(no_args_is_help=True, help="Generator variants (base, LoRA, soft prompts, ...).")
+app.add_typer(variants_app, name="variants")
+
+
+@variants_app.command("list")
+def variants_list(
+    model: ModelOpt = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Variants of every base model.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Variants in the variants directory, plus a `base` entry for each available base model."""
+    from ragqa.generators import BASE_MODELS, list_variants
+
+    settings = _settings(model=model)
+    bases = [settings.model] if model else list(BASE_MODELS)
+    rows = list_variants(settings.variants_dir, bases)
+    if json_out:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:28s} {r['kind']:14s} {r['base_model']:30s} {r['path']}")
+
+
 SHARED_SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scifact"
 
 
@@ -273,26 +367,64 @@ def bench_index(
 
 
 # --- demo ------------------------------------------------------------------------------
+DEMO_QUESTION = "When did Apollo 11 land on the Moon, and who was in its crew?"
+
+
 @app.command("demo")
 def demo(
     index: IndexOpt = Path("indexes/demo"),
-    question: Annotated[str, typer.Option("--question", "-q")] = "What does the Apollo program's name refer to?",
+    question: Annotated[str, typer.Option("--question", "-q")] = DEMO_QUESTION,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Index the bundled demo corpus (data/demo) and answer a question from it, with sources."""
+    from ragqa.index import Index
+    from ragqa.pipeline import RagQA
+
     corpus = Path(__file__).resolve().parent.parent / "data" / "demo"
     if not corpus.is_dir():
         raise RagqaError(f"{corpus}: the demo corpus is missing; run from a ragqa checkout")
-    settings = _settings()
-    from ragqa.index import Index
-
+    settings = _settings(threads=threads, model=model)
     with _progress("indexing") as progress:
         report = Index.build([corpus], index, settings, warn=_warn, progress=progress)
     _print_report(report, index, False)
-    typer.echo(f"\nQ: {question}")
-    with Index.open(index, settings) as idx:
-        for rank, h in enumerate(idx.search(question, k=3, per_doc=True), 1):
-            text = " ".join(h.text.split())
-            typer.echo(f"[{rank}] {h.title} ({h.doc_id}, score {h.score:.3f})\n    {text[:300]}")
+    typer.echo(f"\nQ: {question}\n(loading {settings.model}; the first run converts it once, ~1-2 min)")
+    with RagQA.open(index, settings) as qa:
+        typer.echo("A: ", nl=False)
+        ans = None
+        for piece in qa.stream(question):
+            if isinstance(piece, str):
+                typer.echo(piece, nl=False)
+            else:
+                ans = piece
+        typer.echo("")
+        _print_sources(ans)
+
+
+@app.command("generate")
+def generate(
+    input_file: Annotated[Path, typer.Option("--input", help='JSONL of {"id", "input"}.')],
+    template: Annotated[str, typer.Option("--template", help="summarize, qa, ... or a .toml file.")] = "summarize",
+    model: ModelOpt = None,
+    variant: VariantOpt = "base",
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens")] = None,
+    json_out: JsonOpt = True,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Plain generation with a template (summarisation, QA-data synthesis): one output per input line."""
+    from ragqa.evaluation import read_queries
+    from ragqa.pipeline import generation_settings, make_generator
+    from ragqa.prompting import build_plain_prompt, load_template
+
+    settings = _settings(threads=threads, model=model, max_new_tokens=max_new_tokens)
+    tmpl = load_template(template)
+    gen = make_generator(settings)
+    gs = generation_settings(settings)
+    budget = gen.context_length - settings.max_new_tokens
+    for item_id, text in read_queries(input_file, text_key="input"):
+        prompt = build_plain_prompt(text, tmpl, gen.tokenizer, max_prompt_tokens=budget)
+        out = gen.generate(prompt.text, variant=variant, settings=gs).text.strip()
+        typer.echo(json.dumps({"id": item_id, "output": out}, ensure_ascii=False) if json_out else out)
 
 
 @app.callback()

@@ -39,6 +39,10 @@ PACKAGED_EMBEDDERS = {
 }
 
 
+# bump when the ONNX export or quantisation recipe changes, so old cached graphs are not reused
+ONNX_RECIPE = "r1"
+
+
 class Embedder(Protocol):
     name: str
     backend: str
@@ -172,11 +176,11 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._model is not None:
                 return self._model
-            import torch
-
-            torch.set_num_threads(self.threads)
             if self.backend == "torch":
+                import torch
                 from sentence_transformers import SentenceTransformer
+
+                torch.set_num_threads(self.threads)
 
                 try:
                     self._model = SentenceTransformer(self.path, device="cpu")
@@ -191,7 +195,7 @@ class SentenceTransformerEmbedder:
                                      "local directory; use --embed-backend torch")
                 check_supported(self._dir)
                 self._model = OnnxEncoder(
-                    self._dir, self.cache_dir / "onnx" / dir_fingerprint(self._dir),
+                    self._dir, self.cache_dir / "onnx" / f"{dir_fingerprint(self._dir)}-{ONNX_RECIPE}",
                     quantize=self.backend == "onnx-int8", threads=self.threads)
                 self._model.load()
             return self._model

@@ -71,11 +71,11 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def read_queries(path: str | Path) -> list[tuple[str, str]]:
-    """JSONL lines with ``_id`` (or ``id``) and ``text``."""
+def read_queries(path: str | Path, text_key: str = "text") -> list[tuple[str, str]]:
+    """JSONL lines with ``_id`` (or ``id``) and ``text_key`` -> [(id, text)]."""
     path = Path(path)
     if not path.is_file():
-        raise InputNotFound(f"{path}: no such queries file")
+        raise InputNotFound(f"{path}: no such file")
     items = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -83,9 +83,9 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
         try:
             obj = json.loads(line)
             qid = obj["_id"] if "_id" in obj else obj["id"]
-            items.append((str(qid), str(obj["text"])))
+            items.append((str(qid), str(obj[text_key])))
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f'{path}:{n}: expected a JSON object with "_id" and "text"') from None
+            raise ConfigError(f'{path}:{n}: expected a JSON object with "_id" (or "id") and "{text_key}"') from None
     return items
 
 

@@ -24,11 +24,11 @@ from ragqa import bm25 as bm25_mod
 from ragqa.chunking import ChunkSettings, chunk_document
 from ragqa.chunkstore import FILE as CHUNKS_FILE
 from ragqa.chunkstore import ChunkStore
-from ragqa.config import Settings
+from ragqa.config import EMBED_BACKENDS, Settings
 from ragqa.documents import Document, LoadWarning, discover, load_file
 from ragqa.embedding import Embedder, EmbeddingCache, embed_with_cache, get_embedder, text_hash
 from ragqa.errors import ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, RagqaError
-from ragqa.retrieval import Hit, best_per_doc, rrf
+from ragqa.retrieval import Hit, Retrieval, best_per_doc, rrf
 from ragqa.storage import MANIFEST, IndexDir, file_sha256
 from ragqa.vectorstore import FaissStore
 
@@ -77,7 +77,7 @@ def _embedder_for(manifest: dict, settings: Settings, name: str | None) -> Embed
     if name is None:
         name = rec["path"] if Path(rec["path"]).is_dir() else rec["name"]
         # torch and onnx give the same vectors; int8 ones differ, so keep whatever built the index
-        if "onnx-int8" in (rec["backend"], settings.embed_backend):
+        if "onnx-int8" in (rec["backend"], settings.embed_backend) and rec["backend"] in EMBED_BACKENDS:
             settings = settings.replace(embed_backend=rec["backend"])
     return get_embedder(settings, name)
 
@@ -173,6 +173,13 @@ class Index:
     def search_batch(self, questions: Sequence[str], k: int = 10, mode: str | None = None,
                      per_doc: bool = False) -> list[list[Hit]]:
         """Hits for each question, best first. The questions are embedded in one call."""
+        return [r.hits for r in self.retrieve_batch(questions, k=k, mode=mode, per_doc=per_doc)]
+
+    def retrieve_batch(self, questions: Sequence[str], k: int = 10, mode: str | None = None,
+                       per_doc: bool = False) -> list[Retrieval]:
+        """Like ``search_batch``, also giving each question's best dense cosine similarity (what
+        "is anything relevant here?" is judged on: RRF and BM25 scores are not comparable across
+        questions)."""
         mode = mode or self.settings.mode
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"mode {mode!r} must be one of dense, bm25, hybrid")
@@ -208,7 +215,8 @@ class Index:
                             chunk_of[d] = (rank, c)
                 fused = rrf([[self._doc(c) for c, _ in lst[:n]] for lst in lists], self.settings.rrf_k)
                 ranked = [(chunk_of[d][1], score) for d, score in fused]
-            results.append(self._hits(ranked[:k]))
+            top = dense[i][0][1] if dense[i] else None
+            results.append(Retrieval(self._hits(ranked[:k]), top))
         return results
 
     def _hits(self, ranked: Sequence[tuple[int, float]]) -> list[Hit]:

@@ -24,6 +24,12 @@ class Hit:
         return out
 
 
+@dataclass
+class Retrieval:
+    hits: list[Hit]
+    top_similarity: float | None  # best dense cosine similarity to the question (None in bm25 mode)
+
+
 def rrf(ranked_lists: Sequence[Sequence[Hashable]], k: int = 60) -> list[tuple[Hashable, float]]:
     """Reciprocal rank fusion: score(d) = sum over lists of 1 / (k + rank), rank from 1.
 

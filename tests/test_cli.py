@@ -93,3 +93,33 @@ def test_console_script_no_traceback_without_debug(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ragqa.cli", "--debug", "index", "info", "--index", str(tmp_path)],
                           capture_output=True, text=True, env=env)
     assert "Traceback" in proc.stderr
+
+
+def test_ask_single_and_batch_with_fake_generator(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAGQA_MODEL", "fake")
+    monkeypatch.setenv("RAGQA_ABSTAIN_THRESHOLD", "0.2")
+    docs = write_corpus(tmp_path / "docs")
+    idx = tmp_path / "idx"
+    run(capsys, "index", "build", docs, "--index", idx)
+    code, out, err = run(capsys, "ask", "Does the moon orbit the earth?", "--index", idx, "--json")
+    assert code == 0, err
+    ans = json.loads(out)
+    assert not ans["abstained"] and "[1]" in ans["answer"] and ans["sources"][0]["doc_id"] == "doc1.txt"
+    code, out, _ = run(capsys, "ask", "Does the moon orbit the earth?", "--index", idx, "--stream")
+    assert code == 0 and "[1]" in out.splitlines()[0]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "bees honey?"}\n{"id": "b", "question": "lava volcano?"}\n')
+    code, out, _ = run(capsys, "ask", "--index", idx, "--questions", questions, "--variant", "fake-lora", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert all({"id", "answer", "abstained", "variant", "sources", "timings"} <= set(r) for r in rows)
+    assert rows[0]["variant"] == "fake-lora" and {"doc_id", "score", "text"} <= set(rows[0]["sources"][0])
+
+
+def test_variants_list_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAGQA_VARIANTS_DIR", str(tmp_path / "adapters"))
+    code, out, _ = run(capsys, "variants", "list", "--json")
+    rows = json.loads(out)
+    assert code == 0 and {"base"} == {r["name"] for r in rows}
+    assert {r["base_model"] for r in rows} == {"qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"}
+    assert all(set(r) >= {"name", "kind", "base_model", "path"} for r in rows)

@@ -1,0 +1,446 @@
+"""``Generator``: one base model in memory serves every variant.
+
+    gen = Generator("smollm2-135m-instruct", cache_dir=Path(".cache"), variants_dir=Path("adapters"))
+    gen.generate(gen.chat_prompt("What is the capital of France?")).text
+    gen.generate(prompt, variant="my-lora", settings=GenerationSettings(max_new_tokens=64))
+    for piece in gen.stream(prompt, variant="my-soft-prompt"): print(piece, end="")
+
+The base loads lazily (first use or ``load()``); a variant loads once, on first use or through
+``load_variant``, and attaches to the same module (see the kind modules for how each kind is
+served). One lock serialises every load and generation, so concurrent calls with different
+variants never see each other's adapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragqa.errors import ConfigError, ModelError
+from ragqa.generators.models import (BASE_MODELS, DEFAULT_MODEL, converted_path, load_base,
+                                     load_tokenizer, model_fingerprint, one_line,
+                                     resolve_model)
+from ragqa.generators.registry import (CARD_FILE, Card, ModelHost, VariantKind, get_kind,
+                                       is_variant_dir, kind_from_peft_type, list_variants,
+                                       read_adapter_config)
+
+MAX_CONTEXT = 4096
+# end-of-turn markers of common chat templates: generation also stops on these when present
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    seed: int | None = None
+
+    def check(self) -> None:
+        if int(self.max_new_tokens) < 1:
+            raise ConfigError(f"max_new_tokens is {self.max_new_tokens}; give 1 or more")
+        if self.do_sample and not self.temperature > 0:
+            raise ConfigError(f"temperature is {self.temperature}; give a value > 0 when sampling")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p is {self.top_p}; give a value in (0, 1]")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"repetition_penalty is {self.repetition_penalty}; give a value > 0 "
+                              "(1.0 = off)")
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    generate_ms: float      # the generate call, prompt processing included
+    first_token_ms: float   # from the start of the generate call to the first new token
+    tokens_per_s: float     # new_tokens / generate seconds
+    variant: str
+    switch_ms: float = 0.0  # activating the variant's adapter (set_adapter) before generating
+    token_ids: list[int] = field(default_factory=list)  # the new tokens, special ones included
+
+
+class _FirstToken:
+    """Streamer mix-in: the time of the first new token (the first put() is the prompt)."""
+
+    def _mark(self):
+        self._puts = getattr(self, "_puts", 0) + 1
+        if self._puts == 2:
+            self.first_token_at = time.perf_counter()
+
+
+def _timing_streamer():
+    from transformers.generation.streamers import BaseStreamer
+
+    class TimingStreamer(_FirstToken, BaseStreamer):
+        first_token_at = None
+
+        def put(self, value):
+            self._mark()
+
+        def end(self):
+            pass
+
+    return TimingStreamer()
+
+
+def _text_streamer(tokenizer, **decode_kwargs):
+    from transformers import TextIteratorStreamer
+
+    class TextStreamer(_FirstToken, TextIteratorStreamer):
+        first_token_at = None
+
+        def put(self, value):
+            self._mark()
+            super().put(value)
+
+    return TextStreamer(tokenizer, skip_prompt=True, **decode_kwargs)
+
+
+def _cancel_criteria(event: threading.Event):
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool)
+
+    return StoppingCriteriaList([Cancelled()])
+
+
+class Generator:
+    def __init__(self, model: str = DEFAULT_MODEL, *, cache_dir: Path,
+                 variants_dir: Path = Path("adapters"), dtype="bfloat16", threads: int = 1):
+        self.model_name = str(model)
+        self.cache_dir = Path(cache_dir)
+        self.variants_dir = Path(variants_dir)
+        self.dtype = dtype
+        self.threads = max(1, int(threads))
+        self._lock = threading.Lock()      # every load and generation
+        self._owner: int | None = None
+        self._meta_lock = threading.Lock()  # lazy path / tokenizer resolution
+        self._path: Path | str | None = None
+        self._tokenizer = None
+        self._host: ModelHost | None = None
+        self._variants: dict[str, VariantKind] = {}
+        self._by_dir: dict[str, str] = {}
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._host else "not loaded"
+        return f"Generator({self.model_name!r}, {state}, variants={sorted(self._variants)})"
+
+    # ------------------------------------------------------------------------- lazy metadata
+
+    @property
+    def path(self) -> Path | str:
+        """The directory the base loads from (a packaged model is converted on first access)."""
+        with self._meta_lock:
+            if self._path is None:
+                self._path = resolve_model(self.model_name, self.cache_dir)
+            return self._path
+
+    @property
+    def tokenizer(self):
+        if self._host is not None:
+            return self._host.tokenizer
+        path = self.path
+        with self._meta_lock:
+            if self._tokenizer is None:
+                self._tokenizer = load_tokenizer(path)
+            return self._tokenizer
+
+    @property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.path)
+
+    @property
+    def context_length(self) -> int:
+        if self._host is not None:
+            n = getattr(self._host.model.config, "max_position_embeddings", None)
+        elif isinstance(self.path, Path):
+            n = json.loads((self.path / "config.json").read_text()).get("max_position_embeddings")
+        else:
+            from transformers import AutoConfig
+
+            n = getattr(AutoConfig.from_pretrained(self.path), "max_position_embeddings", None)
+        return min(int(n or 2048), MAX_CONTEXT)
+
+    def _known_fingerprint(self) -> str | None:
+        """The fingerprint if it can be had without converting a packaged model."""
+        if self._path is not None:
+            return self.fingerprint
+        if self.model_name in BASE_MODELS:
+            path = converted_path(self.model_name, self.cache_dir)
+            return model_fingerprint(path) if path else None
+        return self.fingerprint
+
+    # ------------------------------------------------------------------------- locking / loading
+
+    @contextlib.contextmanager
+    def _locked(self):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise RuntimeError("this thread already holds the generator (an unfinished stream()?); "
+                               "finish or close the stream before the next call")
+        with self._lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    def load(self) -> None:
+        """Loads the base model now (otherwise the first generation does)."""
+        with self._locked():
+            self._ensure_base()
+
+    def _ensure_base(self) -> ModelHost:
+        if self._host is None:
+            model, tokenizer = load_base(self.path, dtype=self.dtype, threads=self.threads)
+            self._host = ModelHost(model, tokenizer)
+            self._tokenizer = tokenizer
+            self._variants = {"base": get_kind("base")(self._host, "base", None, None, "base")}
+            self._by_dir = {}
+        return self._host
+
+    def _reset(self) -> None:
+        """Drops the model and every loaded variant (after an adapter failed half-way)."""
+        self._host = None
+        self._variants = {}
+        self._by_dir = {}
+
+    # ------------------------------------------------------------------------- variants
+
+    def _compatible(self, card: Card, fingerprint: str | None) -> bool:
+        """False when the card says it was trained on another base: another fingerprint, or
+        (with no fingerprint recorded) another packaged model's name."""
+        if card.base_fingerprint and fingerprint:
+            return card.base_fingerprint == fingerprint
+        if not card.base_fingerprint and card.base_model in BASE_MODELS:
+            return card.base_model == self.model_name
+        return True  # nothing to compare against: loading checks the shapes
+
+    def variants(self) -> list[dict]:
+        """The base plus the variants under variants_dir trained on this base (a card whose
+        base_fingerprint differs is left out), plus any loaded from elsewhere."""
+        fingerprint = self._known_fingerprint()
+        path = self._path or converted_path(self.model_name, self.cache_dir) or self.model_name
+        out = [{"name": "base", "kind": "base", "base_model": self.model_name, "path": str(path)}]
+        seen = set()
+        for entry in list_variants(self.variants_dir, [], cache_dir=self.cache_dir):
+            try:
+                card = Card.load(Path(entry["path"]))
+            except ModelError:
+                continue
+            if self._compatible(card, fingerprint):
+                out.append(entry)
+                seen.add(str(Path(entry["path"]).resolve()))
+        for name, variant in list(self._variants.items()):
+            if name != "base" and str(variant.path.resolve()) not in seen:
+                out.append(variant.describe())
+        return out
+
+    def _find_variant_dir(self, name_or_dir: str) -> Path:
+        path = Path(name_or_dir).expanduser()
+        if is_variant_dir(path):
+            return path
+        candidate = self.variants_dir / name_or_dir
+        if is_variant_dir(candidate):
+            return candidate
+        if self.variants_dir.is_dir():  # a card may name its variant differently from its dir
+            for sub in sorted(self.variants_dir.iterdir()):
+                if is_variant_dir(sub):
+                    with contextlib.suppress(ModelError):
+                        if Card.load(sub).name == name_or_dir:
+                            return sub
+        known = [v["name"] for v in list_variants(self.variants_dir, [])]
+        raise ModelError(f"variant {name_or_dir!r}: not a variant directory and not found under "
+                         f"{self.variants_dir} (known: {', '.join(known) or 'none'})")
+
+    def load_variant(self, name_or_dir: str) -> str:
+        """Loads a variant once (a name under variants_dir, or a directory); returns its name."""
+        with self._locked():
+            return self._load_variant(name_or_dir).name
+
+    def _load_variant(self, name_or_dir: str) -> VariantKind:
+        self._ensure_base()
+        if name_or_dir in self._variants:
+            return self._variants[name_or_dir]
+        directory = self._find_variant_dir(name_or_dir)
+        key = str(directory.resolve())
+        if key in self._by_dir:
+            return self._variants[self._by_dir[key]]
+        card = Card.load(directory)
+        if card.name == "base":
+            raise ModelError(f"variant {directory}: the name 'base' is reserved; rename it in "
+                             "its card")
+        if card.name in self._variants:
+            raise ModelError(f"variant {card.name!r}: two directories use this name "
+                             f"({self._variants[card.name].path} and {directory}); rename one "
+                             "in its card")
+        peft_type = str(read_adapter_config(directory).get("peft_type") or "")
+        if peft_type and kind_from_peft_type(peft_type) != card.kind:
+            raise ModelError(f"variant {card.name!r}: its card says kind {card.kind!r} but the "
+                             f"adapter is {peft_type}; fix \"kind\" in {directory / CARD_FILE}")
+        fingerprint = self.fingerprint
+        if not self._compatible(card, fingerprint):
+            raise ModelError(
+                f"variant {card.name!r} was trained on base {card.base_model or '?'} "
+                f"(fingerprint {card.base_fingerprint or '?'}) but this generator serves "
+                f"{self.model_name} (fingerprint {fingerprint}); use a Generator for "
+                f"{card.base_model or 'that base'} or retrain the variant")
+        variant = get_kind(card.kind)(self._host, card.name, directory, card,
+                                      f"v{self._counter}")
+        self._counter += 1
+        try:
+            variant.load()
+        except ModelError:
+            raise
+        except Exception as exc:
+            # an adapter may be half-injected into the shared module: start clean next time
+            self._reset()
+            raise ModelError(f"variant {card.name!r} ({card.kind}, {directory}): cannot load it "
+                             f"on {self.model_name} ({one_line(exc)}); the base "
+                             "model will be reloaded on next use") from exc
+        self._variants[card.name] = variant
+        self._by_dir[key] = card.name
+        return variant
+
+    # ------------------------------------------------------------------------- generation
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        """``user`` (and ``system``) formatted with the model's chat template, ready for the
+        assistant's answer; plain text when the tokenizer has no template."""
+        tokenizer = self.tokenizer
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}]
+        if not getattr(tokenizer, "chat_template", None):
+            return (f"{system}\n\n" if system else "") + user
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, prompt: str):
+        tokenizer = self._host.tokenizer
+        bos = tokenizer.bos_token
+        enc = tokenizer(prompt, return_tensors="pt",
+                        add_special_tokens=not (bos and prompt.startswith(bos)))
+        if enc["input_ids"].shape[1] == 0:
+            raise ConfigError("prompt is empty; give some text")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def _stop_ids(self) -> list[int]:
+        tokenizer, config = self._host.tokenizer, self._host.model.generation_config
+        ids = config.eos_token_id
+        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        vocab = tokenizer.get_vocab()
+        ids += [vocab[t] for t in END_OF_TURN if t in vocab]
+        return list(dict.fromkeys(ids))
+
+    def _prepare(self, prompt: str, variant: str, settings: GenerationSettings | None):
+        """(variant, input_ids, attention_mask, generate kwargs, switch ms); lock held."""
+        settings = settings or GenerationSettings()
+        settings.check()
+        v = self._load_variant(variant)
+        input_ids, attention_mask = self._encode(prompt)
+        used = input_ids.shape[1] + v.virtual_tokens
+        context = self.context_length
+        if used >= context:
+            raise ConfigError(f"prompt has {used} tokens but {self.model_name} reads at most "
+                              f"{context}; shorten the prompt (fewer or shorter passages)")
+        kwargs = {"max_new_tokens": min(int(settings.max_new_tokens), context - used),
+                  "do_sample": bool(settings.do_sample),
+                  "repetition_penalty": float(settings.repetition_penalty),
+                  "pad_token_id": self._host.tokenizer.pad_token_id,
+                  "eos_token_id": self._stop_ids()}
+        if settings.do_sample:
+            kwargs.update(temperature=float(settings.temperature), top_p=float(settings.top_p))
+        else:  # no sampling knobs from the model's generation_config either (avoids warnings)
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.seed is not None:
+            import torch
+
+            torch.manual_seed(int(settings.seed))
+        started = time.perf_counter()
+        v.activate()
+        return v, input_ids, attention_mask, kwargs, (time.perf_counter() - started) * 1000
+
+    def _result(self, v, input_ids, new_ids, started, first_token_at, switch_ms):
+        ended = time.perf_counter()
+        seconds = ended - started
+        n = int(new_ids.numel())
+        return GenerationResult(
+            text=self._host.tokenizer.decode(new_ids, skip_special_tokens=True),
+            prompt_tokens=int(input_ids.shape[1]), new_tokens=n,
+            generate_ms=seconds * 1000,
+            first_token_ms=((first_token_at or ended) - started) * 1000 if n else 0.0,
+            tokens_per_s=n / seconds if seconds > 0 else 0.0,
+            variant=v.name, switch_ms=switch_ms, token_ids=new_ids.tolist())
+
+    def _run(self, v, input_ids, attention_mask, **kwargs):
+        import torch
+
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return v.generate(input_ids, attention_mask, **kwargs)
+        except (ModelError, ConfigError):
+            raise
+        except Exception as exc:
+            raise ModelError(f"model {self.model_name}, variant {v.name!r}: generation failed "
+                             f"({one_line(exc)})") from exc
+
+    def generate(self, prompt: str, variant: str = "base",
+                 settings: GenerationSettings | None = None) -> GenerationResult:
+        """One answer for ``prompt`` (text, already chat-formatted if wanted) with ``variant``."""
+        with self._locked():
+            v, input_ids, mask, kwargs, switch_ms = self._prepare(prompt, variant, settings)
+            streamer = _timing_streamer()
+            started = time.perf_counter()
+            new_ids = self._run(v, input_ids, mask, streamer=streamer, **kwargs)
+            return self._result(v, input_ids, new_ids, started, streamer.first_token_at,
+                                switch_ms)
+
+    def stream(self, prompt: str, variant: str = "base",
+               settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Text pieces as they are generated; they join to ``generate()``'s text. The model
+        lock is held until the stream is exhausted or closed (closing stops the generation at
+        the next token). The generator's return value is the GenerationResult."""
+        with self._locked():
+            v, input_ids, mask, kwargs, switch_ms = self._prepare(prompt, variant, settings)
+            streamer = _text_streamer(self._host.tokenizer, skip_special_tokens=True)
+            cancel = threading.Event()
+            outcome: dict = {}
+
+            def work():
+                try:
+                    outcome["ids"] = self._run(v, input_ids, mask, streamer=streamer,
+                                               stopping_criteria=_cancel_criteria(cancel),
+                                               **kwargs)
+                except BaseException as exc:  # handed to the consumer below
+                    outcome["error"] = exc
+                    streamer.end()
+
+            started = time.perf_counter()
+            worker = threading.Thread(target=work, name="ragqa-generate", daemon=True)
+            worker.start()
+            try:
+                for piece in streamer:
+                    if piece:
+                        yield piece
+            finally:
+                cancel.set()
+                worker.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            return self._result(v, input_ids, outcome["ids"], started, streamer.first_token_at,
+                                switch_ms)

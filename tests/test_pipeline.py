@@ -1,0 +1,81 @@
+import threading
+
+import pytest
+
+from ragqa import Index
+from ragqa.pipeline import Answer, RagQA, cited_numbers, is_abstention
+from ragqa.testing import FakeGenerator
+
+
+@pytest.fixture
+def qa(tmp_path, settings):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "paris.txt").write_text("The Eiffel Tower is in Paris. It was finished in 1889.", encoding="utf-8")
+    (docs / "moon.md").write_text("# Moon\n\nThe Moon orbits the Earth every 27 days. It has no air.", encoding="utf-8")
+    Index.build([docs], tmp_path / "idx", settings)
+    s = settings.replace(abstain_threshold=0.2, top_k=2)
+    with RagQA.open(tmp_path / "idx", s, generator=FakeGenerator()) as rag:
+        yield rag
+
+
+def test_ask_answers_with_cited_sources(qa):
+    ans = qa.ask("Where is the Eiffel Tower?")
+    assert isinstance(ans, Answer) and not ans.abstained
+    assert ans.text.startswith("The Eiffel Tower is in Paris.") and "[1]" in ans.text
+    assert ans.sources[0].n == 1 and ans.sources[0].doc_id == "paris.txt" and ans.sources[0].cited
+    assert ans.variant == "base"
+    assert {"retrieve_ms", "prompt_tokens", "generate_ms", "tokens_per_s"} <= set(ans.timings)
+    js = ans.to_json()
+    assert {"answer", "abstained", "variant", "sources", "timings"} <= set(js)
+    assert {"doc_id", "score", "text"} <= set(js["sources"][0])
+
+
+def test_nothing_relevant_abstains_without_generating(qa):
+    qa.settings = qa.settings.replace(abstain_threshold=0.99)
+    ans = qa.ask("Where is the Eiffel Tower?")
+    assert ans.abstained and ans.text == "I don't know." and "threshold" in ans.reason
+    assert qa.generator.calls == []
+
+
+def test_model_abstention_is_flagged():
+    assert is_abstention("I don't know.") and is_abstention("  I do not know the answer")
+    assert not is_abstention("Paris [1]")
+    assert cited_numbers("It is Paris [1], see also [3].") == {1, 3}
+
+
+def test_variant_is_used_and_reported(qa):
+    ans = qa.ask("Where is the Eiffel Tower?", variant="fake-lora")
+    assert ans.variant == "fake-lora" and "(fake-lora)" in ans.text
+    assert qa.generator.calls[-1][0] == "fake-lora"
+    assert [v["name"] for v in qa.variants()] == ["base", "fake-lora"]
+
+
+def test_stream_yields_pieces_then_answer(qa):
+    items = list(qa.stream("Where is the Eiffel Tower?"))
+    assert isinstance(items[-1], Answer)
+    assert "".join(items[:-1]) == items[-1].text
+    assert items[-1].sources[0].cited
+
+
+def test_follow_up_is_rewritten_with_history(qa):
+    history = [("Where is the Eiffel Tower?", "In Paris [1].")]
+    ans = qa.ask("When was it finished?", history=history)
+    assert qa.generator.calls[0][0] == "base" and "Where is the Eiffel Tower?" in qa.generator.calls[0][1]
+    assert not ans.abstained and ans.sources
+
+
+def test_threads_each_get_their_own_variant(qa):
+    qa.generator.delay_s = 0.01
+    errors = []
+
+    def worker(variant):
+        for _ in range(5):
+            ans = qa.ask("Where is the Eiffel Tower?", variant=variant)
+            if ans.variant != variant or (variant != "base") != ("(fake-lora)" in ans.text):
+                errors.append((variant, ans.text))
+
+    threads = [threading.Thread(target=worker, args=(v,)) for v in ("base", "fake-lora", "base", "fake-lora")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
