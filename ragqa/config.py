@@ -64,6 +64,9 @@ class Settings:
     variants_dir: Path = Path("adapters")
     template: str = "qa"
     top_k: int = 4  # passages retrieved for an answer
+    # few-shot: JSONL of {"question", "answer", "context"?}; the most similar `shots` go in the prompt
+    examples_file: str = ""
+    shots: int = 0
     max_prompt_tokens: int = 1536  # CPU prompt processing cost grows with this
     max_new_tokens: int = 96
     do_sample: bool = False
@@ -91,6 +94,8 @@ class Settings:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be >= 1")
         if self.chunk_tokens is not None and self.chunk_tokens < 16:
             raise ConfigError(f"setting chunk_tokens={self.chunk_tokens!r} must be >= 16 (or unset)")
+        if self.shots < 0:
+            raise ConfigError(f"setting shots={self.shots!r} must be >= 0")
         if self.chunk_overlap < 0:
             raise ConfigError(f"setting chunk_overlap={self.chunk_overlap!r} must be >= 0")
 

@@ -1,4 +1,8 @@
-"""Evaluation: retrieval metrics against qrels (BEIR format).
+"""Evaluation: answer metrics (SQuAD exact match and token F1) and retrieval metrics against
+qrels (BEIR format).
+
+SQuAD metrics follow the official v1.1 script: lower-case, remove punctuation and the articles
+a/an/the, collapse whitespace; EM and F1 take the maximum over the gold answers.
 
 Definitions follow BEIR / pytrec_eval: nDCG@k with graded gains rel / log2(rank + 1) and the ideal
 ranking of all judged-relevant documents; Recall@k = |relevant in top k| / |relevant|; MRR@k =
@@ -8,13 +12,42 @@ document in the qrels are left out.
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import math
+import re
+import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ragqa.errors import ConfigError, InputNotFound
+
+
+def normalize_answer(text: str) -> str:
+    """>>> normalize_answer("The  Denver Broncos!")
+    'denver broncos'
+    """
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, golds: Sequence[str]) -> float:
+    return max((float(normalize_answer(prediction) == normalize_answer(g)) for g in golds), default=0.0)
+
+
+def token_f1(prediction: str, golds: Sequence[str]) -> float:
+    def f1(pred: str, gold: str) -> float:
+        p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+        common = collections.Counter(p) & collections.Counter(g)
+        same = sum(common.values())
+        if same == 0:
+            return 0.0
+        precision, recall = same / len(p), same / len(g)
+        return 2 * precision * recall / (precision + recall)
+
+    return max((f1(prediction, g) for g in golds), default=0.0)
 
 
 def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:

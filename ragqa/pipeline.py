@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ragqa.config import Settings
 from ragqa.index import Index
-from ragqa.prompting import Passage, Prompt, build_prompt, load_template, render, rewrite_messages
+from ragqa.prompting import (Passage, Prompt, build_prompt, load_examples, load_template, render,
+                             rewrite_messages, select_examples)
 
 ABSTAIN_TEXT = "I don't know."
 _ABSTAIN_RE = re.compile(r"^\W*(i\s+(do\s+not|don't|don’t)\s+know|i\s+cannot\s+answer|unknown)\b", re.I)
@@ -126,6 +127,15 @@ class RagQA:
     def variants(self) -> list[dict]:
         return self.generator.variants()
 
+    def _examples(self, question: str):
+        """The few-shot examples for this question: the `shots` most similar by the index's embedder."""
+        s = self.settings
+        if not s.shots or not s.examples_file:
+            return []
+        if "_examples" not in self._template_cache:
+            self._template_cache["_examples"] = load_examples(s.examples_file)
+        return select_examples(question, self._template_cache["_examples"], s.shots, embed=self.index.embedder.encode)
+
     def _template(self, name: str | None):
         name = name or self.settings.template
         if name not in self._template_cache:
@@ -174,7 +184,7 @@ class RagQA:
         prompt = build_prompt(standalone, passages, self._template(template), self.generator.tokenizer,
                               max_prompt_tokens=min(self.settings.max_prompt_tokens,
                                                     self.generator.context_length - self.settings.max_new_tokens),
-                              history=history)
+                              history=history, examples=self._examples(standalone))
         by_text = {id(p): h for p, h in zip(passages, hits)}
         for n, p in enumerate(prompt.passages, 1):
             h = by_text.get(id(p)) or next((h for h in hits if h.doc_id == p.doc_id), hits[0])

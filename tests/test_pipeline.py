@@ -79,3 +79,13 @@ def test_threads_each_get_their_own_variant(qa):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert errors == []
+
+
+def test_few_shot_examples_are_chosen_by_similarity(qa, tmp_path):
+    ex = tmp_path / "examples.jsonl"
+    ex.write_text('{"question": "Where is Big Ben?", "answer": "London [1]"}\n'
+                  '{"question": "How do bees make honey?", "answer": "From nectar [1]"}\n')
+    qa.settings = qa.settings.replace(examples_file=str(ex), shots=1)
+    qa.ask("Where is the Eiffel Tower?")
+    prompt = qa.generator.calls[-1][1]
+    assert "Where is Big Ben?" in prompt and "bees" not in prompt
