@@ -205,3 +205,285 @@ def _langchain_pipeline(rows: list[dict], model) -> int:
     chunks = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=100).split_documents(docs)
     FAISS.from_documents(chunks, STEmbeddings())
     return len(chunks)
+
+
+# ---------------------------------------------------------------------------------- generation
+
+GEN_QUESTION = "What did the Apollo program achieve, and which setbacks did it face?"
+GEN_PROMPT_BUDGET = 490  # max_prompt_tokens: 3 passages (the 3rd cut to fit, as ragqa does), ~490 tokens
+SWITCH_ROUNDS = 5  # recorded rounds of base -> lora-a -> lora-b -> soft-prompt (after one warm-up round)
+SWITCH_VARIANTS = ("lora-a", "lora-b", "soft-prompt")
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process (VmRSS), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _settle_memory() -> None:
+    """Frees what can be freed (and hands freed heap back to the OS), so an RSS delta measures
+    what a load really adds rather than reuse of memory freed earlier."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _demo_passages(n: int = 3) -> list:
+    from ragqa.prompting import Passage
+
+    doc = Path(__file__).resolve().parent.parent / "data" / "demo" / "apollo_program.md"
+    paragraphs = [p.strip() for p in doc.read_text(encoding="utf-8").split("\n\n")
+                  if p.strip() and not p.strip().startswith("#")]
+    return [Passage(text=t, title="Apollo program", doc_id=doc.name) for t in paragraphs[:n]]
+
+
+def _base_weight_ptrs(model) -> dict[str, int]:
+    """data_ptr of the input embedding and of the first q_proj weight (its base layer once a
+    LoRA wraps it): unchanged pointers mean the base weights were never reloaded or copied."""
+    ptrs = {"embed_tokens": model.get_input_embeddings().weight.data_ptr()}
+    for name, module in model.named_modules():
+        if name.endswith("q_proj"):
+            ptrs[name.replace(".base_layer", "")] = getattr(module, "base_layer", module).weight.data_ptr()
+            break
+    return ptrs
+
+
+def _make_bench_adapters(model, work: Path, base_model: str, fingerprint: str) -> dict[str, Path]:
+    """Two random LoRA adapters (r=8 on q_proj/v_proj; init_lora_weights=False so they change
+    the outputs) and one random 20-token prompt-tuning adapter, each with its card. ``model``
+    (a plain transformers model, not the Generator's) gets its LoRA layers removed again."""
+    import warnings
+
+    import torch
+    from peft import (LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType,
+                      get_peft_model)
+
+    from ragqa.generators.registry import Card
+
+    dirs: dict[str, Path] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed, name in enumerate(("lora-a", "lora-b")):
+            torch.manual_seed(seed)
+            peft_model = get_peft_model(model, LoraConfig(
+                r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                task_type=TaskType.CAUSAL_LM))
+            peft_model.save_pretrained(work / name)
+            model = peft_model.unload()  # the plain model back, for the next adapter
+            dirs[name] = work / name
+        torch.manual_seed(2)
+        peft_model = get_peft_model(model, PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20,
+            prompt_tuning_init=PromptTuningInit.RANDOM))
+        peft_model.save_pretrained(work / "soft-prompt")
+        dirs["soft-prompt"] = work / "soft-prompt"
+        del peft_model
+    kinds = {"lora-a": "lora", "lora-b": "lora", "soft-prompt": "prompt-tuning"}
+    for name, directory in dirs.items():
+        Card(name=name, kind=kinds[name], base_model=base_model, base_fingerprint=fingerprint,
+             command="ragqa.bench.bench_generate (random weights)").save(directory)
+    return dirs
+
+
+def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, runs: int = 3,
+                   echo: Callable[[str], None] = print) -> dict:
+    """On one model (``settings.model``), in one process:
+
+    1. a RAG prompt: the ``qa`` template with 3 passages from ``data/demo/apollo_program.md``;
+    2. ``Generator.generate(prompt, "base")`` ``runs`` times after a warm-up: tokens/s, first token;
+    3. the same prompt through a separately loaded plain ``AutoModelForCausalLM`` (same weights,
+       dtype, threads, greedy, repetition penalty, the same number of new tokens), interleaved
+       with 2. so background load hits both alike: tokens/s, first token (a 1-token generate);
+    4. three random variants (LoRA a/b, 20-token soft prompt) loaded into the Generator, then
+       calls alternating base/lora-a/lora-b/soft-prompt (1 new token): switch_ms, base not
+       reloaded (same module object and weight pointers), base output unchanged, RSS per variant.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ragqa.generators import GenerationSettings
+    from ragqa.generators.models import model_fingerprint, resolve_model, torch_dtype
+    from ragqa.pipeline import make_generator
+    from ragqa.prompting import build_prompt, load_template
+
+    runs = max(1, int(runs))
+    n_max = int(max_new_tokens)
+    results: dict = {"model": settings.model, "machine": machine_info(settings.threads),
+                     "settings": {"threads": settings.threads, "gen_dtype": settings.gen_dtype,
+                                  "max_new_tokens": n_max, "runs": runs}}
+    echo(f"resolving {settings.model} ...")
+    model_dir = resolve_model(settings.model, settings.cache_dir)
+    fingerprint = model_fingerprint(model_dir)
+    results.update(model_dir=str(model_dir), fingerprint=fingerprint)
+
+    gen = make_generator(settings)
+    t_load, _ = _timed(gen.load)
+    results["ragqa_load_s"] = t_load
+    prompt = build_prompt(GEN_QUESTION, _demo_passages(3), load_template("qa"), gen.tokenizer,
+                          max_prompt_tokens=GEN_PROMPT_BUDGET)
+    results["prompt"] = {"tokens": prompt.tokens, "passages": len(prompt.passages),
+                         "truncated": prompt.truncated, "template": "qa", "question": GEN_QUESTION,
+                         "source": "data/demo/apollo_program.md"}
+    gs = GenerationSettings(max_new_tokens=n_max)  # greedy, the default repetition penalty
+
+    # ---- the plain transformers baseline: same weights, dtype, threads, prompt ids
+    echo(f"loading a plain AutoModelForCausalLM from {model_dir} ...")
+    torch.set_num_threads(settings.threads)
+    t_raw_load, raw = _timed(lambda: AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch_dtype(settings.gen_dtype)))
+    raw.eval()
+    results["raw_load_s"] = t_raw_load
+    raw_tok = AutoTokenizer.from_pretrained(str(model_dir))
+    bos = raw_tok.bos_token
+    enc = raw_tok(prompt.text, return_tensors="pt",
+                  add_special_tokens=not (bos and prompt.text.startswith(bos)))
+    pad_id = raw_tok.pad_token_id if raw_tok.pad_token_id is not None else raw_tok.eos_token_id
+
+    def raw_generate(n: int):
+        torch.set_num_threads(settings.threads)
+        t0 = time.perf_counter()
+        ids = raw.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=n,
+                           min_new_tokens=n, do_sample=False, repetition_penalty=gs.repetition_penalty,
+                           pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
+        return time.perf_counter() - t0, ids[0, enc["input_ids"].shape[1]:].tolist()
+
+    echo(f"warm-up: ragqa and raw generate, {n_max} new tokens on a {prompt.tokens}-token prompt ...")
+    warm = gen.generate(prompt.text, "base", gs)
+    n_new = warm.new_tokens  # greedy: every run gives these tokens; the baseline is held to the count
+    raw_generate(n_new)
+    raw_generate(1)
+    rg: dict[str, list] = {"new_tokens": [], "tokens_per_s": [], "generate_ms": [], "first_token_ms": []}
+    rw: dict[str, list] = {"new_tokens": [], "tokens_per_s": [], "generate_ms": [], "first_token_ms": []}
+    same_ids = True
+    for i in range(runs):
+        echo(f"run {i + 1}/{runs} ...")
+        r = gen.generate(prompt.text, "base", gs)
+        rg["new_tokens"].append(r.new_tokens)
+        rg["tokens_per_s"].append(r.tokens_per_s)
+        rg["generate_ms"].append(r.generate_ms)
+        rg["first_token_ms"].append(r.first_token_ms)
+        seconds, ids = raw_generate(r.new_tokens)
+        same_ids = same_ids and ids == r.token_ids
+        rw["new_tokens"].append(len(ids))
+        rw["tokens_per_s"].append(len(ids) / seconds)
+        rw["generate_ms"].append(1000 * seconds)
+        rw["first_token_ms"].append(1000 * raw_generate(1)[0])
+    for d in (rg, rw):
+        d["tokens_per_s_median"] = statistics.median(d["tokens_per_s"])
+        d["first_token_ms_median"] = statistics.median(d["first_token_ms"])
+        d["generate_ms_median"] = statistics.median(d["generate_ms"])
+    rg["prompt_tokens"] = r.prompt_tokens
+    rw["prompt_tokens"] = int(enc["input_ids"].shape[1])
+    rw["first_token_ms_how"] = "a generate call with max_new_tokens=1"
+    results["ragqa"], results["raw"] = rg, rw
+    results["same_token_ids"] = same_ids
+    results["ended_early"] = n_new < n_max  # the model stopped (end of turn) before max_new_tokens
+    results["speed_vs_raw"] = rg["tokens_per_s_median"] / rw["tokens_per_s_median"]
+    results["first_token_vs_raw"] = rg["first_token_ms_median"] / rw["first_token_ms_median"]
+
+    # ---- variants: made on the baseline model (never on the Generator's base), loaded by directory
+    work = Path(tempfile.mkdtemp(prefix="ragqa-bench-gen-"))
+    try:
+        echo("creating 2 random LoRA adapters and a 20-token soft prompt ...")
+        dirs = _make_bench_adapters(raw, work, settings.model, fingerprint)
+        del raw
+        host = gen._host
+        model_id, ptrs = id(host.model), _base_weight_ptrs(host.model)
+        short = gen.chat_prompt("Who flew to the Moon first?")
+        check = GenerationSettings(max_new_tokens=8, repetition_penalty=gs.repetition_penalty)
+        base_before = gen.generate(short, "base", check).token_ids
+
+        _settle_memory()
+        rss0 = rss = _rss_mb()
+        memory: dict = {"rss_mb_before_variants": rss0, "rss_mb_after": {}, "added_mb": {}, "load_ms": {},
+                        "adapter_file_kb": {}}
+        for name in SWITCH_VARIANTS:
+            t, _ = _timed(lambda name=name: gen.load_variant(str(dirs[name])))
+            _settle_memory()
+            now = _rss_mb()
+            memory["added_mb"][name], rss = now - rss, now
+            memory["rss_mb_after"][name] = now
+            memory["load_ms"][name] = 1000 * t
+            memory["adapter_file_kb"][name] = sum(
+                p.stat().st_size for p in dirs[name].glob("*.safetensors")) / 1024
+        memory["rss_mb_after_variants"] = rss
+        memory["mb_per_extra_variant"] = (rss - rss0) / len(SWITCH_VARIANTS)
+        results["memory"] = memory
+
+        echo(f"switching base/{'/'.join(SWITCH_VARIANTS)}, 1 new token, {SWITCH_ROUNDS} rounds ...")
+        order = ("base", *SWITCH_VARIANTS)
+        one = GenerationSettings(max_new_tokens=1, repetition_penalty=gs.repetition_penalty)
+        switch: dict[str, list[float]] = {v: [] for v in order}
+        call: dict[str, list[float]] = {v: [] for v in order}
+        for rnd in range(SWITCH_ROUNDS + 1):
+            for v in order:
+                res = gen.generate(short, v, one)
+                if rnd:  # round 0 is a warm-up
+                    switch[v].append(res.switch_ms)
+                    call[v].append(res.generate_ms + res.switch_ms)
+        every = [x for v in order for x in switch[v]]
+        base_after = gen.generate(short, "base", check).token_ids
+        changes = {v: gen.generate(short, v, check).token_ids != base_after for v in SWITCH_VARIANTS}
+        results["switching"] = {
+            "order": list(order), "rounds": SWITCH_ROUNDS, "switches": len(every),
+            "switch_ms": switch, "switch_ms_mean": statistics.fmean(every), "switch_ms_max": max(every),
+            "variant_switch_ms_mean": {v: statistics.fmean(switch[v]) for v in SWITCH_VARIANTS},
+            "variant_switch_ms_max": {v: max(switch[v]) for v in SWITCH_VARIANTS},
+            "one_token_call_ms_median": {v: statistics.median(call[v]) for v in order},
+            "base_model_object_unchanged": gen._host is host and id(gen._host.model) == model_id,
+            "base_weight_ptrs_unchanged": _base_weight_ptrs(gen._host.model) == ptrs,
+            "base_output_unchanged": base_after == base_before,
+            "variant_changes_output": changes}
+        sw = results["switching"]
+        sw["base_reloaded"] = not (sw["base_model_object_unchanged"] and sw["base_weight_ptrs_unchanged"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    echo(format_generate_table(results))
+    echo(f"wrote {out}")
+    return results
+
+
+def format_generate_table(r: dict) -> str:
+    g, w, sw, mem = r["ragqa"], r["raw"], r["switching"], r["memory"]
+    p, m = r["prompt"], r["machine"]
+    n = g["new_tokens"][0] if g["new_tokens"] else 0
+    ended = " (the model ended its answer there)" if r["ended_early"] else ""
+    yes_no = lambda b: "yes" if b else "no"  # noqa: E731
+    lines = [f"model {r['model']} ({r['settings']['gen_dtype']}), {r['settings']['threads']} thread(s), "
+             f"{m['cpu']}; load average at start {m['load_avg_at_start']:.2f}",
+             "| measurement | value | goal |", "|---|---|---|",
+             f"| prompt (qa template, {p['passages']} passages{', last cut to fit' if p['truncated'] else ''}) "
+             f"| {p['tokens']} tokens | |",
+             f"| ragqa Generator.generate, median of {len(g['tokens_per_s'])} ({n} new tokens{ended}) "
+             f"| {g['tokens_per_s_median']:.1f} tok/s, {g['generate_ms_median']:.0f} ms | |",
+             f"| raw model.generate, same prompt / weights / dtype / threads / {w['new_tokens'][0]} new tokens "
+             f"| {w['tokens_per_s_median']:.1f} tok/s, {w['generate_ms_median']:.0f} ms | |",
+             f"| ragqa speed vs raw | {r['speed_vs_raw']:.2f}x (same tokens: {yes_no(r['same_token_ids'])}) "
+             f"| >= 0.95x |",
+             f"| time to first token, ragqa / raw (1-token generate) | {g['first_token_ms_median']:.0f} / "
+             f"{w['first_token_ms_median']:.0f} ms ({r['first_token_vs_raw']:.2f}x) | |",
+             f"| variant switch_ms, mean / max over {sw['switches']} calls (base, lora-a, lora-b, soft-prompt) "
+             f"| {sw['switch_ms_mean']:.2f} / {sw['switch_ms_max']:.2f} ms | <= 50 ms |",
+             "| switch_ms mean / max per variant | " + ", ".join(
+                 f"{v} {sw['variant_switch_ms_mean'][v]:.2f} / {sw['variant_switch_ms_max'][v]:.2f}"
+                 for v in SWITCH_VARIANTS) + " ms | |",
+             "| 1-token call on a short prompt, median | " + ", ".join(
+                 f"{v} {ms:.0f}" for v, ms in sw["one_token_call_ms_median"].items()) + " ms | |",
+             f"| base reloaded (module object, weight data_ptr) | {yes_no(sw['base_reloaded'])} | no |",
+             f"| base output identical after switching | {yes_no(sw['base_output_unchanged'])} | yes |",
+             "| variants change the output | " + ", ".join(
+                 f"{v} {yes_no(c)}" for v, c in sw["variant_changes_output"].items()) + " | |",
+             f"| resident memory per extra variant (VmRSS) | {mem['mb_per_extra_variant']:.1f} MB ("
+             + ", ".join(f"{v} +{mb:.1f}" for v, mb in mem["added_mb"].items()) + f"; RSS "
+             f"{mem['rss_mb_before_variants']:.0f} -> {mem['rss_mb_after_variants']:.0f} MB) | |"]
+    return "\n".join(lines)

@@ -199,7 +199,7 @@ def search(
         if queries is None:
             hits = idx.search(question, k=k, mode=mode, per_doc=per_doc)
             if json_out:
-                typer.echo(json.dumps({"query": question, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False))
+                typer.echo(json.dumps({"query": question, "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
                 return
             for rank, h in enumerate(hits, 1):
                 text = " ".join(h.text.split())
@@ -211,12 +211,7 @@ def search(
         for start in range(0, len(items), 64):
             part = items[start:start + 64]
             for (qid, _), hits in zip(part, idx.search_batch([t for _, t in part], k=k, mode=mode, per_doc=per_doc)):
-                typer.echo(json.dumps({"query_id": qid, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False))
-
-
-def _hit_json(h) -> dict:
-    return {"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": round(h.score, 6), "text": h.text,
-            "source": h.source, "title": h.title, **({"page": h.page} if h.page is not None else {})}
+                typer.echo(json.dumps({"query_id": qid, "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval and answers.")

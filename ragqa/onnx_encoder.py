@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ragqa.errors import ConfigError, ModelError
+from ragqa.storage import fsync_path
 
 SUPPORTED = ("onnx", "onnx-int8")
 
@@ -164,14 +165,6 @@ def _tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}.onnx")
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -186,7 +179,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    _fsync_file(tmp)
+    fsync_path(tmp)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
 

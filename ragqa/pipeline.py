@@ -12,11 +12,12 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragqa.config import Settings
 from ragqa.index import Index
+from ragqa.retrieval import dataclass_json
 from ragqa.prompting import (Passage, Prompt, build_prompt, load_examples, load_template, render,
                              rewrite_messages, select_examples)
 
@@ -38,10 +39,7 @@ class Source:
     cited: bool = False  # the answer refers to it
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        if out["page"] is None:
-            del out["page"]
-        return out
+        return dataclass_json(self)
 
 
 @dataclass

@@ -6,6 +6,11 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 
 
+def dataclass_json(obj) -> dict:
+    """A dataclass as a JSON-ready dict, leaving out fields that are None."""
+    return {k: v for k, v in asdict(obj).items() if v is not None}
+
+
 @dataclass
 class Hit:
     doc_id: str
@@ -18,10 +23,7 @@ class Hit:
     metadata: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        if out["page"] is None:
-            del out["page"]
-        return out
+        return dataclass_json(self)
 
 
 @dataclass
