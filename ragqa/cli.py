@@ -244,6 +244,40 @@ def eval_retrieval(
         typer.echo(f"{m:8s} " + " ".join(f"{r[c]:10.4f}" for c in cols) + f"   {r['queries']}")
 
 
+@eval_app.command("qa")
+def eval_qa(
+    index: IndexOpt,
+    data: Annotated[Path, typer.Option("--data", help="SQuAD json, or JSONL with question and answers.")],
+    variants: Annotated[str, typer.Option("--variants", help="Comma-separated: base,NAME,...")] = "base",
+    report: Annotated[Path, typer.Option("--report", help="Directory for report.md and results.json.")] = Path("reports/qa"),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Generator model.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="A random sample of N questions.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    k: Annotated[Optional[int], typer.Option("-k", help="Passages to retrieve.")] = None,
+    template: Annotated[Optional[str], typer.Option("--template")] = None,
+    gold_context: Annotated[bool, typer.Option("--gold-context", help="Give the model the gold paragraph "
+                                               "instead of retrieving (the reading-comprehension ceiling).")] = False,
+    predictions: Annotated[bool, typer.Option("--predictions", help="Also write predictions.jsonl.")] = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """EM / F1 / gold passage in sources / abstention per variant, on the same retrieved passages."""
+    from ragqa.evaluation import evaluate_qa, load_qa_data, sample_items, write_qa_report
+    from ragqa.pipeline import RagQA
+
+    settings = _settings(threads=threads, model=model)
+    items = sample_items(load_qa_data(data), limit, seed)
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    with RagQA.open(index, settings) as qa, _progress("questions") as progress:
+        summary, rows = evaluate_qa(qa, items, names, gold_context=gold_context, k=k, template=template,
+                                    progress=progress)
+    meta = {"data": str(data), "index": str(index), "model": settings.model, "questions": len(items),
+            "seed": seed, "k": k or settings.top_k, "template": template or settings.template,
+            "gold_context": gold_context}
+    out = write_qa_report(report, summary, rows, meta, predictions=predictions)
+    typer.echo((out / "report.md").read_text().split("\n\n## ")[0])
+    typer.echo(f"wrote {out}/report.md and results.json")
+
+
 # --- answering -------------------------------------------------------------------------
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Generator: packaged name "
                      "(qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), local directory or hub id.")]
@@ -359,6 +393,21 @@ def bench_index(
     run_bench(corpus, queries if queries and queries.is_file() else None, limit,
               _settings(embed_backend=embed_backend, threads=threads), out, skip_langchain=skip_langchain,
               echo=typer.echo)
+
+
+@bench_app.command("generate")
+def bench_generate_cmd(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Generator model.")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 48,
+    runs: Annotated[int, typer.Option("--runs")] = 3,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path("bench-results/generate.json"),
+    threads: ThreadsOpt = None,
+) -> None:
+    """ragqa generation vs raw model.generate, time to first token, variant switch time and memory."""
+    from ragqa.bench import bench_generate
+
+    bench_generate(_settings(threads=threads, model=model), out, max_new_tokens=max_new_tokens, runs=runs,
+                   echo=typer.echo)
 
 
 # --- demo ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import math
 import re
 import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ragqa.errors import ConfigError, InputNotFound
@@ -132,3 +133,168 @@ def evaluate_retrieval(index, queries: Sequence[tuple[str, str]], qrels: Mapping
         for (qid, _), hits in zip(part, index.search_batch([t for _, t in part], k=k, mode=mode, per_doc=True)):
             run[qid] = [h.doc_id for h in hits]
     return retrieval_scores(run, qrels, ks=tuple(x for x in (1, 10, 100) if x <= k))
+
+
+# --- question answering ---------------------------------------------------------------------
+@dataclass
+class QAItem:
+    id: str
+    question: str
+    answers: list[str]  # empty: the question has no answer in the corpus (abstention expected)
+    gold_doc: str | None = None
+    context: str | None = None
+    title: str = ""
+
+
+def load_qa_data(path: str | Path) -> list[QAItem]:
+    """SQuAD-format json (gold document id ``<title>#<paragraph index>``, as ragqa indexes it) or
+    JSONL with ``question`` and ``answers`` (list) or ``answer`` (string), optional ``id``,
+    ``doc_id``, ``context``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFound(f"{path}: no such QA data file")
+    items: list[QAItem] = []
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{path}: not a SQuAD-format json file (needs a top-level 'data' list)") from None
+        for article in data:
+            for i, para in enumerate(article["paragraphs"]):
+                for qa in para["qas"]:
+                    answers = list(dict.fromkeys(a["text"] for a in qa.get("answers", [])))
+                    if qa.get("is_impossible"):
+                        answers = []
+                    items.append(QAItem(str(qa["id"]), qa["question"], answers, f"{article['title']}#{i}",
+                                        para["context"], article["title"].replace("_", " ")))
+        return items
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            answers = obj["answers"] if "answers" in obj else [obj["answer"]]
+            if isinstance(answers, str):
+                answers = [answers]
+            items.append(QAItem(str(obj.get("id", n)), str(obj["question"]), [str(a) for a in answers],
+                                obj.get("doc_id"), obj.get("context"), obj.get("title", "")))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f'{path}:{n}: expected a JSON object with "question" and "answers"') from None
+    return items
+
+
+def sample_items(items: Sequence[QAItem], limit: int | None, seed: int = 0) -> list[QAItem]:
+    """A deterministic random sample of ``limit`` items (all of them, in order, without a limit)."""
+    if not limit or limit >= len(items):
+        return list(items)
+    import random
+
+    chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in chosen]
+
+
+def bootstrap_ci(values: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean."""
+    import numpy as np
+
+    if not len(values):
+        return (0.0, 0.0)
+    arr = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, len(arr), size=(n, len(arr)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _summarise(rows: list[dict], keys: Sequence[str]) -> dict:
+    out: dict = {"n": len(rows)}
+    for key in keys:
+        vals = [float(r[key]) for r in rows if r.get(key) is not None]
+        mean = sum(vals) / len(vals) if vals else 0.0
+        lo, hi = bootstrap_ci(vals)
+        out[key] = {"mean": mean, "ci95": [lo, hi]}
+    return out
+
+
+QA_METRICS = ("em", "f1", "gold_in_sources", "abstained", "generate_s", "tokens_per_s")
+
+
+def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_context: bool = False,
+                k: int | None = None, template: str | None = None, progress=None) -> tuple[dict, list[dict]]:
+    """Every variant answers the same questions from the same prompt: retrieval (or, with
+    ``gold_context``, the gold paragraph alone) runs once per question, so differences between
+    variants come from the generator alone. Returns (summary per variant, prediction rows)."""
+    from ragqa.pipeline import is_abstention
+    from ragqa.prompting import Passage
+
+    rows: list[dict] = []
+    for done, item in enumerate(items, 1):
+        if gold_context:
+            if not item.context:
+                raise ConfigError(f"question {item.id}: --gold-context needs the gold paragraph (SQuAD json)")
+            prompt = rag.prompt_for(item.question, [Passage(item.context, item.title, item.gold_doc or "")],
+                                    template=template)
+            sources, shell_abstained = [item.gold_doc], False
+        else:
+            shell, prompt = rag.prepare(item.question, k=k, template=template)
+            sources, shell_abstained = [s.doc_id for s in shell.sources], shell.abstained
+        for variant in variants:
+            if prompt is None:  # nothing relevant retrieved: abstained without generating
+                text, result = "I don't know.", None
+            else:
+                result = rag.generator.generate(prompt.text, variant=variant, settings=rag._gen_settings())
+                text = result.text.strip()
+            abstained = prompt is None or shell_abstained or is_abstention(text)
+            golds = item.answers
+            rows.append({
+                "id": item.id, "variant": variant, "question": item.question, "prediction": text,
+                "answers": golds, "em": exact_match(text, golds) if golds else float(abstained),
+                "f1": token_f1(text, golds) if golds else float(abstained), "abstained": float(abstained),
+                "gold_in_sources": (float(item.gold_doc in sources) if item.gold_doc else None),
+                "generate_s": result.generate_ms / 1000 if result else 0.0,
+                "tokens_per_s": result.tokens_per_s if result else None,
+                "prompt_tokens": prompt.tokens if prompt else 0})
+        if progress:
+            progress(done, len(items))
+    summary = {v: _summarise([r for r in rows if r["variant"] == v], QA_METRICS) for v in variants}
+    if "base" in variants:
+        base = {r["id"]: r["f1"] for r in rows if r["variant"] == "base"}
+        for v in variants:
+            if v != "base":
+                diffs = [r["f1"] - base[r["id"]] for r in rows if r["variant"] == v]
+                lo, hi = bootstrap_ci(diffs)
+                summary[v]["f1_minus_base"] = {"mean": sum(diffs) / len(diffs) if diffs else 0.0, "ci95": [lo, hi]}
+    return summary, rows
+
+
+def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], meta: dict,
+                    predictions: bool = False) -> Path:
+    """report.md + results.json (+ predictions.jsonl) in ``report_dir``."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
+    if predictions:
+        with (report_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    lines = [f"# QA evaluation: {meta.get('data', '')}", "",
+             " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
+             "| variant | n | EM | F1 | gold passage in sources | abstained | generate s | F1 - base |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def fmt(m, scale=100.0):
+        return f"{scale * m['mean']:.1f} [{scale * m['ci95'][0]:.1f}, {scale * m['ci95'][1]:.1f}]"
+
+    for v, s in summary.items():
+        diff = fmt(s["f1_minus_base"]) if "f1_minus_base" in s else ""
+        lines.append(f"| {v} | {s['n']} | {fmt(s['em'])} | {fmt(s['f1'])} | {fmt(s['gold_in_sources'])} | "
+                     f"{fmt(s['abstained'])} | {s['generate_s']['mean']:.1f} | {diff} |")
+    lines += ["", "Means with bootstrap 95% intervals, in percent (EM, F1, rates).", ""]
+    by_f1 = sorted((r for r in rows if r["variant"] == next(iter(summary))), key=lambda r: r["f1"])
+    for title, chosen in (("Worst", by_f1[:3]), ("Best", by_f1[-3:][::-1])):
+        lines += [f"## {title} examples", ""]
+        for r in chosen:
+            side = " / ".join(f"{x['variant']}: {x['prediction'][:120]!r}" for x in rows if x["id"] == r["id"])
+            lines.append(f"- {r['question']} (gold: {r['answers'][:2]}) -> {side}")
+        lines.append("")
+    (report_dir / "report.md").write_text("\n".join(lines))
+    return report_dir

@@ -179,10 +179,7 @@ class RagQA:
                              f"{self.settings.abstain_threshold:.2f})")
             return answer, None
         passages = [Passage(text=h.text, title=h.title, doc_id=h.doc_id, score=h.score) for h in hits]
-        prompt = build_prompt(standalone, passages, self._template(template), self.generator.tokenizer,
-                              max_prompt_tokens=min(self.settings.max_prompt_tokens,
-                                                    self.generator.context_length - self.settings.max_new_tokens),
-                              history=history, examples=self._examples(standalone))
+        prompt = self.prompt_for(standalone, passages, template=template, history=history)
         by_text = {id(p): h for p, h in zip(passages, hits)}
         for n, p in enumerate(prompt.passages, 1):
             h = by_text.get(id(p)) or next((h for h in hits if h.doc_id == p.doc_id), hits[0])
@@ -190,6 +187,14 @@ class RagQA:
                                          chunk_id=h.chunk_id, source=h.source, page=h.page))
         timings["prompt_tokens"] = prompt.tokens
         return answer, prompt
+
+    def prompt_for(self, question: str, passages: Sequence[Passage], *, template: str | None = None,
+                   history: Sequence[tuple[str, str]] = ()) -> Prompt:
+        """The prompt for ``question`` over the given passages (best first) under the token budget."""
+        return build_prompt(question, passages, self._template(template), self.generator.tokenizer,
+                            max_prompt_tokens=min(self.settings.max_prompt_tokens,
+                                                  self.generator.context_length - self.settings.max_new_tokens),
+                            history=history, examples=self._examples(question))
 
     def _finish(self, answer: Answer, text: str, result) -> Answer:
         answer.text = text.strip()
