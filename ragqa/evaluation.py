@@ -34,6 +34,14 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+_CITATION = re.compile(r"\s*\[\d{1,2}\]")
+
+
+def answer_text(prediction: str) -> str:
+    """The answer without its citation markers ("Paris [2]." -> "Paris."), as it is scored."""
+    return _CITATION.sub("", prediction).strip()
+
+
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
     return max((float(normalize_answer(prediction) == normalize_answer(g)) for g in golds), default=0.0)
 
@@ -247,8 +255,9 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_c
             golds = item.answers
             rows.append({
                 "id": item.id, "variant": variant, "question": item.question, "prediction": text,
-                "answers": golds, "em": exact_match(text, golds) if golds else float(abstained),
-                "f1": token_f1(text, golds) if golds else float(abstained), "abstained": float(abstained),
+                "answers": golds, "em": exact_match(answer_text(text), golds) if golds else float(abstained),
+                "f1": token_f1(answer_text(text), golds) if golds else float(abstained),
+                "abstained": float(abstained),
                 "gold_in_sources": (float(item.gold_doc in sources) if item.gold_doc else None),
                 "generate_s": result.generate_ms / 1000 if result else 0.0,
                 "tokens_per_s": result.tokens_per_s if result else None,

@@ -48,3 +48,10 @@ def test_retrieval_scores_and_qrels(tmp_path):
     scores = retrieval_scores({"q1": ["d1"], "q2": ["d2", "d3"]}, qrels, ks=(1, 10))
     assert scores["queries"] == 2  # q3 has no relevant document
     assert scores["ndcg@1"] == 0.5 and scores["recall@10"] == 1.0 and scores["mrr@10"] == pytest.approx(0.75)
+
+
+def test_citations_are_not_scored():
+    from ragqa.evaluation import answer_text
+
+    assert answer_text("Paris [2].") == "Paris."
+    assert exact_match(answer_text("Denver Broncos [1][3]"), ["Denver Broncos"]) == 1.0
