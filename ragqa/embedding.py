@@ -141,7 +141,7 @@ class SentenceTransformerEmbedder:
     def fingerprint(self) -> str:
         base = dir_fingerprint(self._dir) if self._dir else "hub:" + self.name
         # int8 vectors differ slightly from fp32 ones; torch and onnx fp32 agree to 1e-4
-        return base + ("+int8" if self.backend == "onnx-int8" else "")
+        return base + {"onnx-int8": "+int8", "onnx-int8-fast": "+int8all"}.get(self.backend, "")
 
     @property
     def dim(self) -> int:
@@ -196,7 +196,8 @@ class SentenceTransformerEmbedder:
                 check_supported(self._dir)
                 self._model = OnnxEncoder(
                     self._dir, self.cache_dir / "onnx" / f"{dir_fingerprint(self._dir)}-{ONNX_RECIPE}",
-                    quantize=self.backend == "onnx-int8", threads=self.threads)
+                    quantize={"onnx-int8": "int8", "onnx-int8-fast": "int8-all"}.get(self.backend, False),
+                    threads=self.threads)
                 self._model.load()
             return self._model
 

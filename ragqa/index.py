@@ -77,7 +77,8 @@ def _embedder_for(manifest: dict, settings: Settings, name: str | None) -> Embed
     if name is None:
         name = rec["path"] if Path(rec["path"]).is_dir() else rec["name"]
         # torch and onnx give the same vectors; int8 ones differ, so keep whatever built the index
-        if "onnx-int8" in (rec["backend"], settings.embed_backend) and rec["backend"] in EMBED_BACKENDS:
+        if (rec["backend"].startswith("onnx-int8") or settings.embed_backend.startswith("onnx-int8")) \
+                and rec["backend"] in EMBED_BACKENDS:
             settings = settings.replace(embed_backend=rec["backend"])
     return get_embedder(settings, name)
 

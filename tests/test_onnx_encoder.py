@@ -87,7 +87,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_supported_names():
-    assert SUPPORTED == ("onnx", "onnx-int8")
+    assert SUPPORTED == ("onnx", "onnx-int8", "onnx-int8-fast")
 
 
 def test_lazy_and_dim_without_loading(tmp_path):
@@ -111,6 +111,16 @@ def test_int8_close_to_sentence_transformers(int8, reference):
     assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
     cos = cosines(got, reference)
     assert cos.min() > 0.98, sorted(zip(cos.round(4), TEXTS))[:3]
+
+
+def test_int8_all_matmuls_close_to_sentence_transformers(cache_dir, fp32, reference):
+    """The onnx-int8-fast recipe: every matmul in int8. Measured here: worst cosine 0.976 (the
+    empty string), mean 0.991; its SciFact retrieval equals fp32's (README)."""
+    enc = OnnxEncoder(MODEL_DIR, cache_dir, quantize="int8-all", threads=1)
+    got = enc.encode(TEXTS)
+    assert enc.model_path.name == "model.int8-all.onnx"
+    cos = cosines(got, reference)
+    assert cos.min() > 0.97 and cos.mean() > 0.985, sorted(zip(cos.round(4), TEXTS))[:3]
 
 
 def test_order_preserved_for_unsorted_input(fp32, reference):
