@@ -303,7 +303,7 @@ def ask(
 ) -> None:
     """Answer a question from the index, citing the passages used."""
     from ragqa.evaluation import read_queries
-    from ragqa.pipeline import Answer, RagQA
+    from ragqa.pipeline import RagQA
 
     if (question is None) == (questions is None):
         raise ConfigError("give either a QUESTION or --questions FILE")
@@ -318,14 +318,7 @@ def ask(
                                       ensure_ascii=False))
             return
         if stream and not json_out:
-            ans = None
-            for piece in qa.stream(question, variant=variant, k=k, mode=mode, template=template):
-                if isinstance(piece, Answer):
-                    ans = piece
-                else:
-                    typer.echo(piece, nl=False)
-            typer.echo("")
-            _print_sources(ans)
+            _print_sources(_echo_stream(qa.stream(question, variant=variant, k=k, mode=mode, template=template)))
             return
         ans = qa.ask(question, variant=variant, k=k, mode=mode, template=template)
     if json_out:
@@ -333,6 +326,23 @@ def ask(
         return
     typer.echo(ans.text)
     _print_sources(ans)
+
+
+def _echo_stream(pieces):
+    """Print streamed text as it comes; return the final Answer (whose text may end with a
+    citation ragqa added after the model finished: print that rest too)."""
+    from ragqa.pipeline import Answer
+
+    shown, ans = "", None
+    for piece in pieces:
+        if isinstance(piece, Answer):
+            ans = piece
+        else:
+            typer.echo(piece, nl=False)
+            shown += piece
+    rest = ans.text[len(shown.strip()):] if ans.text.startswith(shown.strip()) else ""
+    typer.echo(rest)
+    return ans
 
 
 def _print_sources(ans) -> None:
@@ -450,14 +460,7 @@ def demo(
     typer.echo(f"\nQ: {question}\n(loading {settings.model}; the first run converts it once, ~1-2 min)")
     with RagQA.open(index, settings) as qa:
         typer.echo("A: ", nl=False)
-        ans = None
-        for piece in qa.stream(question):
-            if isinstance(piece, str):
-                typer.echo(piece, nl=False)
-            else:
-                ans = piece
-        typer.echo("")
-        _print_sources(ans)
+        _print_sources(_echo_stream(qa.stream(question)))
 
 
 @app.command("generate")

@@ -51,13 +51,41 @@ class Answer:
     abstained: bool = False
     reason: str | None = None
     standalone_question: str | None = None  # the rewritten follow-up, when history was used
+    auto_cited: bool = False  # the model cited nothing; ragqa added the citation of the passage used
     timings: dict = field(default_factory=dict)  # retrieve_ms, prompt_tokens, generate_ms, tokens_per_s, ...
 
     def to_json(self) -> dict:
         return {"question": self.question, "answer": self.text, "abstained": self.abstained,
-                "reason": self.reason, "variant": self.variant,
+                "reason": self.reason, "variant": self.variant, "auto_cited": self.auto_cited,
                 "sources": [s.to_json() for s in self.sources], "timings": self.timings,
                 **({"standalone_question": self.standalone_question} if self.standalone_question else {})}
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("a an the of in on at to for by with and or is are was were be been it its this that as "
+                  "from which who what when where how did does do has have had not no".split())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def attribute(answer: str, passages: Sequence[str], min_overlap: float = 0.5) -> int | None:
+    """The citation number (from 1) of the passage that shares most of the answer's content words,
+    when it shares at least ``min_overlap`` of them; None otherwise.
+
+    >>> attribute("Armstrong and Aldrin landed in 1969", ["Gemini flights", "Armstrong and Aldrin landed on July 20, 1969"])
+    2
+    """
+    words = _content_words(answer)
+    if not words:
+        return None
+    best, best_n = 0.0, None
+    for n, text in enumerate(passages, 1):
+        share = len(words & _content_words(text)) / len(words)
+        if share > best:
+            best, best_n = share, n
+    return best_n if best >= min_overlap else None
 
 
 def is_abstention(text: str) -> bool:
@@ -199,6 +227,14 @@ class RagQA:
     def _finish(self, answer: Answer, text: str, result) -> Answer:
         answer.text = text.strip()
         cited = cited_numbers(answer.text)
+        if not cited and answer.sources and not is_abstention(answer.text):
+            # small models often answer from a passage without citing it: cite the passage the
+            # answer's words come from (flagged, so a caller can tell model and ragqa citations apart)
+            n = attribute(answer.text, [s.text for s in answer.sources])
+            if n is not None:
+                answer.text = f"{answer.text} [{n}]"
+                answer.auto_cited = True
+                cited = {n}
         for s in answer.sources:
             s.cited = s.n in cited
         if is_abstention(answer.text):

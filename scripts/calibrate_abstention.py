@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench-results/abstention.json")
     ap.add_argument("--index", default="/tmp/ragqa-calib-index")
     ap.add_argument("--max-questions", type=int, default=20, help="per article")
+    ap.add_argument("--answer", type=int, default=0, help="also run the whole pipeline (retrieval gate + "
+                    "the generator's own 'I don't know') on N answerable and N off-topic report questions")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from ragqa import Index, Settings
@@ -63,6 +65,21 @@ def main() -> None:
                 "off_topic_abstained": float((s[~a] < threshold).mean())}
 
     result = {"calibration (articles 0-15)": rates(cal_s, cal_a), "report (articles 16-31, unseen)": rates(rep_s, rep_a)}
+    if args.answer:
+        import random
+
+        from ragqa.pipeline import RagQA
+
+        report = questions("report")
+        rng = random.Random(0)
+        sample = (rng.sample([x for x in report if x[1]], args.answer)
+                  + rng.sample([x for x in report if not x[1]], args.answer))
+        with RagQA.open(work / "idx", settings.replace(abstain_threshold=threshold)) as qa:
+            abstained = np.array([qa.ask(q).abstained for q, _ in sample])
+        a = np.array([x[1] for x in sample])
+        result["report, whole pipeline (gate + model)"] = {
+            "threshold": threshold, "answerable": int(a.sum()), "off_topic": int((~a).sum()),
+            "wrongly_abstained": float(abstained[a].mean()), "off_topic_abstained": float(abstained[~a].mean())}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"| questions | threshold | answerable wrongly abstained | off-topic abstained |\n|---|---|---|---|")

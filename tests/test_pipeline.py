@@ -89,3 +89,23 @@ def test_few_shot_examples_are_chosen_by_similarity(qa, tmp_path):
     qa.ask("Where is the Eiffel Tower?")
     prompt = qa.generator.calls[-1][1]
     assert "Where is Big Ben?" in prompt and "bees" not in prompt
+
+
+def test_uncited_answer_gets_the_citation_of_its_passage():
+    from ragqa.pipeline import attribute
+
+    passages = ["The Gemini program ran from 1962 to 1966.",
+                "Apollo 11 landed on July 20, 1969 with Armstrong, Collins and Aldrin."]
+    assert attribute("Apollo 11 landed on July 20, 1969.", passages) == 2
+    assert attribute("Bananas are yellow.", passages) is None
+    assert attribute("", passages) is None
+
+
+def test_pipeline_adds_missing_citation(qa):
+    class Uncited(FakeGenerator):
+        def _answer(self, prompt, variant):
+            return "The Eiffel Tower is in Paris."
+
+    qa.generator = Uncited()
+    ans = qa.ask("Where is the Eiffel Tower?")
+    assert ans.text == "The Eiffel Tower is in Paris. [1]" and ans.auto_cited and ans.sources[0].cited
