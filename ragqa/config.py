@@ -75,7 +75,7 @@ class Settings:
     gen_dtype: str = "bfloat16"  # bf16 serves ~5x faster prompt processing than fp32 on AVX512_BF16 CPUs
     # best dense cosine similarity below which ragqa answers "I don't know" without generating;
     # calibrated on SQuAD dev articles by scripts/calibrate_abstention.py (README "Abstention")
-    abstain_threshold: float = 0.41
+    abstain_threshold: float = 0.42
     cache_dir: Path = field(default_factory=default_cache_dir)
     embedding_cache: bool = True
     max_file_mb: int = 200
