@@ -355,8 +355,9 @@ def _print_sources(ans) -> None:
                    f"     {text[:240]}")
     t = ans.timings
     if "generate_ms" in t:
+        added = "; the model cited nothing, ragqa added the citation" if ans.auto_cited else ""
         typer.echo(f"({ans.variant}; retrieve {t['retrieve_ms']:.0f} ms, prompt {t.get('prompt_tokens', 0)} tokens, "
-                   f"generate {t['generate_ms'] / 1000:.1f} s at {t.get('tokens_per_s', 0):.1f} tokens/s)")
+                   f"generate {t['generate_ms'] / 1000:.1f} s at {t.get('tokens_per_s', 0):.1f} tokens/s{added})")
 
 
 variants_app = typer.Typer(no_args_is_help=True, help="Generator variants (base, LoRA, soft prompts, ...).")
