@@ -278,6 +278,51 @@ def eval_qa(
     typer.echo(f"wrote {out}/report.md and results.json")
 
 
+@eval_app.command("summarize")
+def eval_summarize(
+    data: Annotated[Path, typer.Option("--data", help="JSONL: DialogSum (dialogue, summary) or input/output.")],
+    variants: Annotated[str, typer.Option("--variants", help="Comma-separated: base,NAME,...")] = "base",
+    report: Annotated[Path, typer.Option("--report", help="Directory for report.md and results.json.")] = Path("reports/summarize"),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Generator model.")] = None,
+    template: Annotated[str, typer.Option("--template")] = "summarize",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="A random sample of N items.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    predictions: Annotated[bool, typer.Option("--predictions", help="Also write predictions.jsonl.")] = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """ROUGE-1/2/L (95% CIs) and BLEU per variant on the same summarisation prompts."""
+    import random
+
+    from ragqa.evaluation import evaluate_summaries, load_summarization_data
+    from ragqa.pipeline import generation_settings, make_generator
+
+    settings = _settings(threads=threads, model=model)
+    items = load_summarization_data(data)
+    if limit and limit < len(items):
+        items = [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    with _progress("dialogues") as progress:
+        summary, rows = evaluate_summaries(make_generator(settings), items, names, template=template,
+                                           settings=generation_settings(settings), progress=progress)
+    report.mkdir(parents=True, exist_ok=True)
+    meta = {"data": str(data), "model": settings.model, "items": len(items), "seed": seed, "template": template}
+    (report / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
+    if predictions:
+        (report / "predictions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+    def fmt(m):
+        return f"{m['mean']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+
+    lines = [f"# Summarisation evaluation: {data}", "", " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
+             "| variant | n | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | words |", "|---|---|---|---|---|---|---|"]
+    for v, m in summary.items():
+        lines.append(f"| {v} | {m['n']} | {fmt(m['rouge1'])} | {fmt(m['rouge2'])} | {fmt(m['rougeL'])} | "
+                     f"{m['bleu']:.2f} | {m['words']['mean']:.1f} |")
+    (report / "report.md").write_text("\n".join(lines) + "\n")
+    typer.echo("\n".join(lines))
+    typer.echo(f"wrote {report}/report.md and results.json")
+
+
 # --- answering -------------------------------------------------------------------------
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Generator: packaged name "
                      "(qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), local directory or hub id.")]

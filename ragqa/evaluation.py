@@ -26,7 +26,9 @@ from ragqa.errors import ConfigError, InputNotFound
 
 
 def normalize_answer(text: str) -> str:
-    """>>> normalize_answer("The  Denver Broncos!")
+    """SQuAD's answer normalisation.
+
+    >>> normalize_answer("The  Denver Broncos!")
     'denver broncos'
     """
     text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
@@ -59,8 +61,55 @@ def token_f1(prediction: str, golds: Sequence[str]) -> float:
     return max((f1(prediction, g) for g in golds), default=0.0)
 
 
+def faithfulness(answer: str, passages: Sequence[str]) -> float:
+    """Model-free faithfulness proxy: the share of the answer's content words (SQuAD-normalised,
+    stopwords removed) that occur in the passages it was given. 1.0 for an empty answer.
+
+    >>> faithfulness("Paris, in France", ["The tower is in Paris."])
+    0.5
+    """
+    from ragqa.pipeline import _content_words
+
+    words = _content_words(normalize_answer(answer_text(answer)))
+    if not words:
+        return 1.0
+    seen = set().union(*(_content_words(normalize_answer(p)) for p in passages)) if passages else set()
+    return len(words & seen) / len(words)
+
+
+def abstention_precision_recall(abstained: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float | None]:
+    """Precision: of the abstentions, the share on questions with no answer in the corpus; recall:
+    of those questions, the share abstained on. None where undefined (nothing to divide by)."""
+    pairs = list(zip(abstained, answerable))
+    abst = [ans for a, ans in pairs if a]
+    unanswerable = [a for a, ans in pairs if not ans]
+    return {"abstain_precision": (sum(not x for x in abst) / len(abst)) if abst else None,
+            "abstain_recall": (sum(unanswerable) / len(unanswerable)) if unanswerable else None}
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """Per-item ROUGE-1/2/L F-measures (rouge-score, Porter stemming as in the ROUGE-1.5.5 -m flag)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    out = []
+    for pred, ref in zip(predictions, references):
+        sc = scorer.score(ref, pred)
+        out.append({k: v.fmeasure for k, v in sc.items()})
+    return out
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, exponential smoothing), 0-100."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
+
+
 def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
-    """>>> round(ndcg_at_k(["a", "b"], {"b": 1}, 10), 4)
+    """nDCG@k with graded gains.
+
+    >>> round(ndcg_at_k(["a", "b"], {"b": 1}, 10), 4)
     0.6309
     """
     dcg = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
@@ -223,7 +272,7 @@ def _summarise(rows: list[dict], keys: Sequence[str]) -> dict:
     return out
 
 
-QA_METRICS = ("em", "f1", "gold_in_sources", "abstained", "generate_s", "tokens_per_s")
+QA_METRICS = ("em", "f1", "gold_in_sources", "abstained", "faithfulness", "generate_s", "tokens_per_s")
 
 
 def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_context: bool = False,
@@ -245,6 +294,7 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_c
         else:
             shell, prompt = rag.prepare(item.question, k=k, template=template)
             sources, shell_abstained = [s.doc_id for s in shell.sources], shell.abstained
+        passages = [p.text for p in prompt.passages] if prompt is not None else []
         for variant in variants:
             if prompt is None:  # nothing relevant retrieved: abstained without generating
                 text, result = "I don't know.", None
@@ -257,7 +307,8 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_c
                 "id": item.id, "variant": variant, "question": item.question, "prediction": text,
                 "answers": golds, "em": exact_match(answer_text(text), golds) if golds else float(abstained),
                 "f1": token_f1(answer_text(text), golds) if golds else float(abstained),
-                "abstained": float(abstained),
+                "abstained": float(abstained), "answerable": bool(golds),
+                "faithfulness": None if abstained else faithfulness(text, passages),
                 "gold_in_sources": (float(item.gold_doc in sources) if item.gold_doc else None),
                 "generate_s": result.generate_ms / 1000 if result else 0.0,
                 "tokens_per_s": result.tokens_per_s if result else None,
@@ -265,6 +316,10 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_c
         if progress:
             progress(done, len(items))
     summary = {v: _summarise([r for r in rows if r["variant"] == v], QA_METRICS) for v in variants}
+    for v in variants:
+        mine = [r for r in rows if r["variant"] == v]
+        summary[v].update(abstention_precision_recall([bool(r["abstained"]) for r in mine],
+                                                      [r["answerable"] for r in mine]))
     if "base" in variants:
         base = {r["id"]: r["f1"] for r in rows if r["variant"] == "base"}
         for v in variants:
@@ -287,8 +342,8 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     lines = [f"# QA evaluation: {meta.get('data', '')}", "",
              " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
-             "| variant | n | EM | F1 | gold passage in sources | abstained | generate s | F1 - base |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | n | EM | F1 | gold passage in sources | abstained | faithfulness | generate s | F1 - base |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(m, scale=100.0):
         return f"{scale * m['mean']:.1f} [{scale * m['ci95'][0]:.1f}, {scale * m['ci95'][1]:.1f}]"
@@ -296,8 +351,9 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
     for v, s in summary.items():
         diff = fmt(s["f1_minus_base"]) if "f1_minus_base" in s else ""
         lines.append(f"| {v} | {s['n']} | {fmt(s['em'])} | {fmt(s['f1'])} | {fmt(s['gold_in_sources'])} | "
-                     f"{fmt(s['abstained'])} | {s['generate_s']['mean']:.1f} | {diff} |")
-    lines += ["", "Means with bootstrap 95% intervals, in percent (EM, F1, rates).", ""]
+                     f"{fmt(s['abstained'])} | {fmt(s['faithfulness'])} | {s['generate_s']['mean']:.1f} | {diff} |")
+    lines += ["", "Means with bootstrap 95% intervals, in percent (EM, F1, rates). Faithfulness: the share of "
+              "an answer's content words found in its passages (answers that abstained left out).", ""]
     by_f1 = sorted((r for r in rows if r["variant"] == next(iter(summary))), key=lambda r: r["f1"])
     for title, chosen in (("Worst", by_f1[:3]), ("Best", by_f1[-3:][::-1])):
         lines += [f"## {title} examples", ""]
@@ -307,3 +363,52 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
         lines.append("")
     (report_dir / "report.md").write_text("\n".join(lines))
     return report_dir
+
+
+# --- summarisation ---------------------------------------------------------------------------
+def load_summarization_data(path: str | Path) -> list[tuple[str, str, str]]:
+    """(id, input, reference) from JSONL: DialogSum (``fname``, ``dialogue``, ``summary``) or
+    generic (``id``, ``input``, ``output``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFound(f"{path}: no such data file")
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if "dialogue" in obj:
+                items.append((str(obj.get("fname", n)), obj["dialogue"], obj["summary"]))
+            else:
+                items.append((str(obj.get("id", n)), obj["input"], obj["output"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f'{path}:{n}: expected "dialogue" and "summary" (or "input" and "output")') from None
+    return items
+
+
+def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variants: Sequence[str], *,
+                       template: str = "summarize", settings=None, progress=None) -> tuple[dict, list[dict]]:
+    """Every variant summarises the same prompts; ROUGE-1/2/L (means with 95% CIs), corpus BLEU
+    and output length per variant."""
+    from ragqa.prompting import build_plain_prompt, load_template
+
+    tmpl = load_template(template)
+    budget = generator.context_length - (settings.max_new_tokens if settings else 128)
+    rows: list[dict] = []
+    for done, (item_id, text, reference) in enumerate(items, 1):
+        prompt = build_plain_prompt(text, tmpl, generator.tokenizer, max_prompt_tokens=budget)
+        for variant in variants:
+            out = generator.generate(prompt.text, variant=variant, settings=settings)
+            rows.append({"id": item_id, "variant": variant, "prediction": out.text.strip(), "reference": reference,
+                         "generate_s": out.generate_ms / 1000, "words": len(out.text.split())})
+        if progress:
+            progress(done, len(items))
+    summary: dict = {}
+    for v in variants:
+        mine = [r for r in rows if r["variant"] == v]
+        for r, sc in zip(mine, rouge([r["prediction"] for r in mine], [r["reference"] for r in mine])):
+            r.update(sc)
+        summary[v] = _summarise(mine, ("rouge1", "rouge2", "rougeL", "words", "generate_s"))
+        summary[v]["bleu"] = bleu([r["prediction"] for r in mine], [r["reference"] for r in mine])
+    return summary, rows

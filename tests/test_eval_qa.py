@@ -56,3 +56,16 @@ def test_eval_qa_cli_writes_report(tmp_path, capsys, monkeypatch):
     assert set(results["variants"]["base"]) >= {"em", "f1", "gold_in_sources", "abstained"}
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# QA evaluation")
     assert len((tmp_path / "rep" / "predictions.jsonl").read_text().splitlines()) == 2
+
+
+def test_eval_summarize_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAGQA_MODEL", "fake")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"fname": "a", "dialogue": "#P1#: Hi. #P2#: Hello.", "summary": "Two people greet."}\n'
+                    '{"fname": "b", "dialogue": "#P1#: Bye.", "summary": "One says bye."}\n')
+    assert main(["eval", "summarize", "--data", str(data), "--variants", "base,fake-lora",
+                 "--report", str(tmp_path / "rep"), "--predictions"]) == 0
+    results = json.loads((tmp_path / "rep" / "results.json").read_text())["variants"]
+    assert set(results) == {"base", "fake-lora"}
+    assert {"rouge1", "rouge2", "rougeL", "bleu", "words"} <= set(results["base"])
+    assert len((tmp_path / "rep" / "predictions.jsonl").read_text().splitlines()) == 4

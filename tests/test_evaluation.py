@@ -55,3 +55,41 @@ def test_citations_are_not_scored():
 
     assert answer_text("Paris [2].") == "Paris."
     assert exact_match(answer_text("Denver Broncos [1][3]"), ["Denver Broncos"]) == 1.0
+
+
+def test_rouge_matches_rouge_score_reference_example():
+    """The example in rouge-score's README (without stemming it gives 0.7059 / 0.2667 / 0.5882)."""
+    from rouge_score import rouge_scorer
+
+    from ragqa.evaluation import rouge
+
+    ref, pred = "The quick brown fox jumps over the lazy dog", "The quick brown dog jumps on the log."
+    plain = rouge_scorer.RougeScorer(["rouge1", "rougeL"]).score(ref, pred)
+    assert round(plain["rouge1"].fmeasure, 4) == 0.7059 and round(plain["rougeL"].fmeasure, 4) == 0.5882
+    ours = rouge([pred], [ref])[0]
+    assert ours["rouge1"] == pytest.approx(0.7059, abs=1e-3)  # stemming changes nothing here
+    assert set(ours) == {"rouge1", "rouge2", "rougeL"}
+
+
+def test_bleu_matches_sacrebleu_reference_example():
+    """sacrebleu's README example scores 48.53 against two reference streams; with the first stream
+    alone, corpus BLEU equals sacrebleu's own computation."""
+    import sacrebleu
+
+    from ragqa.evaluation import bleu
+
+    sys_ = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
+    refs = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
+            ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]]
+    assert round(sacrebleu.corpus_bleu(sys_, refs).score, 2) == 48.53
+    assert bleu(sys_, refs[0]) == pytest.approx(sacrebleu.corpus_bleu(sys_, [refs[0]]).score)
+
+
+def test_faithfulness_and_abstention_pr():
+    from ragqa.evaluation import abstention_precision_recall, faithfulness
+
+    assert faithfulness("Paris [1]", ["The tower is in Paris."]) == 1.0
+    assert faithfulness("Berlin", ["The tower is in Paris."]) == 0.0
+    pr = abstention_precision_recall([True, True, False, False], [False, True, False, True])
+    assert pr == {"abstain_precision": 0.5, "abstain_recall": 0.5}
+    assert abstention_precision_recall([False], [True]) == {"abstain_precision": None, "abstain_recall": None}
