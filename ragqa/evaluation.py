@@ -162,8 +162,9 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def read_queries(path: str | Path, text_key: str = "text") -> list[tuple[str, str]]:
-    """JSONL lines with ``_id`` (or ``id``) and ``text_key`` -> [(id, text)]."""
+def _jsonl(path: str | Path, expected: str, parse):
+    """``parse(line_number, object)`` for each non-blank line of a JSONL file; a bad line is a
+    ConfigError naming ``path:line`` and what was ``expected``."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFound(f"{path}: no such file")
@@ -172,12 +173,16 @@ def read_queries(path: str | Path, text_key: str = "text") -> list[tuple[str, st
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-            qid = obj["_id"] if "_id" in obj else obj["id"]
-            items.append((str(qid), str(obj[text_key])))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f'{path}:{n}: expected a JSON object with "_id" (or "id") and "{text_key}"') from None
+            items.append(parse(n, json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ConfigError(f"{path}:{n}: expected a JSON object with {expected}") from None
     return items
+
+
+def read_queries(path: str | Path, text_key: str = "text") -> list[tuple[str, str]]:
+    """JSONL lines with ``_id`` (or ``id``) and ``text_key`` -> [(id, text)]."""
+    return _jsonl(path, f'"_id" (or "id") and "{text_key}"',
+                  lambda n, obj: (str(obj["_id"] if "_id" in obj else obj["id"]), str(obj[text_key])))
 
 
 def evaluate_retrieval(index, queries: Sequence[tuple[str, str]], qrels: Mapping[str, Mapping[str, int]],
@@ -225,19 +230,14 @@ def load_qa_data(path: str | Path) -> list[QAItem]:
                     items.append(QAItem(str(qa["id"]), qa["question"], answers, f"{article['title']}#{i}",
                                         para["context"], article["title"].replace("_", " ")))
         return items
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            answers = obj["answers"] if "answers" in obj else [obj["answer"]]
-            if isinstance(answers, str):
-                answers = [answers]
-            items.append(QAItem(str(obj.get("id", n)), str(obj["question"]), [str(a) for a in answers],
-                                obj.get("doc_id"), obj.get("context"), obj.get("title", "")))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f'{path}:{n}: expected a JSON object with "question" and "answers"') from None
-    return items
+
+    def parse(n, obj):
+        answers = obj["answers"] if "answers" in obj else [obj["answer"]]
+        answers = [answers] if isinstance(answers, str) else answers
+        return QAItem(str(obj.get("id", n)), str(obj["question"]), [str(a) for a in answers],
+                      obj.get("doc_id"), obj.get("context"), obj.get("title", ""))
+
+    return _jsonl(path, '"question" and "answers"', parse)
 
 
 def sample_items(items: Sequence[QAItem], limit: int | None, seed: int = 0) -> list[QAItem]:
@@ -369,22 +369,12 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
 def load_summarization_data(path: str | Path) -> list[tuple[str, str, str]]:
     """(id, input, reference) from JSONL: DialogSum (``fname``, ``dialogue``, ``summary``) or
     generic (``id``, ``input``, ``output``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFound(f"{path}: no such data file")
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if "dialogue" in obj:
-                items.append((str(obj.get("fname", n)), obj["dialogue"], obj["summary"]))
-            else:
-                items.append((str(obj.get("id", n)), obj["input"], obj["output"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f'{path}:{n}: expected "dialogue" and "summary" (or "input" and "output")') from None
-    return items
+    def parse(n, obj):
+        if "dialogue" in obj:
+            return str(obj.get("fname", n)), obj["dialogue"], obj["summary"]
+        return str(obj.get("id", n)), obj["input"], obj["output"]
+
+    return _jsonl(path, '"dialogue" and "summary" (or "input" and "output")', parse)
 
 
 def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variants: Sequence[str], *,

@@ -69,3 +69,18 @@ def test_eval_summarize_cli(tmp_path, capsys, monkeypatch):
     assert set(results) == {"base", "fake-lora"}
     assert {"rouge1", "rouge2", "rougeL", "bleu", "words"} <= set(results["base"])
     assert len((tmp_path / "rep" / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_qa_jsonl_and_bad_line(tmp_path):
+    import pytest
+
+    from ragqa.errors import ConfigError
+
+    good = tmp_path / "qa.jsonl"
+    good.write_text('{"id": "x", "question": "Q?", "answer": "A"}\n\n{"question": "R?", "answers": ["B", "C"]}\n')
+    items = load_qa_data(good)
+    assert [(i.id, i.answers) for i in items] == [("x", ["A"]), ("3", ["B", "C"])]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Q?", "answer": "A"}\n{"question": "no answers"}\n')
+    with pytest.raises(ConfigError, match="bad.jsonl:2"):
+        load_qa_data(bad)
