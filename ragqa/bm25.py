@@ -55,9 +55,6 @@ class BM25Index:
         retriever = bm25s.BM25.load(str(directory), mmap=False) if len(ids) else bm25s.BM25()
         return cls(retriever, ids)
 
-    def files(self, directory: Path) -> list[Path]:
-        return sorted(p for p in directory.iterdir() if p.is_file())
-
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """(chunk id, score) best first; only chunks sharing a term with the query."""
         if not len(self.chunk_ids):
@@ -71,9 +68,6 @@ class BM25Index:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(self.chunk_ids[i]), float(scores[i])) for i in top if scores[i] > 0]
-
-    def stats(self) -> dict:
-        return {"chunks": int(len(self.chunk_ids)), "vocab": len(getattr(self._retriever, "vocab_dict", {}) or {})}
 
 
 def describe() -> str:

@@ -178,13 +178,13 @@ class RagqaChatModel(BaseChatModel):
     def from_settings(cls, settings: Any = None, **kw: Any) -> RagqaChatModel:
         """The generator ``settings`` describe (``ragqa.pipeline.make_generator``; lazy, nothing
         loads before the first call) with the settings' generation defaults; ``kw`` overrides."""
+        import dataclasses
+
         from ragqa.config import Settings
-        from ragqa.pipeline import make_generator
+        from ragqa.pipeline import generation_settings, make_generator
 
         settings = settings or Settings.load()
-        defaults = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                        temperature=settings.temperature,
-                        repetition_penalty=settings.repetition_penalty)
+        defaults = dataclasses.asdict(generation_settings(settings))
         return cls(generator=kw.pop("generator", None) or make_generator(settings), **{**defaults, **kw})
 
     @property
