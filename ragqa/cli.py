@@ -23,6 +23,11 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print a table, w
 app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 
+from ragqa.training.cli import data_app, train_command  # noqa: E402  (its own module: cli.py stays small)
+
+app.add_typer(data_app, name="data")
+app.command("train")(train_command)
+
 IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 EmbedderOpt = Annotated[Optional[str], typer.Option(
@@ -426,6 +431,31 @@ def variants_list(
         return
     for r in rows:
         typer.echo(f"{r['name']:28s} {r['kind']:14s} {r['base_model']:30s} {r['path']}")
+
+
+@variants_app.command("inspect")
+def variants_inspect(
+    name: Annotated[str, typer.Argument(help="Variant name (under the variants directory) or directory.")],
+    model: ModelOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Nearest vocabulary tokens per soft-prompt token.")] = 5,
+    json_out: JsonOpt = False,
+) -> None:
+    """What a variant holds: LoRA ranks, parameter count and size on disk; for a soft prompt, the
+    vocabulary tokens nearest to each virtual token."""
+    from ragqa.generators.engine import Generator
+    from ragqa.generators.inspect import format_inspection, inspect_variant
+    from ragqa.generators.models import resolve_model
+    from ragqa.generators.registry import Card
+
+    settings = _settings(model=model)
+    directory = Generator(settings.model, cache_dir=settings.cache_dir,
+                          variants_dir=settings.variants_dir)._find_variant_dir(name)
+    card = Card.load(directory)
+    base = None
+    if card.kind == "prompt-tuning":
+        base = resolve_model(model or card.base_model or settings.model, settings.cache_dir)
+    info = inspect_variant(directory, Path(base) if base and Path(base).is_dir() else None, top=top)
+    typer.echo(json.dumps(info, ensure_ascii=False) if json_out else format_inspection(info))
 
 
 SHARED_SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scifact"

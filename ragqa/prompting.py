@@ -124,10 +124,22 @@ class Template:
     kind: str = "qa"
     input: str = "{input}"
     abstain_text: str = "I don't know."
+    # other phrasings of ``system`` (as FLAN words one task several ways): training samples them,
+    # answering always uses ``system``
+    alternates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"template {self.name!r}"
+        if isinstance(self.alternates, str) or not all(isinstance(a, str) for a in self.alternates):
+            raise ConfigError(f"{where}: field 'alternates' must be a list of strings")
+        self.alternates = tuple(self.alternates)
+        for a in self.alternates:
+            bad = [u for u in _fields_of(a, where, "alternates") if u not in _PLACEHOLDERS["system"]]
+            if bad:
+                raise ConfigError(f"{where}: field 'alternates' uses unknown placeholder {{{bad[0]}}}")
         for f in dataclasses.fields(self):
+            if f.name == "alternates":
+                continue
             if not isinstance(getattr(self, f.name), str):
                 raise ConfigError(f"{where}: field {f.name!r} must be a string, "
                                   f"got {type(getattr(self, f.name)).__name__}")

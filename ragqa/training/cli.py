@@ -1,0 +1,185 @@
+"""``ragqa data ...`` and ``ragqa train``: thin Typer commands over ragqa.training (registered on
+the main app in ragqa/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ragqa.errors import ConfigError
+
+data_app = typer.Typer(no_args_is_help=True, help="Training data: import QA / summarisation data, "
+                       "synthesize QA pairs from an index, split by document.")
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (train/validation/test "
+                                      "jsonl + manifest.json).")]
+SplitOpt = Annotated[str, typer.Option("--split", help="train,validation,test fractions (by document).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split and the example sampling.")]
+KOpt = Annotated[int, typer.Option("--k", help="Passages per QA example: the gold passage plus "
+                                   "retrieved distractors.")]
+IdkOpt = Annotated[float, typer.Option("--idk-share", help="Share of QA examples whose gold passage "
+                                       "is left out, with the target \"I don't know.\".")]
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", "-i", help="Index whose retriever picks "
+                                                  "the distractor passages (RAFT-style); without "
+                                                  "it distractors are random passages of the split.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (env RAGQA_THREADS).")]
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise ConfigError(f"--split {text!r}: give three fractions like 0.8,0.1,0.1")
+    return parts  # type: ignore[return-value]
+
+
+def _summary(manifest: dict, out: Path) -> None:
+    counts = manifest["counts"]
+    parts = [f"{s} {c['examples']} examples / {c['documents']} documents"
+             + (f" ({c['abstain_examples']} abstain)" if c.get("abstain_examples") else "")
+             for s, c in counts.items()]
+    typer.echo(f"wrote {out}: " + "; ".join(parts))
+
+
+def _open_index(index: Path | None, threads: int | None):
+    if index is None:
+        return None
+    from ragqa.cli import _settings
+    from ragqa.index import Index
+
+    return Index.open(index, _settings(threads=threads))
+
+
+@data_app.command("import")
+def data_import(
+    kind: Annotated[str, typer.Argument(help="squad | dialogsum | jsonl")],
+    files: Annotated[list[Path], typer.Argument(help="Data files (several are merged).")],
+    out: OutOpt,
+    index: IndexOpt = None,
+    split: SplitOpt = "0.8,0.1,0.1",
+    k: KOpt = 3,
+    idk_share: IdkOpt = 0.15,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Import SQuAD json, DialogSum jsonl or generic jsonl into training examples, split by document."""
+    from ragqa.training.data import IMPORTERS, ExampleSettings, build_dataset
+
+    if kind not in IMPORTERS:
+        raise ConfigError(f"unknown data kind {kind!r}; use one of {', '.join(IMPORTERS)}")
+    records = [r for f in files for r in IMPORTERS[kind](f)]
+    manifest = build_dataset(records, out, sources=files, fractions=_fractions(split),
+                             settings=ExampleSettings(k=k, idk_share=idk_share, seed=seed),
+                             index=_open_index(index, threads), index_dir=str(index) if index else None,
+                             extra={"imported": {"kind": kind, "files": [str(f) for f in files]}})
+    if json_out:
+        typer.echo(json.dumps(manifest))
+    else:
+        _summary(manifest, out)
+
+
+@data_app.command("synthesize")
+def data_synthesize(
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index to take passages from.")],
+    out: OutOpt,
+    model: Annotated[Optional[str], typer.Option("--model", help="Generator that proposes "
+                                                 "answers and questions.")] = None,
+    variant: Annotated[str, typer.Option("--variant", help="Its variant.")] = "base",
+    passages: Annotated[int, typer.Option("--passages", help="How many passages to sample.")] = 50,
+    summarize_over: Annotated[int, typer.Option("--summarize-over", help="Summarise passages longer "
+                                                "than this many words first (0: never).")] = 0,
+    split: SplitOpt = "0.8,0.1,0.1",
+    k: KOpt = 3,
+    idk_share: IdkOpt = 0.15,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Make question/answer pairs from an index's passages with the generator, filter them, and
+    write training data like `data import`."""
+    from ragqa.cli import _settings
+    from ragqa.pipeline import make_generator
+    from ragqa.training.data import ExampleSettings, build_dataset
+    from ragqa.training.synthesize import synthesize
+
+    settings = _settings(threads=threads, model=model)
+    idx = _open_index(index, threads)
+    generator = make_generator(settings)
+    records, stats = synthesize(idx, generator, n_passages=passages, variant=variant, seed=seed,
+                                summarize_over=summarize_over, log=lambda m: typer.echo(m, err=True))
+    if not records:
+        raise ConfigError(f"no question survived the filters ({stats}); try more --passages or a "
+                          "stronger --model")
+    manifest = build_dataset(records, out, fractions=_fractions(split),
+                             settings=ExampleSettings(k=k, idk_share=idk_share, seed=seed), index=idx,
+                             index_dir=str(index), extra={"synthesized": {**stats, "model": settings.model,
+                                                                          "variant": variant}})
+    _summary(manifest, out)
+    typer.echo(f"kept {stats['kept']} of {stats['proposed']} proposed pairs: {stats}")
+
+
+def train_command(
+    data: Annotated[Path, typer.Option("--data", help="Directory written by `ragqa data import` "
+                                       "or `ragqa data synthesize`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Variant directory to write, e.g. "
+                                      "adapters/my-lora.")],
+    method: Annotated[str, typer.Option("--method", help="lora | prompt-tuning | prefix-tuning")] = "lora",
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model: packaged name or local "
+                                                 "directory (default: smollm2-135m-instruct).")] = None,
+    epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="> 0 overrides --epochs.")] = -1,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default by method: "
+                                                "lora 2e-4, prompt-tuning 3e-2, prefix-tuning 5e-3).")] = None,
+    max_seq_len: Annotated[int, typer.Option("--max-seq-len", help="Prompt + answer tokens.")] = 768,
+    limit_train: Annotated[Optional[int], typer.Option("--limit-train", help="Use N training examples.")] = None,
+    eval_steps: Annotated[int, typer.Option("--eval-steps", help="Evaluate every N steps.")] = 25,
+    eval_examples: Annotated[int, typer.Option("--eval-examples", help="Validation examples scored "
+                                               "by generation at each evaluation.")] = 24,
+    patience: Annotated[int, typer.Option("--patience", help="Evaluations without improvement "
+                                          "before stopping early.")] = 3,
+    lora_r: Annotated[int, typer.Option("--lora-r")] = 8,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 16,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.05,
+    target_modules: Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated "
+                                                          "module names, or all-linear (default: "
+                                                          "attention q/v per architecture).")] = None,
+    virtual_tokens: Annotated[int, typer.Option("--virtual-tokens", help="Soft prompt / prefix length.")] = 20,
+    init_text: Annotated[Optional[str], typer.Option("--init-text", help="Soft prompt init text "
+                                                     "('' for random init).")] = None,
+    phrasing_share: Annotated[float, typer.Option("--phrasing-share", help="Share of training "
+                                                  "examples rendered with another phrasing.")] = 0.5,
+    qlora: Annotated[bool, typer.Option("--qlora", help="4-bit QLoRA (CUDA + bitsandbytes only).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train a variant (LoRA, soft prompt or prefix) on the training data, with validation,
+    early stopping and the best checkpoint kept; the result appears in `ragqa variants list`."""
+    from ragqa.cli import _settings
+    from ragqa.generators.models import FAST_MODEL
+    from ragqa.training.trainer import DEFAULT_INIT_TEXT, TrainConfig, train
+
+    settings = _settings(threads=threads)
+    cfg = TrainConfig(
+        data=data, out=out, method=method, model=model or FAST_MODEL, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr, max_seq_len=max_seq_len,
+        limit_train=limit_train, eval_steps=eval_steps, eval_examples=eval_examples, patience=patience,
+        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        target_modules=[t.strip() for t in target_modules.split(",")] if target_modules and
+        target_modules != "all-linear" else ("all-linear" if target_modules else None),
+        num_virtual_tokens=virtual_tokens,
+        prompt_init_text=DEFAULT_INIT_TEXT if init_text is None else (init_text or None),
+        phrasing_share=phrasing_share, qlora=qlora, resume=resume, overwrite=overwrite, seed=seed,
+        threads=settings.threads, cache_dir=settings.cache_dir,
+        command="ragqa " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    train(cfg, log=lambda m: typer.echo(m, err=True))
