@@ -23,10 +23,12 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print a table, w
 app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 
-from ragqa.training.cli import data_app, train_command  # noqa: E402  (its own module: cli.py stays small)
+from ragqa.training.cli import (bench_train_command, data_app,  # noqa: E402  (own module:
+                                train_command)                  # cli.py stays small)
 
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
+bench_app.command("train")(bench_train_command)
 
 IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]

@@ -367,12 +367,13 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
 
 # --- summarisation ---------------------------------------------------------------------------
 def load_summarization_data(path: str | Path) -> list[tuple[str, str, str]]:
-    """(id, input, reference) from JSONL: DialogSum (``fname``, ``dialogue``, ``summary``) or
-    generic (``id``, ``input``, ``output``)."""
+    """(id, input, reference) from JSONL: DialogSum (``fname``, ``dialogue``, ``summary``),
+    generic (``id``, ``input``, ``output``) or a split written by ``ragqa data import``
+    (``id``, ``input``, ``target``)."""
     def parse(n, obj):
         if "dialogue" in obj:
             return str(obj.get("fname", n)), obj["dialogue"], obj["summary"]
-        return str(obj.get("id", n)), obj["input"], obj["output"]
+        return str(obj.get("id", n)), obj["input"], obj["output"] if "output" in obj else obj["target"]
 
     return _jsonl(path, '"dialogue" and "summary" (or "input" and "output")', parse)
 

@@ -380,3 +380,13 @@ def test_train_config_errors(tiny_world, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             train(_cfg(root, base, tmp_path / "q", qlora=True), log=lambda m: None)
+
+
+def test_bench_train_plumbing(tiny_world, tmp_path):
+    from ragqa.training.throughput import bench_train
+
+    root, base = tiny_world
+    result = bench_train(model=str(base), cache_dir=root / "cache", steps=2, batch_size=2, seq_len=16,
+                         log=lambda m: None)
+    assert result["bare_steps"] == 4 and result["ragqa_steps"] == 4
+    assert result["ratio"] > 0 and result["bare_steps_per_s"] > 0

@@ -183,3 +183,38 @@ def train_command(
         threads=settings.threads, cache_dir=settings.cache_dir,
         command="ragqa " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     train(cfg, log=lambda m: typer.echo(m, err=True))
+
+
+def bench_train_command(
+    model: Annotated[Optional[str], typer.Option("--model", help="Base model (default: smollm2-135m-instruct).")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Timed steps per block.")] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    seq_len: Annotated[int, typer.Option("--seq-len")] = 256,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path("bench-results/train.json"),
+    threads: ThreadsOpt = None,
+) -> None:
+    """Training steps/s: ragqa's Trainer path vs a bare PEFT loop on the same batch."""
+    from ragqa.bench import machine_info
+    from ragqa.cli import _settings
+    from ragqa.generators.models import FAST_MODEL
+    from ragqa.training.throughput import bench_train
+
+    settings = _settings(threads=threads)
+    result = bench_train(model=model or FAST_MODEL, cache_dir=settings.cache_dir, threads=settings.threads,
+                         steps=steps, batch_size=batch_size, seq_len=seq_len,
+                         log=lambda m: typer.echo(m, err=True))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="training throughput (same batch, same LoRA)")
+    for col in ("path", "s/step (median)", "steps/s", "timed steps"):
+        table.add_column(col)
+    table.add_row("bare PEFT loop", f"{result['bare_step_s_median']:.2f}", f"{result['bare_steps_per_s']:.4f}",
+                  str(result["bare_steps"]))
+    table.add_row("ragqa train (Trainer)", f"{result['ragqa_step_s_median']:.2f}",
+                  f"{result['ragqa_steps_per_s']:.4f}", str(result["ragqa_steps"]))
+    Console().print(table)
+    typer.echo(f"ratio ragqa / bare: {result['ratio']:.3f}x (goal >= 0.95x)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine_info(settings.threads), "train": result}, indent=1) + "\n")
+    typer.echo(f"wrote {out}")
