@@ -47,6 +47,18 @@ def _settings(config: Path | None = None, **overrides) -> Settings:
     return settings
 
 
+def _for_variants(settings: Settings, model_flag: str | None, variants: list[str]) -> Settings:
+    """Without --model, serve a variant on the base model its card names (and say so)."""
+    if model_flag:
+        return settings
+    from ragqa.pipeline import model_for_variants
+
+    switched = model_for_variants(settings, variants)
+    if switched.model != settings.model:
+        _err(f"using model {switched.model}: the base the variant was trained on")
+    return switched
+
+
 def _err(message: str) -> None:
     typer.echo(message, err=True)
 
@@ -271,9 +283,9 @@ def eval_qa(
     from ragqa.evaluation import evaluate_qa, load_qa_data, sample_items, write_qa_report
     from ragqa.pipeline import RagQA
 
-    settings = _settings(threads=threads, model=model)
-    items = sample_items(load_qa_data(data), limit, seed)
     names = [v.strip() for v in variants.split(",") if v.strip()]
+    settings = _for_variants(_settings(threads=threads, model=model), model, names)
+    items = sample_items(load_qa_data(data), limit, seed)
     with RagQA.open(index, settings) as qa, _progress("questions") as progress:
         summary, rows = evaluate_qa(qa, items, names, gold_context=gold_context, k=k, template=template,
                                     progress=progress)
@@ -303,11 +315,11 @@ def eval_summarize(
     from ragqa.evaluation import evaluate_summaries, load_summarization_data
     from ragqa.pipeline import generation_settings, make_generator
 
-    settings = _settings(threads=threads, model=model)
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    settings = _for_variants(_settings(threads=threads, model=model), model, names)
     items = load_summarization_data(data)
     if limit and limit < len(items):
         items = [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
-    names = [v.strip() for v in variants.split(",") if v.strip()]
     with _progress("dialogues") as progress:
         summary, rows = evaluate_summaries(make_generator(settings), items, names, template=template,
                                            settings=generation_settings(settings), progress=progress)
@@ -359,7 +371,8 @@ def ask(
 
     if (question is None) == (questions is None):
         raise ConfigError("give either a QUESTION or --questions FILE")
-    settings = _settings(config, threads=threads, max_new_tokens=max_new_tokens, model=model)
+    settings = _for_variants(_settings(config, threads=threads, max_new_tokens=max_new_tokens, model=model),
+                             model, [variant])
     with RagQA.open(index, settings) as qa:
         if questions is not None:
             for qid, text in read_queries(questions, text_key="question"):
@@ -556,7 +569,8 @@ def generate(
     from ragqa.pipeline import generation_settings, make_generator
     from ragqa.prompting import build_plain_prompt, load_template
 
-    settings = _settings(threads=threads, model=model, max_new_tokens=max_new_tokens)
+    settings = _for_variants(_settings(threads=threads, model=model, max_new_tokens=max_new_tokens),
+                             model, [variant])
     tmpl = load_template(template)
     gen = make_generator(settings)
     gs = generation_settings(settings)

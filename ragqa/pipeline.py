@@ -109,6 +109,30 @@ def make_generator(settings: Settings):
                      dtype=settings.gen_dtype, threads=settings.threads)
 
 
+def model_for_variants(settings: Settings, variants: Sequence[str]) -> Settings:
+    """``settings`` with the model switched to the base the first non-base variant was trained on,
+    when its card names another base than the configured model (so ``--variant squad-lora``
+    works without also naming ``--model``). Unchanged when there is nothing to switch to."""
+    from ragqa.errors import ModelError
+    from ragqa.generators.models import BASE_MODELS
+    from ragqa.generators.registry import Card, is_variant_dir
+
+    for name in variants:
+        if name == "base":
+            continue
+        directory = Path(name) if is_variant_dir(Path(name)) else settings.variants_dir / name
+        if not is_variant_dir(directory):
+            return settings
+        try:
+            base = Card.load(directory).base_model
+        except ModelError:
+            return settings
+        if base and base != settings.model and (base in BASE_MODELS or Path(base).is_dir()):
+            return settings.replace(model=base)
+        return settings
+    return settings
+
+
 def generation_settings(settings: Settings, **overrides):
     """GenerationSettings from the config, with per-call overrides (None values ignored)."""
     from ragqa.generators import GenerationSettings

@@ -390,3 +390,18 @@ def test_bench_train_plumbing(tiny_world, tmp_path):
                          log=lambda m: None)
     assert result["bare_steps"] == 4 and result["ragqa_steps"] == 4
     assert result["ratio"] > 0 and result["bare_steps_per_s"] > 0
+
+
+def test_a_variant_picks_its_own_base_model(tmp_path):
+    from ragqa.config import Settings
+    from ragqa.generators.registry import Card
+    from ragqa.pipeline import model_for_variants
+
+    adapters = tmp_path / "adapters"
+    (adapters / "v").mkdir(parents=True)
+    (adapters / "v" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    Card(name="v", kind="lora", base_model="smollm2-135m-instruct").save(adapters / "v")
+    s = Settings(model="qwen2.5-coder-0.5b-instruct", variants_dir=adapters)
+    assert model_for_variants(s, ["base", "v"]).model == "smollm2-135m-instruct"
+    assert model_for_variants(s, ["base"]).model == s.model
+    assert model_for_variants(s, ["missing"]).model == s.model
