@@ -49,8 +49,8 @@ def _warn(w) -> None:
 
 
 @contextmanager
-def _progress(label: str):
-    """A rich progress bar on stderr when it is a terminal (docs/s and ETA); silent otherwise."""
+def _progress(label: str, unit: str = "docs"):
+    """A rich progress bar on stderr when it is a terminal (UNIT/s and ETA); silent otherwise."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -65,7 +65,7 @@ def _progress(label: str):
 
         def update(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
-            rate = f"{done / elapsed:.1f} docs/s" if elapsed > 0 and done else ""
+            rate = f"{done / elapsed:.1f} {unit}/s" if elapsed > 0 and done else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield update
@@ -224,19 +224,25 @@ def eval_retrieval(
     queries: Annotated[Path, typer.Option("--queries", help='JSONL of {"_id", "text"}.')],
     qrels: Annotated[Path, typer.Option("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score).")],
     mode: Annotated[Optional[str], typer.Option("--mode", help="dense | bm25 | hybrid (default: all three).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="A random sample of N judged queries.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit sample.")] = 0,
     json_out: JsonOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """nDCG@k, Recall@k and MRR@10 of the index's document rankings against qrels."""
-    from ragqa.evaluation import evaluate_retrieval, read_qrels, read_queries
+    from ragqa.evaluation import evaluate_retrieval, read_qrels, read_queries, sample_queries
     from ragqa.index import Index
 
     settings = _settings(threads=threads)
-    judged, items = read_qrels(qrels), read_queries(queries)
+    items, judged = sample_queries(read_queries(queries), read_qrels(qrels), limit, seed)
+    results = {}
     with Index.open(index, settings) as idx:
-        results = {m: evaluate_retrieval(idx, items, judged, mode=m) for m in ([mode] if mode else ["dense", "bm25", "hybrid"])}
+        for m in [mode] if mode else ["dense", "bm25", "hybrid"]:
+            with _progress(f"{m} queries", "queries") as progress:
+                results[m] = evaluate_retrieval(idx, items, judged, mode=m, progress=progress)
     if json_out:
-        typer.echo(json.dumps({"index": str(index), "qrels": str(qrels), "results": results}))
+        typer.echo(json.dumps({"index": str(index), "qrels": str(qrels), "limit": limit, "seed": seed,
+                               "results": results}))
         return
     cols = ["ndcg@10", "recall@100", "mrr@10", "recall@10"]
     typer.echo(f"{'mode':8s} " + " ".join(f"{c:>10s}" for c in cols) + "   queries")
@@ -267,15 +273,22 @@ def eval_qa(
     settings = _settings(threads=threads, model=model)
     items = sample_items(load_qa_data(data), limit, seed)
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    with RagQA.open(index, settings) as qa, _progress("questions") as progress:
+    with RagQA.open(index, settings) as qa, _progress("questions", "questions") as progress:
         summary, rows = evaluate_qa(qa, items, names, gold_context=gold_context, k=k, template=template,
                                     progress=progress)
     meta = {"data": str(data), "index": str(index), "model": settings.model, "questions": len(items),
             "seed": seed, "k": k or settings.top_k, "template": template or settings.template,
-            "gold_context": gold_context}
+            "gold_context": gold_context, "threads": settings.threads}
     out = write_qa_report(report, summary, rows, meta, predictions=predictions)
-    typer.echo((out / "report.md").read_text().split("\n\n## ")[0])
-    typer.echo(f"wrote {out}/report.md and results.json")
+    _echo_report(out, predictions)
+
+
+def _echo_report(out: Path, predictions: bool) -> None:
+    """The report's tables (without the chart links and the examples), then what was written."""
+    text = (out / "report.md").read_text().split("\n![")[0].split("\n## Worst")[0]
+    typer.echo(text.rstrip())
+    files = ["report.md", "results.json", "metrics.png", "latency.png"] + (["predictions.jsonl"] if predictions else [])
+    typer.echo(f"wrote {', '.join(str(out / f) for f in files)}")
 
 
 @eval_app.command("summarize")
@@ -291,36 +304,19 @@ def eval_summarize(
     threads: ThreadsOpt = None,
 ) -> None:
     """ROUGE-1/2/L (95% CIs) and BLEU per variant on the same summarisation prompts."""
-    import random
-
-    from ragqa.evaluation import evaluate_summaries, load_summarization_data
+    from ragqa.evaluation import evaluate_summaries, load_summarization_data, sample_items, write_summary_report
     from ragqa.pipeline import generation_settings, make_generator
 
     settings = _settings(threads=threads, model=model)
-    items = load_summarization_data(data)
-    if limit and limit < len(items):
-        items = [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
+    items = sample_items(load_summarization_data(data), limit, seed)
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    with _progress("dialogues") as progress:
+    with _progress("dialogues", "items") as progress:
         summary, rows = evaluate_summaries(make_generator(settings), items, names, template=template,
                                            settings=generation_settings(settings), progress=progress)
-    report.mkdir(parents=True, exist_ok=True)
-    meta = {"data": str(data), "model": settings.model, "items": len(items), "seed": seed, "template": template}
-    (report / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
-    if predictions:
-        (report / "predictions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-    def fmt(m):
-        return f"{m['mean']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
-
-    lines = [f"# Summarisation evaluation: {data}", "", " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
-             "| variant | n | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | words |", "|---|---|---|---|---|---|---|"]
-    for v, m in summary.items():
-        lines.append(f"| {v} | {m['n']} | {fmt(m['rouge1'])} | {fmt(m['rouge2'])} | {fmt(m['rougeL'])} | "
-                     f"{m['bleu']:.2f} | {m['words']['mean']:.1f} |")
-    (report / "report.md").write_text("\n".join(lines) + "\n")
-    typer.echo("\n".join(lines))
-    typer.echo(f"wrote {report}/report.md and results.json")
+    meta = {"data": str(data), "model": settings.model, "items": len(items), "seed": seed, "template": template,
+            "threads": settings.threads}
+    out = write_summary_report(report, summary, rows, meta, predictions=predictions)
+    _echo_report(out, predictions)
 
 
 # --- answering -------------------------------------------------------------------------
