@@ -19,7 +19,8 @@ from ragqa.errors import ConfigError, RagqaError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Offline retrieval-augmented question answering over your documents.")
 index_app = typer.Typer(no_args_is_help=True, help="Build, update, inspect and verify an index.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print a table, write JSON.")
+bench_app = typer.Typer(invoke_without_command=True, help="Benchmarks: print a table, write JSON. "
+                        "Without a subcommand: every stage in one go (as `bench all`).")
 app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 
@@ -460,6 +461,73 @@ def bench_generate_cmd(
 
     bench_generate(_settings(threads=threads, model=model), out, max_new_tokens=max_new_tokens, runs=runs,
                    echo=typer.echo)
+
+
+QuickOpt = Annotated[bool, typer.Option("--quick", help="A fast sample: the demo corpus, 20 queries, "
+                                        "smollm2-135m-instruct (unless --model), 16 new tokens, 3 training steps.")]
+BenchModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Generator (and trained) model.")]
+BenchCorpusOpt = Annotated[Optional[Path], typer.Option("--corpus", help="Folder or file to index; a JSONL corpus "
+                           "is cut to 1,000 documents (200 with --quick). Default: SciFact from ../shared/data "
+                           "when present (data/demo with --quick or without it).")]
+BenchQueriesOpt = Annotated[Optional[Path], typer.Option("--queries", help="JSONL queries (_id, text) for latency "
+                            "(default: SciFact's with the SciFact corpus, otherwise questions about the demo).")]
+BenchOutOpt = Annotated[Path, typer.Option("--out", help="Where to write the JSON (and the table as .md).")]
+StagesOpt = Annotated[str, typer.Option("--stages", help="Comma-separated subset of index,query,generate,switch,train.")]
+
+
+@bench_app.callback()
+def bench_root(
+    ctx: typer.Context,
+    quick: QuickOpt = False,
+    model: BenchModelOpt = None,
+    corpus: BenchCorpusOpt = None,
+    queries: BenchQueriesOpt = None,
+    out: BenchOutOpt = Path("bench-results/all.json"),
+    stages: StagesOpt = "index,query,generate,switch,train",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Benchmarks. Without a subcommand: index, query, generation, variant-switch and training
+    stages in one go (`bench all`)."""
+    if ctx.invoked_subcommand is None:
+        _bench_all(quick, model, corpus, queries, out, stages, threads)
+
+
+@bench_app.command("all")
+def bench_all_cmd(
+    quick: QuickOpt = False,
+    model: BenchModelOpt = None,
+    corpus: BenchCorpusOpt = None,
+    queries: BenchQueriesOpt = None,
+    out: BenchOutOpt = Path("bench-results/all.json"),
+    stages: StagesOpt = "index,query,generate,switch,train",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Index build, query latency, generation tokens/s, variant switch and training throughput in one go."""
+    _bench_all(quick, model, corpus, queries, out, stages, threads)
+
+
+def _bench_all(quick, model, corpus, queries, out, stages, threads) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ragqa.bench import QUICK_MODEL, all_table_rows, bench_all, format_all_table
+
+    if corpus is None and not quick and (SHARED_SCIFACT / "corpus.jsonl").is_file():
+        corpus = SHARED_SCIFACT / "corpus.jsonl"
+        queries = queries or SHARED_SCIFACT / "queries.jsonl"
+    settings = _settings(threads=threads, model=model or (QUICK_MODEL if quick else None))
+    r = bench_all(settings, out, quick=quick, corpus=corpus, queries=queries,
+                  stages=tuple(x.strip() for x in stages.split(",") if x.strip()), echo=_err)
+    typer.echo(format_all_table(r).splitlines()[0])
+    table = Table()
+    for column in ("stage", "measurement", "value"):
+        table.add_column(column)
+    for row in all_table_rows(r):
+        table.add_row(*row)
+    Console().print(table)
+    typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
+    if any(s["status"] == "failed" for s in r["stages"].values()):
+        raise typer.Exit(1)
 
 
 @app.command("ui")
