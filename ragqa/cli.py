@@ -467,8 +467,8 @@ QuickOpt = Annotated[bool, typer.Option("--quick", help="A fast sample: the demo
                                         "smollm2-135m-instruct (unless --model), 16 new tokens, 3 training steps.")]
 BenchModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Generator (and trained) model.")]
 BenchCorpusOpt = Annotated[Optional[Path], typer.Option("--corpus", help="Folder or file to index; a JSONL corpus "
-                           "is cut to 1,000 documents (200 with --quick). Default: SciFact from ../shared/data "
-                           "when present (data/demo with --quick or without it).")]
+                           "is cut to 1,000 documents (200 with --quick). Default: data/demo; without --quick, "
+                           "SciFact's corpus from ../shared/data when it is there.")]
 BenchQueriesOpt = Annotated[Optional[Path], typer.Option("--queries", help="JSONL queries (_id, text) for latency "
                             "(default: SciFact's with the SciFact corpus, otherwise questions about the demo).")]
 BenchOutOpt = Annotated[Path, typer.Option("--out", help="Where to write the JSON (and the table as .md).")]
