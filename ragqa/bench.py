@@ -11,10 +11,15 @@
 ``bench_generate``: on one generator model, ``Generator.generate`` vs a plain
 ``AutoModelForCausalLM.generate`` on the same RAG prompt (tokens/s, first token), then variant
 switching (switch_ms, no base reload, resident memory per variant).
+
+``bench_all``: every stage in one go on a small sample (``--quick``) or the full sizes: index
+build and unchanged rebuild, query latency per retrieval mode, generation tokens/s and first
+token, variant switching, and training throughput (``ragqa.training.throughput``, when present).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -23,6 +28,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -490,4 +496,292 @@ def format_generate_table(r: dict) -> str:
              f"| resident memory per extra variant (VmRSS) | {mem['mb_per_extra_variant']:.1f} MB ("
              + ", ".join(f"{v} +{mb:.1f}" for v, mb in mem["added_mb"].items()) + f"; RSS "
              f"{mem['rss_mb_before_variants']:.0f} -> {mem['rss_mb_after_variants']:.0f} MB) | |"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ all in one go
+
+DEMO_CORPUS = Path(__file__).resolve().parent.parent / "data" / "demo"
+QUICK_MODEL = "smollm2-135m-instruct"
+# questions about the demo corpus, cycled for the query-latency stage when no queries file is given
+BENCH_QUESTIONS = (
+    "When did Apollo 11 land on the Moon?", "Who designed the Saturn V rocket?",
+    "How did the Black Death spread across Europe?", "How many people died of the plague?",
+    "Who improved the steam engine with a separate condenser?", "What powered the first railways?",
+    "Who discovered oxygen?", "Why is oxygen needed for combustion?",
+    "How much rain falls in the Amazon rainforest?", "Which countries share the Amazon basin?")
+ALL_STAGES = ("index", "query", "generate", "switch", "train")
+
+
+@dataclass
+class AllPlan:
+    """The sizes of one ``bench_all`` run."""
+
+    documents: int  # documents taken from a JSONL corpus (a folder is indexed whole)
+    queries: int  # per retrieval mode
+    max_new_tokens: int
+    runs: int  # recorded generations after a warm-up
+    switch_rounds: int  # recorded rounds of base -> each variant (after a warm-up round)
+    train_steps: int
+    train_batch_size: int
+    train_seq_len: int
+
+
+QUICK_PLAN = AllPlan(documents=200, queries=20, max_new_tokens=16, runs=1, switch_rounds=2, train_steps=3,
+                     train_batch_size=2, train_seq_len=128)
+FULL_PLAN = AllPlan(documents=1000, queries=100, max_new_tokens=48, runs=3, switch_rounds=SWITCH_ROUNDS,
+                    train_steps=10, train_batch_size=4, train_seq_len=256)
+
+
+def _run_stage(name: str, fn: Callable[[], dict], echo: Callable[[str], None]) -> dict:
+    """One stage's numbers; a stage that fails records its error and the others still run."""
+    echo(f"[{name}] ...")
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    except Exception as exc:  # noqa: BLE001 - one stage failing must not lose the others' numbers
+        out = {"status": "failed", "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:300]}
+    out.setdefault("status", "ok")
+    out["stage_s"] = time.perf_counter() - t0
+    echo(f"[{name}] {out['status']}{': ' + out['error'] if 'error' in out else ''} ({out['stage_s']:.1f} s)")
+    return out
+
+
+def stage_index(paths: list[Path], settings: Settings, directory: Path) -> dict:
+    """A full build (no embedding cache; the embedder's one-time ONNX export is done before the
+    clock starts, its loading is part of the build) and an unchanged rebuild."""
+    from ragqa.embedding import get_embedder
+    from ragqa.index import Index
+
+    s = settings.replace(embedding_cache=False)
+    get_embedder(s).encode(["warm up"])
+    t_full, report = _timed(lambda: Index.build(paths, directory, s, warn=lambda w: None))
+    t_same, _ = _timed(lambda: Index.build(paths, directory, s, warn=lambda w: None))
+    return {"corpus": [str(p) for p in paths], "documents": report.documents, "chunks": report.chunks,
+            "build_s": t_full, "docs_per_s": report.documents / t_full, "chunks_per_s": report.chunks / t_full,
+            "unchanged_rebuild_s": t_same}
+
+
+def stage_query(directory: Path, settings: Settings, texts: list[str],
+                modes: tuple[str, ...] = ("dense", "bm25", "hybrid"), k: int = 10) -> dict:
+    """Per mode: single-query latency (p50 / p95 / mean) of ``Index.search`` after 3 warm-up queries."""
+    from ragqa.index import Index
+
+    out: dict = {"queries": len(texts), "k": k}
+    with Index.open(directory, settings) as idx:
+        for mode in modes:
+            for q in texts[:3]:
+                idx.search(q, k=k, mode=mode)
+            ms = [1000 * _timed(lambda q=q: idx.search(q, k=k, mode=mode))[0] for q in texts]
+            out[mode] = {"p50_ms": statistics.median(ms), "p95_ms": _p95(ms), "mean_ms": statistics.fmean(ms),
+                         "queries_per_s": 1000 / statistics.fmean(ms)}
+    return out
+
+
+def stage_generate(gen, *, max_new_tokens: int, runs: int) -> dict:
+    """``generate`` on the benchmark RAG prompt (the ``qa`` template, 3 demo passages), after a
+    warm-up: medians of tokens/s, first token and the whole call."""
+    from ragqa.generators import GenerationSettings
+    from ragqa.prompting import build_prompt, load_template
+
+    t_load = _timed(gen.load)[0] if hasattr(gen, "load") else 0.0
+    prompt = build_prompt(GEN_QUESTION, _demo_passages(3), load_template("qa"), gen.tokenizer,
+                          max_prompt_tokens=GEN_PROMPT_BUDGET)
+    gs = GenerationSettings(max_new_tokens=max_new_tokens)
+    gen.generate(prompt.text, "base", gs)
+    rs = [gen.generate(prompt.text, "base", gs) for _ in range(max(1, runs))]
+    return {"model": getattr(gen, "model_name", "?"), "load_s": t_load, "prompt_tokens": prompt.tokens,
+            "max_new_tokens": max_new_tokens, "runs": len(rs), "new_tokens": [r.new_tokens for r in rs],
+            "tokens_per_s_median": statistics.median(r.tokens_per_s for r in rs),
+            # the tokens after the first over the time after it: generation speed without the prompt
+            "decode_tokens_per_s_median": statistics.median(
+                (r.new_tokens - 1) / max((r.generate_ms - r.first_token_ms) / 1000, 1e-9) for r in rs),
+            "first_token_ms_median": statistics.median(r.first_token_ms for r in rs),
+            "generate_ms_median": statistics.median(r.generate_ms for r in rs)}
+
+
+def stage_switch(gen, variants: list[str], *, rounds: int) -> dict:
+    """Calls alternating base and every variant (1 new token on a short prompt): switch_ms per
+    call, and the median call time per variant."""
+    from ragqa.generators import GenerationSettings
+
+    if not variants:
+        return {"status": "skipped (no variants)"}
+    question = "Who flew to the Moon first?"
+    short = gen.chat_prompt(question) if hasattr(gen, "chat_prompt") else question
+    one = GenerationSettings(max_new_tokens=1)
+    order = ("base", *variants)
+    switch: dict[str, list[float]] = {v: [] for v in order}
+    call: dict[str, list[float]] = {v: [] for v in order}
+    for rnd in range(rounds + 1):
+        for v in order:
+            res = gen.generate(short, v, one)
+            if rnd:  # round 0 is a warm-up
+                switch[v].append(res.switch_ms)
+                call[v].append(res.generate_ms + res.switch_ms)
+    every = [x for v in order for x in switch[v]]
+    return {"order": list(order), "rounds": rounds, "switches": len(every),
+            "switch_ms_mean": statistics.fmean(every), "switch_ms_max": max(every),
+            "one_token_call_ms_median": {v: statistics.median(call[v]) for v in order}}
+
+
+def _random_variants(gen, settings: Settings, work: Path) -> list[str]:
+    """Two random LoRA adapters and a soft prompt (as bench_generate makes them, on a separately
+    loaded plain model), loaded into ``gen``; their names."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ragqa.generators.models import model_fingerprint, resolve_model, torch_dtype
+
+    model_dir = resolve_model(settings.model, settings.cache_dir)
+    torch.set_num_threads(settings.threads)
+    plain = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype(settings.gen_dtype))
+    dirs = _make_bench_adapters(plain, work, settings.model, model_fingerprint(model_dir))
+    del plain
+    _settle_memory()
+    return [gen.load_variant(str(d)) for d in dirs.values()]
+
+
+def stage_train(settings: Settings, plan: AllPlan) -> dict:
+    """ragqa.training.throughput.bench_train (training steps/s, ragqa vs a bare PEFT loop), when
+    that module is installed; "skipped (not available)" otherwise."""
+    try:
+        from ragqa.training.throughput import bench_train
+    except ImportError as exc:
+        return {"status": "skipped (not available)", "reason": str(exc)}
+    sizes = {"steps": plan.train_steps, "batch_size": plan.train_batch_size, "seq_len": plan.train_seq_len}
+    result = bench_train(model=settings.model, cache_dir=settings.cache_dir, threads=settings.threads, **sizes)
+    return {"model": settings.model, **sizes, "result": result}
+
+
+def bench_all(settings: Settings, out: Path, *, quick: bool = False, corpus: Path | None = None,
+              queries: Path | None = None, stages: tuple[str, ...] = ALL_STAGES,
+              echo: Callable[[str], None] = print) -> dict:
+    """Every benchmark in one process, sized by QUICK_PLAN or FULL_PLAN: index build (``corpus``:
+    a folder or file, a JSONL corpus cut to the plan's documents; default data/demo), query
+    latency per mode, generation tokens/s and first token (``settings.model``), variant switching
+    (two random LoRAs and a soft prompt on a real model; a fake generator's own variants) and
+    training throughput. Writes ``out`` (JSON with machine info) and ``out`` with .md (the table)."""
+    plan = QUICK_PLAN if quick else FULL_PLAN
+    unknown = set(stages) - set(ALL_STAGES)
+    if unknown:
+        from ragqa.errors import ConfigError
+
+        raise ConfigError(f"unknown bench stage(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_STAGES)}")
+    corpus = corpus or DEMO_CORPUS
+    if not corpus.exists():
+        from ragqa.errors import InputNotFound
+
+        raise InputNotFound(f"{corpus}: no such corpus")
+    t0 = time.perf_counter()
+    results: dict = {"quick": quick, "plan": dataclasses.asdict(plan), "machine": machine_info(settings.threads),
+                     "settings": {"embedder": settings.embedder, "embed_backend": settings.embed_backend,
+                                  "threads": settings.threads, "model": settings.model,
+                                  "gen_dtype": settings.gen_dtype},
+                     "stages": {}}
+    st = results["stages"]
+    work = Path(tempfile.mkdtemp(prefix="ragqa-bench-all-"))
+    try:
+        paths = [corpus]
+        if corpus.is_file() and corpus.suffix == ".jsonl":
+            rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+            paths = [work / "corpus.jsonl"]
+            _write_jsonl(paths[0], rows[:plan.documents])
+        if "index" in stages or "query" in stages:
+            st["index"] = _run_stage("index", lambda: stage_index(paths, settings, work / "idx"), echo)
+        if "query" in stages:
+            if queries:
+                texts = [json.loads(line)["text"] for line in queries.read_text(encoding="utf-8").splitlines()
+                         if line.strip()][:plan.queries]
+            else:
+                texts = [BENCH_QUESTIONS[i % len(BENCH_QUESTIONS)] for i in range(plan.queries)]
+            st["query"] = (_run_stage("query", lambda: stage_query(work / "idx", settings, texts), echo)
+                           if st["index"]["status"] == "ok" else {"status": "skipped (no index)"})
+        if "generate" in stages or "switch" in stages:
+            from ragqa.pipeline import make_generator
+
+            gen = make_generator(settings)
+            if "generate" in stages:
+                st["generate"] = _run_stage("generate", lambda: stage_generate(
+                    gen, max_new_tokens=plan.max_new_tokens, runs=plan.runs), echo)
+            if "switch" in stages:
+                def switch() -> dict:
+                    if hasattr(gen, "load_variant"):
+                        names = _random_variants(gen, settings, work / "variants")
+                    else:  # a fake generator: its own variants
+                        names = [v["name"] for v in gen.variants() if v["name"] != "base"]
+                    return stage_switch(gen, names, rounds=plan.switch_rounds)
+
+                st["switch"] = _run_stage("switch", switch, echo)
+            del gen
+            _settle_memory()
+        if "train" in stages:
+            st["train"] = _run_stage("train", lambda: stage_train(settings, plan), echo)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["total_s"] = time.perf_counter() - t0
+    results["load_avg_at_end"] = os.getloadavg()[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    out.with_suffix(".md").write_text(format_all_table(results) + "\n")
+    return results
+
+
+def _fmt_value(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+    return str(x)
+
+
+def all_table_rows(r: dict) -> list[tuple[str, str, str]]:
+    """(stage, measurement, value) rows of a bench_all result."""
+    rows: list[tuple[str, str, str]] = []
+    st = r["stages"]
+    for name in ALL_STAGES:
+        s = st.get(name)
+        if s is None:
+            continue
+        if s["status"] != "ok":
+            rows.append((name, s["status"], s.get("error", s.get("reason", ""))))
+            continue
+        if name == "index":
+            rows += [("index", f"full build: {s['documents']} documents -> {s['chunks']} chunks",
+                      f"{s['build_s']:.1f} s ({s['docs_per_s']:.1f} docs/s, {s['chunks_per_s']:.1f} chunks/s)"),
+                     ("index", "unchanged rebuild", f"{s['unchanged_rebuild_s']:.2f} s")]
+        elif name == "query":
+            for mode in ("dense", "bm25", "hybrid"):
+                if mode in s:
+                    q = s[mode]
+                    rows.append(("query", f"{mode}, k={s['k']}, p50 / p95 over {s['queries']} queries",
+                                 f"{q['p50_ms']:.1f} / {q['p95_ms']:.1f} ms ({q['queries_per_s']:.0f} queries/s)"))
+        elif name == "generate":
+            ended = " (the model ended its answer there)" if s["new_tokens"][0] < s["max_new_tokens"] else ""
+            rows += [("generate", f"{s['model']}: load", f"{s['load_s']:.1f} s"),
+                     ("generate", f"{s['prompt_tokens']}-token RAG prompt, {s['new_tokens'][0]} new tokens{ended}, "
+                      f"median of {s['runs']}",
+                      f"{s['tokens_per_s_median']:.1f} tokens/s over the whole call ({s['generate_ms_median']:.0f} ms); "
+                      f"first token {s['first_token_ms_median']:.0f} ms, then "
+                      f"{s['decode_tokens_per_s_median']:.1f} tokens/s")]
+        elif name == "switch":
+            rows += [("switch", f"switch_ms mean / max over {s['switches']} calls ({', '.join(s['order'])})",
+                      f"{s['switch_ms_mean']:.2f} / {s['switch_ms_max']:.2f} ms"),
+                     ("switch", "1-token call on a short prompt, median",
+                      ", ".join(f"{v} {ms:.0f}" for v, ms in s["one_token_call_ms_median"].items()) + " ms")]
+        elif name == "train":
+            res = s["result"] if isinstance(s.get("result"), dict) else {"result": s.get("result")}
+            sizes = f"{s['model']}, {s['steps']} steps, batch {s['batch_size']}, {s['seq_len']} tokens"
+            for key, value in res.items():
+                if isinstance(value, (int, float, str, bool)) or value is None:
+                    rows.append(("train", f"{key} ({sizes})", _fmt_value(value)))
+    return rows
+
+
+def format_all_table(r: dict) -> str:
+    m, s = r["machine"], r["settings"]
+    lines = [f"{'quick' if r['quick'] else 'full'} run, {s['threads']} thread(s), {m['cpu']}, {m['cores']} cores; "
+             f"embedder {s['embedder']} ({s['embed_backend']}), generator {s['model']} ({s['gen_dtype']}); "
+             f"load average {m['load_avg_at_start']:.2f} at start, {r['load_avg_at_end']:.2f} at end; "
+             f"{r['total_s']:.0f} s in all",
+             "", "| stage | measurement | value |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in all_table_rows(r)]
     return "\n".join(lines)

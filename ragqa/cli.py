@@ -19,7 +19,8 @@ from ragqa.errors import ConfigError, RagqaError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Offline retrieval-augmented question answering over your documents.")
 index_app = typer.Typer(no_args_is_help=True, help="Build, update, inspect and verify an index.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print a table, write JSON.")
+bench_app = typer.Typer(invoke_without_command=True, help="Benchmarks: print a table, write JSON. "
+                        "Without a subcommand: every stage in one go (as `bench all`).")
 app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 
@@ -68,8 +69,8 @@ def _warn(w) -> None:
 
 
 @contextmanager
-def _progress(label: str):
-    """A rich progress bar on stderr when it is a terminal (docs/s and ETA); silent otherwise."""
+def _progress(label: str, unit: str = "docs"):
+    """A rich progress bar on stderr when it is a terminal (UNIT/s and ETA); silent otherwise."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -84,7 +85,7 @@ def _progress(label: str):
 
         def update(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
-            rate = f"{done / elapsed:.1f} docs/s" if elapsed > 0 and done else ""
+            rate = f"{done / elapsed:.1f} {unit}/s" if elapsed > 0 and done else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield update
@@ -243,19 +244,25 @@ def eval_retrieval(
     queries: Annotated[Path, typer.Option("--queries", help='JSONL of {"_id", "text"}.')],
     qrels: Annotated[Path, typer.Option("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score).")],
     mode: Annotated[Optional[str], typer.Option("--mode", help="dense | bm25 | hybrid (default: all three).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="A random sample of N judged queries.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit sample.")] = 0,
     json_out: JsonOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """nDCG@k, Recall@k and MRR@10 of the index's document rankings against qrels."""
-    from ragqa.evaluation import evaluate_retrieval, read_qrels, read_queries
+    from ragqa.evaluation import evaluate_retrieval, read_qrels, read_queries, sample_queries
     from ragqa.index import Index
 
     settings = _settings(threads=threads)
-    judged, items = read_qrels(qrels), read_queries(queries)
+    items, judged = sample_queries(read_queries(queries), read_qrels(qrels), limit, seed)
+    results = {}
     with Index.open(index, settings) as idx:
-        results = {m: evaluate_retrieval(idx, items, judged, mode=m) for m in ([mode] if mode else ["dense", "bm25", "hybrid"])}
+        for m in [mode] if mode else ["dense", "bm25", "hybrid"]:
+            with _progress(f"{m} queries", "queries") as progress:
+                results[m] = evaluate_retrieval(idx, items, judged, mode=m, progress=progress)
     if json_out:
-        typer.echo(json.dumps({"index": str(index), "qrels": str(qrels), "results": results}))
+        typer.echo(json.dumps({"index": str(index), "qrels": str(qrels), "limit": limit, "seed": seed,
+                               "results": results}))
         return
     cols = ["ndcg@10", "recall@100", "mrr@10", "recall@10"]
     typer.echo(f"{'mode':8s} " + " ".join(f"{c:>10s}" for c in cols) + "   queries")
@@ -286,15 +293,22 @@ def eval_qa(
     names = [v.strip() for v in variants.split(",") if v.strip()]
     settings = _for_variants(_settings(threads=threads, model=model), model, names)
     items = sample_items(load_qa_data(data), limit, seed)
-    with RagQA.open(index, settings) as qa, _progress("questions") as progress:
+    with RagQA.open(index, settings) as qa, _progress("questions", "questions") as progress:
         summary, rows = evaluate_qa(qa, items, names, gold_context=gold_context, k=k, template=template,
                                     progress=progress)
     meta = {"data": str(data), "index": str(index), "model": settings.model, "questions": len(items),
             "seed": seed, "k": k or settings.top_k, "template": template or settings.template,
-            "gold_context": gold_context}
+            "gold_context": gold_context, "threads": settings.threads}
     out = write_qa_report(report, summary, rows, meta, predictions=predictions)
-    typer.echo((out / "report.md").read_text().split("\n\n## ")[0])
-    typer.echo(f"wrote {out}/report.md and results.json")
+    _echo_report(out, predictions)
+
+
+def _echo_report(out: Path, predictions: bool) -> None:
+    """The report's tables (without the chart links and the examples), then what was written."""
+    text = (out / "report.md").read_text().split("\n![")[0].split("\n## Worst")[0]
+    typer.echo(text.rstrip())
+    files = ["report.md", "results.json", "metrics.png", "latency.png"] + (["predictions.jsonl"] if predictions else [])
+    typer.echo(f"wrote {', '.join(str(out / f) for f in files)}")
 
 
 @eval_app.command("summarize")
@@ -310,36 +324,19 @@ def eval_summarize(
     threads: ThreadsOpt = None,
 ) -> None:
     """ROUGE-1/2/L (95% CIs) and BLEU per variant on the same summarisation prompts."""
-    import random
-
-    from ragqa.evaluation import evaluate_summaries, load_summarization_data
+    from ragqa.evaluation import evaluate_summaries, load_summarization_data, sample_items, write_summary_report
     from ragqa.pipeline import generation_settings, make_generator
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
     settings = _for_variants(_settings(threads=threads, model=model), model, names)
-    items = load_summarization_data(data)
-    if limit and limit < len(items):
-        items = [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
-    with _progress("dialogues") as progress:
+    items = sample_items(load_summarization_data(data), limit, seed)
+    with _progress("dialogues", "items") as progress:
         summary, rows = evaluate_summaries(make_generator(settings), items, names, template=template,
                                            settings=generation_settings(settings), progress=progress)
-    report.mkdir(parents=True, exist_ok=True)
-    meta = {"data": str(data), "model": settings.model, "items": len(items), "seed": seed, "template": template}
-    (report / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
-    if predictions:
-        (report / "predictions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-    def fmt(m):
-        return f"{m['mean']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
-
-    lines = [f"# Summarisation evaluation: {data}", "", " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
-             "| variant | n | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | words |", "|---|---|---|---|---|---|---|"]
-    for v, m in summary.items():
-        lines.append(f"| {v} | {m['n']} | {fmt(m['rouge1'])} | {fmt(m['rouge2'])} | {fmt(m['rougeL'])} | "
-                     f"{m['bleu']:.2f} | {m['words']['mean']:.1f} |")
-    (report / "report.md").write_text("\n".join(lines) + "\n")
-    typer.echo("\n".join(lines))
-    typer.echo(f"wrote {report}/report.md and results.json")
+    meta = {"data": str(data), "model": settings.model, "items": len(items), "seed": seed, "template": template,
+            "threads": settings.threads}
+    out = write_summary_report(report, summary, rows, meta, predictions=predictions)
+    _echo_report(out, predictions)
 
 
 # --- answering -------------------------------------------------------------------------
@@ -509,6 +506,73 @@ def bench_generate_cmd(
 
     bench_generate(_settings(threads=threads, model=model), out, max_new_tokens=max_new_tokens, runs=runs,
                    echo=typer.echo)
+
+
+QuickOpt = Annotated[bool, typer.Option("--quick", help="A fast sample: the demo corpus, 20 queries, "
+                                        "smollm2-135m-instruct (unless --model), 16 new tokens, 3 training steps.")]
+BenchModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Generator (and trained) model.")]
+BenchCorpusOpt = Annotated[Optional[Path], typer.Option("--corpus", help="Folder or file to index; a JSONL corpus "
+                           "is cut to 1,000 documents (200 with --quick). Default: data/demo; without --quick, "
+                           "SciFact's corpus from ../shared/data when it is there.")]
+BenchQueriesOpt = Annotated[Optional[Path], typer.Option("--queries", help="JSONL queries (_id, text) for latency "
+                            "(default: SciFact's with the SciFact corpus, otherwise questions about the demo).")]
+BenchOutOpt = Annotated[Path, typer.Option("--out", help="Where to write the JSON (and the table as .md).")]
+StagesOpt = Annotated[str, typer.Option("--stages", help="Comma-separated subset of index,query,generate,switch,train.")]
+
+
+@bench_app.callback()
+def bench_root(
+    ctx: typer.Context,
+    quick: QuickOpt = False,
+    model: BenchModelOpt = None,
+    corpus: BenchCorpusOpt = None,
+    queries: BenchQueriesOpt = None,
+    out: BenchOutOpt = Path("bench-results/all.json"),
+    stages: StagesOpt = "index,query,generate,switch,train",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Benchmarks. Without a subcommand: index, query, generation, variant-switch and training
+    stages in one go (`bench all`)."""
+    if ctx.invoked_subcommand is None:
+        _bench_all(quick, model, corpus, queries, out, stages, threads)
+
+
+@bench_app.command("all")
+def bench_all_cmd(
+    quick: QuickOpt = False,
+    model: BenchModelOpt = None,
+    corpus: BenchCorpusOpt = None,
+    queries: BenchQueriesOpt = None,
+    out: BenchOutOpt = Path("bench-results/all.json"),
+    stages: StagesOpt = "index,query,generate,switch,train",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Index build, query latency, generation tokens/s, variant switch and training throughput in one go."""
+    _bench_all(quick, model, corpus, queries, out, stages, threads)
+
+
+def _bench_all(quick, model, corpus, queries, out, stages, threads) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ragqa.bench import QUICK_MODEL, all_table_rows, bench_all, format_all_table
+
+    if corpus is None and not quick and (SHARED_SCIFACT / "corpus.jsonl").is_file():
+        corpus = SHARED_SCIFACT / "corpus.jsonl"
+        queries = queries or SHARED_SCIFACT / "queries.jsonl"
+    settings = _settings(threads=threads, model=model or (QUICK_MODEL if quick else None))
+    r = bench_all(settings, out, quick=quick, corpus=corpus, queries=queries,
+                  stages=tuple(x.strip() for x in stages.split(",") if x.strip()), echo=_err)
+    typer.echo(format_all_table(r).splitlines()[0])
+    table = Table()
+    for column in ("stage", "measurement", "value"):
+        table.add_column(column)
+    for row in all_table_rows(r):
+        table.add_row(*row)
+    Console().print(table)
+    typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
+    if any(s["status"] == "failed" for s in r["stages"].values()):
+        raise typer.Exit(1)
 
 
 @app.command("ui")

@@ -186,15 +186,27 @@ def read_queries(path: str | Path, text_key: str = "text") -> list[tuple[str, st
 
 
 def evaluate_retrieval(index, queries: Sequence[tuple[str, str]], qrels: Mapping[str, Mapping[str, int]],
-                       mode: str | None = None, k: int = 100, batch: int = 64) -> dict[str, float]:
-    """Search every judged query (best chunk per document) and score the document rankings."""
+                       mode: str | None = None, k: int = 100, batch: int = 64, progress=None) -> dict[str, float]:
+    """Search every judged query (best chunk per document) and score the document rankings.
+    ``progress(done, total)`` is called after each batch."""
     judged = [(q, t) for q, t in queries if q in qrels]
     run: dict[str, list[str]] = {}
     for start in range(0, len(judged), batch):
         part = judged[start:start + batch]
         for (qid, _), hits in zip(part, index.search_batch([t for _, t in part], k=k, mode=mode, per_doc=True)):
             run[qid] = [h.doc_id for h in hits]
+        if progress:
+            progress(min(start + batch, len(judged)), len(judged))
     return retrieval_scores(run, qrels, ks=tuple(x for x in (1, 10, 100) if x <= k))
+
+
+def sample_queries(queries: Sequence[tuple[str, str]], qrels: Mapping[str, Mapping[str, int]],
+                   limit: int | None, seed: int = 0) -> tuple[list[tuple[str, str]], dict[str, dict[str, int]]]:
+    """A deterministic random sample of ``limit`` judged queries and the qrels cut to them (all
+    judged queries without a limit), so unsampled queries do not count as misses."""
+    judged = [(q, t) for q, t in queries if q in qrels]
+    chosen = sample_items(judged, limit, seed)
+    return chosen, {q: dict(qrels[q]) for q, _ in chosen}
 
 
 # --- question answering ---------------------------------------------------------------------
@@ -240,7 +252,7 @@ def load_qa_data(path: str | Path) -> list[QAItem]:
     return _jsonl(path, '"question" and "answers"', parse)
 
 
-def sample_items(items: Sequence[QAItem], limit: int | None, seed: int = 0) -> list[QAItem]:
+def sample_items(items: Sequence, limit: int | None, seed: int = 0) -> list:
     """A deterministic random sample of ``limit`` items (all of them, in order, without a limit)."""
     if not limit or limit >= len(items):
         return list(items)
@@ -272,7 +284,73 @@ def _summarise(rows: list[dict], keys: Sequence[str]) -> dict:
     return out
 
 
+def paired_vs_base(rows: Sequence[dict], variants: Sequence[str], metrics: Sequence[str],
+                   base: str = "base") -> dict[str, dict]:
+    """Per variant other than ``base``: for each metric, the mean of the per-item differences
+    (variant - base, on the same items) with its 95% bootstrap interval, as ``{metric}_minus_base``.
+    Items where either side has no value (None) are left out. Empty without a ``base`` variant.
+
+    >>> rows = [{"id": "a", "variant": "base", "f1": 0.5}, {"id": "a", "variant": "v", "f1": 1.0}]
+    >>> paired_vs_base(rows, ["base", "v"], ["f1"])["v"]["f1_minus_base"]["mean"]
+    0.5
+    """
+    if base not in variants:
+        return {}
+    ref = {r["id"]: r for r in rows if r["variant"] == base}
+    out: dict[str, dict] = {}
+    for v in variants:
+        if v == base:
+            continue
+        out[v] = {}
+        for m in metrics:
+            diffs = [float(r[m]) - float(ref[r["id"]][m]) for r in rows
+                     if r["variant"] == v and r["id"] in ref and r.get(m) is not None
+                     and ref[r["id"]].get(m) is not None]
+            lo, hi = bootstrap_ci(diffs)
+            out[v][f"{m}_minus_base"] = {"mean": sum(diffs) / len(diffs) if diffs else 0.0, "ci95": [lo, hi],
+                                         "n": len(diffs)}
+    return out
+
+
+def latency_summary(rows: Sequence[dict], stages: Sequence[str]) -> dict:
+    """Mean, p50 and p95 of each stage over the rows where it ran (not None), and the
+    throughput: all new tokens over all generation seconds.
+
+    >>> latency_summary([{"generate_ms": 100.0, "new_tokens": 5}, {"generate_ms": 300.0, "new_tokens": 15}],
+    ...                 ["generate_ms"])["throughput"]["tokens_per_s"]
+    50.0
+    """
+    import numpy as np
+
+    out: dict = {}
+    for key in stages:
+        vals = [float(r[key]) for r in rows if r.get(key) is not None]
+        if vals:
+            out[key] = {"n": len(vals), "mean": sum(vals) / len(vals), "p50": float(np.percentile(vals, 50)),
+                        "p95": float(np.percentile(vals, 95))}
+    tokens = sum(int(r.get("new_tokens") or 0) for r in rows)
+    seconds = sum(float(r.get("generate_ms") or 0.0) for r in rows) / 1000
+    out["throughput"] = {"new_tokens": tokens, "generate_s": seconds,
+                         "tokens_per_s": tokens / seconds if seconds > 0 else None}
+    return out
+
+
+def _generation_timings(result) -> dict:
+    """A GenerationResult's per-stage numbers for a prediction row (None when nothing was generated)."""
+    if result is None:
+        return {"first_token_ms": None, "decode_ms": None, "generate_ms": None, "new_tokens": 0,
+                "switch_ms": None}
+    return {"first_token_ms": result.first_token_ms,
+            "decode_ms": max(0.0, result.generate_ms - result.first_token_ms),
+            "generate_ms": result.generate_ms, "new_tokens": result.new_tokens,
+            "switch_ms": getattr(result, "switch_ms", 0.0)}
+
+
 QA_METRICS = ("em", "f1", "gold_in_sources", "abstained", "faithfulness", "generate_s", "tokens_per_s")
+QA_PAIRED = ("em", "f1", "faithfulness")
+# per-stage numbers kept for every prediction (Answer.timings' names); decode_ms = generate - first token
+QA_STAGES = ("retrieve_ms", "first_token_ms", "decode_ms", "generate_ms", "switch_ms", "tokens_per_s",
+             "prompt_tokens", "new_tokens")
 
 
 def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_context: bool = False,
@@ -290,10 +368,11 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_c
                 raise ConfigError(f"question {item.id}: --gold-context needs the gold paragraph (SQuAD json)")
             prompt = rag.prompt_for(item.question, [Passage(item.context, item.title, item.gold_doc or "")],
                                     template=template)
-            sources, shell_abstained = [item.gold_doc], False
+            sources, shell_abstained, retrieve_ms = [item.gold_doc], False, None
         else:
             shell, prompt = rag.prepare(item.question, k=k, template=template)
             sources, shell_abstained = [s.doc_id for s in shell.sources], shell.abstained
+            retrieve_ms = shell.timings.get("retrieve_ms")
         passages = [p.text for p in prompt.passages] if prompt is not None else []
         for variant in variants:
             if prompt is None:  # nothing relevant retrieved: abstained without generating
@@ -312,7 +391,8 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_c
                 "gold_in_sources": (float(item.gold_doc in sources) if item.gold_doc else None),
                 "generate_s": result.generate_ms / 1000 if result else 0.0,
                 "tokens_per_s": result.tokens_per_s if result else None,
-                "prompt_tokens": prompt.tokens if prompt else 0})
+                "prompt_tokens": prompt.tokens if prompt else 0,
+                "retrieve_ms": retrieve_ms, **_generation_timings(result)})
         if progress:
             progress(done, len(items))
     summary = {v: _summarise([r for r in rows if r["variant"] == v], QA_METRICS) for v in variants}
@@ -320,49 +400,130 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_c
         mine = [r for r in rows if r["variant"] == v]
         summary[v].update(abstention_precision_recall([bool(r["abstained"]) for r in mine],
                                                       [r["answerable"] for r in mine]))
-    if "base" in variants:
-        base = {r["id"]: r["f1"] for r in rows if r["variant"] == "base"}
-        for v in variants:
-            if v != "base":
-                diffs = [r["f1"] - base[r["id"]] for r in rows if r["variant"] == v]
-                lo, hi = bootstrap_ci(diffs)
-                summary[v]["f1_minus_base"] = {"mean": sum(diffs) / len(diffs) if diffs else 0.0, "ci95": [lo, hi]}
+        summary[v]["latency"] = latency_summary(mine, QA_STAGES)
+    for v, diffs in paired_vs_base(rows, variants, QA_PAIRED).items():
+        summary[v].update(diffs)
     return summary, rows
 
 
+def _cell(text, width: int = 160) -> str:
+    """Text for one markdown table cell: one line, pipes escaped, cut to ``width`` characters."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _examples_table(rows: list[dict], variants: Sequence[str], key: str, scale: float, *,
+                    question: str, gold: str, n: int = 3) -> list[str]:
+    """Worst and best ``n`` items by the first variant's ``key``, every variant's output side by
+    side (each with its own score)."""
+    first = [r for r in rows if r["variant"] == variants[0]]
+    by_score = sorted(first, key=lambda r: (r[key], str(r["id"])))
+    n = max(1, min(n, len(first) // 2))  # worst and best never show the same item twice
+    by_id = {(r["id"], r["variant"]): r for r in rows}
+    lines: list[str] = []
+    for title, chosen in (("Worst", by_score[:n]), ("Best", by_score[-n:][::-1])):
+        lines += [f"## {title} examples (by {variants[0]} {key})", "",
+                  f"| {question} | {gold} | " + " | ".join(variants) + " |",
+                  "|---|---|" + "---|" * len(variants)]
+        for r in chosen:
+            outs = []
+            for v in variants:
+                x = by_id.get((r["id"], v))
+                outs.append(f"{_cell(x['prediction'])} ({key} {scale * x[key]:.0f})" if x else "")
+            ref = r.get("answers", r.get("reference", ""))
+            ref = "; ".join(ref[:2]) if isinstance(ref, list) else ref
+            lines.append(f"| {_cell(r.get('question', r['id']), 200)} | {_cell(ref or '(no answer)', 200)} | "
+                         + " | ".join(outs) + " |")
+        lines.append("")
+    return lines
+
+
+def _ci(m: dict, scale: float = 100.0, digits: int = 1) -> str:
+    return f"{scale * m['mean']:.{digits}f} [{scale * m['ci95'][0]:.{digits}f}, {scale * m['ci95'][1]:.{digits}f}]"
+
+
+def _paired_table(summary: dict, metrics: Sequence[tuple[str, str]], scale: float, digits: int) -> list[str]:
+    others = [v for v, s in summary.items() if any(f"{m}_minus_base" in s for m, _ in metrics)]
+    if not others:
+        return []
+    lines = ["## Paired comparison with base", "",
+             "| variant | " + " | ".join(f"{label} - base" for _, label in metrics) + " | items |",
+             "|---|" + "---|" * (len(metrics) + 1)]
+    for v in others:
+        s = summary[v]
+        lines.append(f"| {v} | " + " | ".join(_ci(s[f"{m}_minus_base"], scale, digits) for m, _ in metrics)
+                     + f" | {s[f'{metrics[0][0]}_minus_base']['n']} |")
+    lines += ["", "Mean of the per-item differences (variant - base, the same items and prompts) with its "
+              "bootstrap 95% interval: an interval that excludes 0 is a difference these items support.", ""]
+    return lines
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}"
+
+
+def _latency_table(summary: dict, stages: Sequence[tuple[str, str]]) -> list[str]:
+    lines = ["## Latency and throughput", "",
+             "| variant | " + " | ".join(f"{label} mean / p50 / p95" for _, label in stages)
+             + " | tokens/s (all answers) |", "|---|" + "---|" * (len(stages) + 1)]
+    for v, s in summary.items():
+        lat = s.get("latency", {})
+        cells = []
+        for key, _ in stages:
+            m = lat.get(key)
+            cells.append(" / ".join(_num(m[x]) for x in ("mean", "p50", "p95")) if m else "-")
+        tps = lat.get("throughput", {}).get("tokens_per_s")
+        lines.append(f"| {v} | " + " | ".join(cells) + (f" | {tps:.1f} |" if tps else " | - |"))
+    return lines + [""]
+
+
+QA_CHART_METRICS = (("em", "EM"), ("f1", "F1"), ("gold_in_sources", "gold in sources"),
+                    ("abstained", "abstained"), ("faithfulness", "faithfulness"))
+QA_CHART_STAGES = (("retrieve_ms", "retrieve"), ("first_token_ms", "prompt + first token"),
+                   ("decode_ms", "remaining tokens"))
+
+
 def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], meta: dict,
-                    predictions: bool = False) -> Path:
-    """report.md + results.json (+ predictions.jsonl) in ``report_dir``."""
+                    predictions: bool = False, charts: bool = True) -> Path:
+    """report.md + results.json (+ predictions.jsonl) and the charts metrics.png and latency.png
+    in ``report_dir``."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
     if predictions:
-        with (report_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        _write_predictions(report_dir / "predictions.jsonl", rows)
     lines = [f"# QA evaluation: {meta.get('data', '')}", "",
              " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
              "| variant | n | EM | F1 | gold passage in sources | abstained | faithfulness | generate s | F1 - base |",
              "|---|---|---|---|---|---|---|---|---|"]
-
-    def fmt(m, scale=100.0):
-        return f"{scale * m['mean']:.1f} [{scale * m['ci95'][0]:.1f}, {scale * m['ci95'][1]:.1f}]"
-
     for v, s in summary.items():
-        diff = fmt(s["f1_minus_base"]) if "f1_minus_base" in s else ""
-        lines.append(f"| {v} | {s['n']} | {fmt(s['em'])} | {fmt(s['f1'])} | {fmt(s['gold_in_sources'])} | "
-                     f"{fmt(s['abstained'])} | {fmt(s['faithfulness'])} | {s['generate_s']['mean']:.1f} | {diff} |")
+        diff = _ci(s["f1_minus_base"]) if "f1_minus_base" in s else ""
+        lines.append(f"| {v} | {s['n']} | {_ci(s['em'])} | {_ci(s['f1'])} | {_ci(s['gold_in_sources'])} | "
+                     f"{_ci(s['abstained'])} | {_ci(s['faithfulness'])} | {s['generate_s']['mean']:.1f} | {diff} |")
     lines += ["", "Means with bootstrap 95% intervals, in percent (EM, F1, rates). Faithfulness: the share of "
               "an answer's content words found in its passages (answers that abstained left out).", ""]
-    by_f1 = sorted((r for r in rows if r["variant"] == next(iter(summary))), key=lambda r: r["f1"])
-    for title, chosen in (("Worst", by_f1[:3]), ("Best", by_f1[-3:][::-1])):
-        lines += [f"## {title} examples", ""]
-        for r in chosen:
-            side = " / ".join(f"{x['variant']}: {x['prediction'][:120]!r}" for x in rows if x["id"] == r["id"])
-            lines.append(f"- {r['question']} (gold: {r['answers'][:2]}) -> {side}")
-        lines.append("")
+    stages = (("retrieve_ms", "retrieve ms"), ("first_token_ms", "prompt + first token ms"),
+              ("decode_ms", "remaining tokens ms"), ("prompt_tokens", "prompt tokens"), ("new_tokens", "new tokens"))
+    lines += _paired_table(summary, [(m, {"em": "EM", "f1": "F1"}.get(m, m)) for m in QA_PAIRED], 100.0, 1)
+    lines += _latency_table(summary, stages)
+    lines += ["Per generated answer (questions the retrieval gate abstained on generate nothing and are left "
+              "out); retrieval runs once per question and is shared by every variant.", ""]
+    if charts:
+        from ragqa.charts import latency_chart, metric_chart
+
+        metric_chart(summary, QA_CHART_METRICS, report_dir / "metrics.png", title=Path(meta.get("data", "")).name,
+                     scale=100.0, ylabel="%")
+        latency_chart(summary, QA_CHART_STAGES, report_dir / "latency.png")
+        lines += ["![metrics per variant with 95% CIs](metrics.png)", "", "![latency by stage](latency.png)", ""]
+    lines += _examples_table(rows, list(summary), "f1", 100.0, question="question", gold="gold")
     (report_dir / "report.md").write_text("\n".join(lines))
     return report_dir
+
+
+def _write_predictions(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 # --- summarisation ---------------------------------------------------------------------------
@@ -378,10 +539,16 @@ def load_summarization_data(path: str | Path) -> list[tuple[str, str, str]]:
     return _jsonl(path, '"dialogue" and "summary" (or "input" and "output")', parse)
 
 
+SUMMARY_METRICS = ("rouge1", "rouge2", "rougeL", "words", "generate_s")
+SUMMARY_PAIRED = ("rouge1", "rouge2", "rougeL")
+SUMMARY_STAGES = ("first_token_ms", "decode_ms", "generate_ms", "switch_ms", "tokens_per_s", "prompt_tokens",
+                  "new_tokens")
+
+
 def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variants: Sequence[str], *,
                        template: str = "summarize", settings=None, progress=None) -> tuple[dict, list[dict]]:
-    """Every variant summarises the same prompts; ROUGE-1/2/L (means with 95% CIs), corpus BLEU
-    and output length per variant."""
+    """Every variant summarises the same prompts; ROUGE-1/2/L (means with 95% CIs, and paired
+    differences with base), corpus BLEU, output length and per-stage latency per variant."""
     from ragqa.prompting import build_plain_prompt, load_template
 
     tmpl = load_template(template)
@@ -392,7 +559,9 @@ def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variant
         for variant in variants:
             out = generator.generate(prompt.text, variant=variant, settings=settings)
             rows.append({"id": item_id, "variant": variant, "prediction": out.text.strip(), "reference": reference,
-                         "generate_s": out.generate_ms / 1000, "words": len(out.text.split())})
+                         "generate_s": out.generate_ms / 1000, "words": len(out.text.split()),
+                         "tokens_per_s": out.tokens_per_s, "prompt_tokens": prompt.tokens,
+                         **_generation_timings(out)})
         if progress:
             progress(done, len(items))
     summary: dict = {}
@@ -400,6 +569,45 @@ def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variant
         mine = [r for r in rows if r["variant"] == v]
         for r, sc in zip(mine, rouge([r["prediction"] for r in mine], [r["reference"] for r in mine])):
             r.update(sc)
-        summary[v] = _summarise(mine, ("rouge1", "rouge2", "rougeL", "words", "generate_s"))
+        summary[v] = _summarise(mine, SUMMARY_METRICS)
         summary[v]["bleu"] = bleu([r["prediction"] for r in mine], [r["reference"] for r in mine])
+        summary[v]["latency"] = latency_summary(mine, SUMMARY_STAGES)
+    for v, diffs in paired_vs_base(rows, variants, SUMMARY_PAIRED).items():
+        summary[v].update(diffs)
     return summary, rows
+
+
+SUMMARY_CHART_METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
+SUMMARY_CHART_STAGES = (("first_token_ms", "prompt + first token"), ("decode_ms", "remaining tokens"))
+
+
+def write_summary_report(report_dir: str | Path, summary: dict, rows: list[dict], meta: dict,
+                         predictions: bool = False, charts: bool = True) -> Path:
+    """report.md + results.json (+ predictions.jsonl) and the charts metrics.png and latency.png
+    in ``report_dir``."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
+    if predictions:
+        _write_predictions(report_dir / "predictions.jsonl", rows)
+    lines = [f"# Summarisation evaluation: {meta.get('data', '')}", "",
+             " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
+             "| variant | n | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | words |", "|---|---|---|---|---|---|---|"]
+    for v, m in summary.items():
+        lines.append(f"| {v} | {m['n']} | {_ci(m['rouge1'], 1, 4)} | {_ci(m['rouge2'], 1, 4)} | "
+                     f"{_ci(m['rougeL'], 1, 4)} | {m['bleu']:.2f} | {m['words']['mean']:.1f} |")
+    lines += ["", "ROUGE F-measures: means with bootstrap 95% intervals; BLEU: corpus BLEU (sacrebleu), 0-100.", ""]
+    lines += _paired_table(summary, SUMMARY_CHART_METRICS, 1.0, 4)
+    lines += _latency_table(summary, (("first_token_ms", "prompt + first token ms"),
+                                      ("decode_ms", "remaining tokens ms"), ("prompt_tokens", "prompt tokens"),
+                                      ("new_tokens", "new tokens")))
+    if charts:
+        from ragqa.charts import latency_chart, metric_chart
+
+        metric_chart(summary, SUMMARY_CHART_METRICS, report_dir / "metrics.png",
+                     title=Path(meta.get("data", "")).name)
+        latency_chart(summary, SUMMARY_CHART_STAGES, report_dir / "latency.png")
+        lines += ["![ROUGE per variant with 95% CIs](metrics.png)", "", "![latency by stage](latency.png)", ""]
+    lines += _examples_table(rows, list(summary), "rougeL", 100.0, question="item", gold="reference")
+    (report_dir / "report.md").write_text("\n".join(lines))
+    return report_dir

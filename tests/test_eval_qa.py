@@ -7,6 +7,15 @@ from ragqa.pipeline import RagQA
 from ragqa.testing import FakeGenerator
 
 
+def assert_png(path):
+    """A PNG file that decodes to a non-empty image."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
 def squad_file(path):
     data = {"version": "1.1", "data": [
         {"title": "Eiffel_Tower", "paragraphs": [
@@ -41,6 +50,16 @@ def test_evaluate_qa_same_prompt_for_every_variant(tmp_path, settings):
     assert summary["base"]["gold_in_sources"]["mean"] == 1.0
     assert 0 < summary["base"]["f1"]["mean"] <= 1 and "f1_minus_base" in summary["fake-lora"]
     assert {r["variant"] for r in rows} == {"base", "fake-lora"}
+    # the fake lora appends " (fake-lora)" to the same answer: never better than base, on both questions
+    assert {"em_minus_base", "f1_minus_base", "faithfulness_minus_base"} <= set(summary["fake-lora"])
+    assert summary["fake-lora"]["f1_minus_base"]["n"] == 2 and summary["fake-lora"]["f1_minus_base"]["mean"] <= 0
+    assert "em_minus_base" not in summary["base"]
+    for v in ("base", "fake-lora"):  # every stage the pipeline times, over the 2 generated answers
+        lat = summary[v]["latency"]
+        assert {"retrieve_ms", "first_token_ms", "decode_ms", "generate_ms", "tokens_per_s"} <= set(lat)
+        assert lat["generate_ms"]["n"] == 2 and set(lat["generate_ms"]) == {"n", "mean", "p50", "p95"}
+        assert lat["throughput"]["new_tokens"] == sum(r["new_tokens"] for r in rows if r["variant"] == v)
+    assert all(r["retrieve_ms"] is not None for r in rows)
 
 
 def test_eval_qa_cli_writes_report(tmp_path, capsys, monkeypatch):
@@ -53,9 +72,16 @@ def test_eval_qa_cli_writes_report(tmp_path, capsys, monkeypatch):
                  str(tmp_path / "rep"), "--predictions", "--gold-context"])
     assert code == 0
     results = json.loads((tmp_path / "rep" / "results.json").read_text())
-    assert set(results["variants"]["base"]) >= {"em", "f1", "gold_in_sources", "abstained"}
-    assert (tmp_path / "rep" / "report.md").read_text().startswith("# QA evaluation")
-    assert len((tmp_path / "rep" / "predictions.jsonl").read_text().splitlines()) == 2
+    assert set(results["variants"]["base"]) >= {"em", "f1", "gold_in_sources", "abstained", "latency"}
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert report.startswith("# QA evaluation")
+    assert "](metrics.png)" in report and "](latency.png)" in report and "## Latency and throughput" in report
+    assert "## Worst examples" in report and "## Best examples" in report
+    assert_png(tmp_path / "rep" / "metrics.png")
+    assert_png(tmp_path / "rep" / "latency.png")
+    rows = [json.loads(line) for line in (tmp_path / "rep" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["retrieve_ms"] is None for r in rows)  # --gold-context: nothing retrieved
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_eval_summarize_cli(tmp_path, capsys, monkeypatch):
@@ -67,8 +93,15 @@ def test_eval_summarize_cli(tmp_path, capsys, monkeypatch):
                  "--report", str(tmp_path / "rep"), "--predictions"]) == 0
     results = json.loads((tmp_path / "rep" / "results.json").read_text())["variants"]
     assert set(results) == {"base", "fake-lora"}
-    assert {"rouge1", "rouge2", "rougeL", "bleu", "words"} <= set(results["base"])
+    assert {"rouge1", "rouge2", "rougeL", "bleu", "words", "latency"} <= set(results["base"])
+    assert {"rouge1_minus_base", "rouge2_minus_base", "rougeL_minus_base"} <= set(results["fake-lora"])
+    assert results["fake-lora"]["rougeL_minus_base"]["n"] == 2
     assert len((tmp_path / "rep" / "predictions.jsonl").read_text().splitlines()) == 4
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert report.startswith("# Summarisation evaluation")
+    assert "## Paired comparison with base" in report and "](metrics.png)" in report
+    assert_png(tmp_path / "rep" / "metrics.png")
+    assert_png(tmp_path / "rep" / "latency.png")
 
 
 def test_qa_jsonl_and_bad_line(tmp_path):
@@ -84,3 +117,61 @@ def test_qa_jsonl_and_bad_line(tmp_path):
     bad.write_text('{"question": "Q?", "answer": "A"}\n{"question": "no answers"}\n')
     with pytest.raises(ConfigError, match="bad.jsonl:2"):
         load_qa_data(bad)
+
+
+def test_paired_and_latency_known_values():
+    from ragqa.evaluation import latency_summary, paired_vs_base
+
+    rows = [{"id": i, "variant": v, "f1": f1, "faith": faith}
+            for i, v, f1, faith in [("a", "base", 0.0, 1.0), ("a", "t", 1.0, None),
+                                    ("b", "base", 0.5, 0.5), ("b", "t", 0.5, 1.0)]]
+    diffs = paired_vs_base(rows, ["base", "t"], ["f1", "faith"])
+    assert set(diffs) == {"t"}
+    assert diffs["t"]["f1_minus_base"]["mean"] == 0.5 and diffs["t"]["f1_minus_base"]["n"] == 2
+    assert diffs["t"]["f1_minus_base"]["ci95"] == [0.0, 1.0]  # resamples of {1, 0}: all of 0 .. 1 covered
+    assert diffs["t"]["faith_minus_base"] == {"mean": 0.5, "ci95": [0.5, 0.5], "n": 1}  # None pairs left out
+    assert paired_vs_base(rows, ["t"], ["f1"]) == {}
+
+    lat = latency_summary([{"generate_ms": float(ms), "new_tokens": 2} for ms in range(1, 101)] + [{"generate_ms": None}],
+                          ["generate_ms", "retrieve_ms"])
+    assert lat["generate_ms"] == {"n": 100, "mean": 50.5, "p50": 50.5, "p95": 95.05}
+    assert "retrieve_ms" not in lat  # never ran
+    assert lat["throughput"] == {"new_tokens": 200, "generate_s": 5.05, "tokens_per_s": 200 / 5.05}
+
+
+def test_charts_are_pngs(tmp_path):
+    from ragqa.charts import latency_chart, metric_chart
+
+    summary = {v: {"em": {"mean": m, "ci95": [m - 0.1, m + 0.1]}, "f1": {"mean": m, "ci95": [m, m]},
+                   "latency": {"retrieve_ms": {"mean": 5.0}, "first_token_ms": {"mean": 900.0},
+                               "throughput": {"tokens_per_s": 9.5}}}
+               for v, m in (("base", 0.3), ("tuned", 0.5), ("other", 0.0))}
+    assert_png(metric_chart(summary, [("em", "EM"), ("f1", "F1"), ("absent", "left out")], tmp_path / "m.png",
+                            scale=100, ylabel="%"))
+    assert_png(latency_chart(summary, [("retrieve_ms", "retrieve"), ("first_token_ms", "first token")],
+                             tmp_path / "l.png"))
+
+
+def test_eval_retrieval_limit_and_seed(tmp_path, capsys, monkeypatch):
+    from ragqa.evaluation import sample_queries
+
+    queries = [(f"q{i}", f"text {i}") for i in range(10)]
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(0, 10, 2)}
+    items, cut = sample_queries(queries, qrels, 3, seed=1)
+    assert len(items) == 3 and set(cut) == {q for q, _ in items} <= set(qrels)
+    assert sample_queries(queries, qrels, 3, seed=1) == (items, cut)
+    assert len(sample_queries(queries, qrels, None)[0]) == 5
+
+    monkeypatch.setenv("RAGQA_EMBEDDER", "fake:32")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": f"topic {i} words"}) + "\n"
+                              for i in range(10)))
+    qfile, qrels_file = tmp_path / "q.jsonl", tmp_path / "qrels.tsv"
+    qfile.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries))
+    qrels_file.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, r in qrels.items() for d in r))
+    assert main(["index", "build", str(corpus), "--index", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "retrieval", "--index", str(tmp_path / "idx"), "--queries", str(qfile), "--qrels",
+                 str(qrels_file), "--limit", "3", "--seed", "1", "--mode", "bm25", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"]["bm25"]["queries"] == 3 and out["seed"] == 1

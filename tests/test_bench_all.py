@@ -1,0 +1,93 @@
+"""``ragqa bench`` (all stages in one go) in quick mode with the fake embedder and generator: the
+plumbing, the JSON and the table. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+from ragqa.cli import main
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """A stand-in for ragqa.training.throughput (written in another issue) that records its call."""
+    calls = []
+
+    def bench_train(*, model, cache_dir, threads, steps, batch_size, seq_len):
+        calls.append(dict(model=model, cache_dir=cache_dir, threads=threads, steps=steps, batch_size=batch_size,
+                          seq_len=seq_len))
+        return {"ragqa_steps_per_s": 2.0, "peft_steps_per_s": 2.5, "ratio": 0.8}
+
+    module = types.ModuleType("ragqa.training.throughput")
+    module.bench_train = bench_train
+    monkeypatch.setitem(sys.modules, "ragqa.training", types.ModuleType("ragqa.training"))
+    monkeypatch.setitem(sys.modules, "ragqa.training.throughput", module)
+    return calls
+
+
+def test_bench_all_quick_with_fakes(tmp_path, settings, fake_training):
+    from ragqa.bench import ALL_STAGES, QUICK_PLAN, all_table_rows, bench_all
+
+    out = tmp_path / "all.json"
+    lines: list[str] = []
+    r = bench_all(settings.replace(model="fake"), out, quick=True, echo=lines.append)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    assert set(r["stages"]) == set(ALL_STAGES)
+    assert {name: s["status"] for name, s in r["stages"].items()} == {name: "ok" for name in ALL_STAGES}
+    assert r["machine"]["threads"] == 1 and r["quick"] and r["plan"]["queries"] == QUICK_PLAN.queries
+    st = r["stages"]
+    assert st["index"]["documents"] == 50 and st["index"]["chunks"] > 0  # the bundled data/demo
+    assert {"dense", "bm25", "hybrid"} <= set(st["query"]) and st["query"]["queries"] == QUICK_PLAN.queries
+    assert st["generate"]["runs"] == 1 and st["generate"]["prompt_tokens"] > 0
+    assert st["switch"]["order"] == ["base", "fake-lora"]
+    assert st["switch"]["switches"] == 2 * QUICK_PLAN.switch_rounds
+    assert fake_training == [dict(model="fake", cache_dir=settings.cache_dir, threads=1, steps=QUICK_PLAN.train_steps,
+                                  batch_size=QUICK_PLAN.train_batch_size, seq_len=QUICK_PLAN.train_seq_len)]
+    assert st["train"]["result"]["ratio"] == 0.8
+    rows = all_table_rows(r)
+    assert {stage for stage, _, _ in rows} == set(ALL_STAGES)
+    assert any("ratio" in m for stage, m, _ in rows if stage == "train")
+    table = out.with_suffix(".md").read_text()
+    assert "| stage | measurement | value |" in table and "quick run, 1 thread(s)" in table
+    assert "[train] ok" in "\n".join(lines)
+
+
+def test_bench_cli_without_subcommand(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAGQA_EMBEDDER", "fake:32")
+    monkeypatch.setitem(sys.modules, "ragqa.training.throughput", None)  # the module is not there: skipped
+    out = tmp_path / "all.json"
+    assert main(["bench", "--quick", "--model", "fake", "--out", str(out), "--threads", "1"]) == 0
+    r = json.loads(out.read_text())
+    assert r["stages"]["train"]["status"] == "skipped (not available)"
+    assert r["stages"]["index"]["status"] == "ok" and r["settings"]["model"] == "fake"
+    assert "skipped (not available)" in capsys.readouterr().out
+
+    assert main(["bench", "all", "--quick", "--model", "fake", "--stages", "index,query",
+                 "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["stages"]) == {"index", "query"}
+    assert main(["bench", "all", "--quick", "--stages", "nonsense", "--out", str(out)]) == 2
+
+
+def test_a_failing_stage_is_reported_and_the_rest_still_run(tmp_path, capsys, monkeypatch, fake_training):
+    def broken(**_):
+        raise RuntimeError("out of memory\nsecond line")
+
+    sys.modules["ragqa.training.throughput"].bench_train = broken
+    monkeypatch.setenv("RAGQA_EMBEDDER", "fake:32")
+    out = tmp_path / "all.json"
+    assert main(["bench", "--quick", "--model", "fake", "--out", str(out), "--stages", "index,train"]) == 1
+    r = json.loads(out.read_text())
+    assert r["stages"]["index"]["status"] == "ok"
+    assert r["stages"]["train"] == {"status": "failed", "error": "RuntimeError: out of memory second line",
+                                    "stage_s": r["stages"]["train"]["stage_s"]}
+
+
+def test_bench_subcommands_still_dispatch(tmp_path, capsys):
+    # `bench index` runs its own command (here: an error about the missing corpus), not every stage
+    assert main(["bench", "index", "--corpus", str(tmp_path / "missing.jsonl")]) == 1
+    assert "no such corpus" in capsys.readouterr().err
+    assert not (tmp_path / "all.json").exists()
