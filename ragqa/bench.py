@@ -530,7 +530,7 @@ class AllPlan:
 QUICK_PLAN = AllPlan(documents=200, queries=20, max_new_tokens=16, runs=1, switch_rounds=2, train_steps=3,
                      train_batch_size=2, train_seq_len=128)
 FULL_PLAN = AllPlan(documents=1000, queries=100, max_new_tokens=48, runs=3, switch_rounds=SWITCH_ROUNDS,
-                    train_steps=10, train_batch_size=4, train_seq_len=256)
+                    train_steps=3, train_batch_size=4, train_seq_len=256)
 
 
 def _run_stage(name: str, fn: Callable[[], dict], echo: Callable[[str], None]) -> dict:

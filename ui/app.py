@@ -99,6 +99,15 @@ def _pipeline(index_dir: str, version: str, key: str, _settings: Settings) -> Ra
     return RagQA(index, generator, _settings)
 
 
+def _model_choices(configured: str) -> list[str]:
+    """The configured model first, then every other packaged model that is installed."""
+    if configured == "fake":
+        return [configured]
+    from ragqa.generators.models import BASE_MODELS, is_available
+
+    return [configured] + [m for m in BASE_MODELS if m != configured and is_available(m)]
+
+
 def _generator_key(s: Settings) -> str:
     return repr((s.model, str(s.variants_dir), str(s.cache_dir), s.gen_dtype, s.threads))
 
@@ -287,6 +296,12 @@ if not choices:
             "`ragqa ui --index indexes/NAME`.")
     st.stop()
 index_dir = sidebar.selectbox("Index", choices, format_func=_shown_path, key="index")
+models = _model_choices(settings.model)
+if len(models) > 1:  # each model keeps its own variants (a variant is trained on one base)
+    chosen = sidebar.selectbox("Model", models, key="model",
+                               help="Base model; the variants listed below are the ones trained on it")
+    if chosen != settings.model:
+        settings = settings.replace(model=chosen)
 try:
     qa = _pipeline(index_dir, _version(index_dir), repr(settings), settings)
     info = qa.index.info()
