@@ -69,6 +69,11 @@ class Settings:
     # local transformers directory, or a hub id (only where a hub is reachable)
     model: str = "qwen2.5-coder-0.5b-instruct"
     variants_dir: Path = Path("adapters")
+    # with model "openai:http://host:8000/v1" (a vLLM / OpenAI-compatible server): the local model
+    # whose tokenizer measures the prompt budget (must match the served base), and the served
+    # name of the base model (default: the one the server lists without a parent)
+    generator_tokenizer: str = "qwen2.5-coder-0.5b-instruct"
+    generator_base_model: str = ""
     template: str = "qa"
     top_k: int = 4  # passages retrieved for an answer
     # few-shot: JSONL of {"question", "answer", "context"?}; the most similar `shots` go in the prompt
