@@ -504,6 +504,29 @@ def bench_generate_cmd(
                    echo=typer.echo)
 
 
+@bench_app.command("scale")
+def bench_scale_cmd(
+    stream_chunks: Annotated[int, typer.Option("--stream-chunks", help="Generated one-chunk documents "
+                                               "streamed into an index (fake embedder; 0 skips).")] = 200_000,
+    pieces: Annotated[int, typer.Option("--pieces", help="Pieces the generated corpus is added in.")] = 4,
+    hnsw_n: Annotated[int, typer.Option("--hnsw-n", help="Vectors for HNSW vs exact (0 skips).")] = 1_000_000,
+    vectors_from: Annotated[Optional[Path], typer.Option("--vectors-from", help="Index whose real vectors "
+                                                         "seed the HNSW corpus.")] = None,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="JSONL questions for the HNSW part.")] = SHARED_SCIFACT / "queries.jsonl",
+    ef_construction: Annotated[int, typer.Option("--ef-construction", help="HNSW efConstruction for the "
+                                                 "measurement.")] = 64,
+    backend: VectorBackendOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path("bench-results/scale.json"),
+    threads: ThreadsOpt = None,
+) -> None:
+    """Peak memory while streaming a large generated corpus into an index; HNSW vs exact latency and recall."""
+    from ragqa.bench_scale import bench_scale
+
+    bench_scale(_settings(threads=threads, vector_backend=backend), out, stream_chunks=stream_chunks,
+                pieces=pieces, hnsw_n=hnsw_n, vectors_from=vectors_from, queries=queries,
+                ef_construction=ef_construction, echo=typer.echo)
+
+
 @app.command("ui")
 def ui(
     index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Index to open first "
