@@ -333,6 +333,18 @@ class _Updater:
             raise ConfigError(f"{self.idir.path}: this index keeps its vectors in {kind}, not {wanted}; "
                               f"move them with `ragqa index migrate --from {self.idir.path} --to ...` "
                               "or start over with --rebuild")
+        cfg = old["vector_store"]
+        if kind == "qdrant":
+            from ragqa.qdrant_store import qdrant_config
+
+            asked = qdrant_config(s, self.idir.path)
+            given = [k for k, v in (("url", s.qdrant_url), ("path", s.qdrant_path),
+                                    ("collection", s.qdrant_collection)) if v]
+            for key in given:
+                if asked.get(key) != cfg.get(key):
+                    raise ConfigError(f"{self.idir.path}: this index keeps its vectors in Qdrant {key} "
+                                      f"{cfg.get(key)!r}, not {asked.get(key)!r}; move them with "
+                                      "`ragqa index migrate` or start over with --rebuild")
 
     def _new_store_cfg(self) -> dict:
         """The vector store of a new build: from the settings; on --rebuild the live index's

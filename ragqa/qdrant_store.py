@@ -176,6 +176,8 @@ class QdrantStore:
                     ef_search=settings.hnsw_ef_search, visible=visible)
         try:
             if write_version is not None:
+                if version is not None:  # an update: the live version's points must be there
+                    store._check_collection(dim=False)
                 store._ensure_collection(settings)
                 store._recover()
             elif check:
@@ -210,14 +212,14 @@ class QdrantStore:
                 return None
             return self._client.get_collection(self.collection)
 
-    def _check_collection(self) -> None:
+    def _check_collection(self, dim: bool = True) -> None:
         info = self._collection_info()
         if info is None:
             raise IndexCorrupt(f"Qdrant at {self.where}: collection {self.collection!r} is missing, so this "
                                "index has no vectors; rebuild it with `ragqa index build --rebuild` or "
                                "migrate it again")
         size = info.config.params.vectors.size
-        if size != self.dim:
+        if dim and size != self.dim:
             raise IndexCorrupt(f"Qdrant collection {self.collection!r} holds {size}-dim vectors, the "
                                f"manifest says {self.dim}; rebuild with `ragqa index build --rebuild`")
 

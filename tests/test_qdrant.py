@@ -167,6 +167,10 @@ def test_rebuild_reuses_the_collection(tmp_path, corpus, settings):
         Index.build([corpus], idx_dir, settings, embedder="fake:16", rebuild=True)
     with pytest.raises(ConfigError, match="keeps its vectors in qdrant"):
         Index.build([corpus], idx_dir, settings.replace(vector_backend="faiss"))
+    with pytest.raises(ConfigError, match="Qdrant collection 'ragqa-idx', not 'other'"):
+        Index.build([corpus], idx_dir, settings.replace(qdrant_collection="other"))
+    # the same flags as the first build are fine
+    assert Index.build([corpus], idx_dir, settings.replace(vector_backend="qdrant")).version is None
 
 
 def test_collection_of_another_index_is_refused(tmp_path, corpus, settings):
@@ -218,6 +222,9 @@ def test_missing_collection_is_a_clear_error(tmp_path, corpus, settings):
     with pytest.raises(IndexCorrupt, match="collection 'ragqa-idx' is missing"):
         Index.open(tmp_path / "idx", settings)
     assert "is missing" in verify(tmp_path / "idx")[0]
+    (corpus / "doc0.txt").write_text("changed", encoding="utf-8")
+    with pytest.raises(IndexCorrupt, match="is missing"):  # an update never starts an empty collection
+        Index.build([corpus], tmp_path / "idx", settings)
 
 
 def test_cli_build_info_migrate(tmp_path, capsys, monkeypatch):
