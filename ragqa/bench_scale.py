@@ -126,7 +126,7 @@ def realistic_vectors(seed_vectors: np.ndarray, n: int, noise: float, rng: np.ra
 
 
 def bench_hnsw(vectors_from: Path, n: int, queries: Path | None, settings: Settings, echo: Callable[[str], None],
-               *, noise: float = 0.02, ef_construction: int = 64, ef_search: tuple[int, ...] = (32, 64, 128, 256),
+               *, noise: float = 0.02, ef_construction: int = 64, ef_search: tuple[int, ...] = (32, 64, 128, 256, 512),
                n_queries: int = 200, seed: int = 0) -> dict:
     import faiss
 
