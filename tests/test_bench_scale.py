@@ -40,7 +40,7 @@ def test_bench_scale_writes_json(tmp_path, settings, capsys):
     assert {"peak_rss_mb", "rss_mb", "seconds", "chunks"} <= set(saved["stream"]["pieces"][0])
     assert "peak_rss_mb_at_1m_extrapolated" in saved["stream"]
     rows = saved["hnsw"]["rows"]
-    assert rows[0]["index"] == "flat (exact)" and rows[0]["recall@10"] == 1.0
+    assert rows[0]["index"] == "flat (exact)" and rows[0]["recall@10"] == 1.0 and "seed_recall@10" in rows[1]
     assert all(0 <= r["recall@10"] <= 1 for r in rows) and len(rows) == 6
     assert res["hnsw"]["n"] == 500
     assert "| index | efSearch |" in capsys.readouterr().out
