@@ -106,7 +106,11 @@ def _acquire(cfg: dict, index_dir: Path):
     with _CLIENTS_LOCK:
         entry = _CLIENTS.get(key)
         if entry is None:
-            from qdrant_client import QdrantClient
+            try:
+                from qdrant_client import QdrantClient
+            except ImportError:
+                raise ConfigError(f"Qdrant at {where}: qdrant-client is not installed; "
+                                  "pip install 'ragqa[qdrant]'") from None
 
             if kind == "url":
                 import os
