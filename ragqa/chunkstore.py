@@ -35,6 +35,10 @@ class ChunkStore:
         else:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=DELETE")
+            # a writable store lives in a version being written, which the commit fsyncs whole
+            # (storage.IndexDir.commit) and a crash discards: a sync per transaction buys nothing
+            # (it cost one fsync per document: 5,000 documents took 45 s instead of ~3 s)
+            self._db.execute("PRAGMA synchronous=OFF")
             self._db.executescript(SCHEMA)
 
     def close(self) -> None:

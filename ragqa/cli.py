@@ -40,6 +40,14 @@ BackendOpt = Annotated[Optional[str], typer.Option("--embed-backend", help="torc
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the models "
                                                    "(env RAGQA_THREADS).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="A ragqa.toml settings file.")]
+VectorBackendOpt = Annotated[Optional[str], typer.Option("--backend", help="Where a new index keeps its "
+                             "vectors: faiss (default) | qdrant.")]
+QdrantUrlOpt = Annotated[Optional[str], typer.Option("--qdrant-url", help="Qdrant server, e.g. "
+                         "http://localhost:6333 (API key: env QDRANT_API_KEY).")]
+QdrantPathOpt = Annotated[Optional[str], typer.Option("--qdrant-path", help="Qdrant local mode directory "
+                          "(development; default INDEX/qdrant).")]
+QdrantCollectionOpt = Annotated[Optional[str], typer.Option("--qdrant-collection", help="Collection name "
+                                "(default ragqa-<index dir name>).")]
 
 
 def _settings(config: Path | None = None, **overrides) -> Settings:
@@ -105,12 +113,18 @@ def index_build(
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Chunk size in embedder "
                                                         "tokens (default: the embedder's window).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option("--chunk-overlap", help="Overlap in tokens.")] = None,
+    backend: VectorBackendOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    qdrant_path: QdrantPathOpt = None,
+    qdrant_collection: QdrantCollectionOpt = None,
     threads: ThreadsOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Sync the index to PATHS: add new documents, re-embed changed ones, remove vanished ones."""
     _build(paths, index, json_out, True, rebuild, embedder, config, embed_backend=embed_backend,
-           index_type=index_type, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, threads=threads)
+           index_type=index_type, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, threads=threads,
+           vector_backend=backend, qdrant_url=qdrant_url, qdrant_path=qdrant_path,
+           qdrant_collection=qdrant_collection)
 
 
 @index_app.command("add")
@@ -166,6 +180,7 @@ def index_info(
 ) -> None:
     """What an index holds and how it was built."""
     from ragqa.index import Index
+    from ragqa.vectorstore import describe
 
     with Index.open(index, _settings()) as idx:
         info = idx.info()
@@ -178,10 +193,33 @@ def index_info(
     typer.echo(f"{index}: {info['documents']} documents, {info['chunks']} chunks\n"
                f"  embedder  {emb['name']} ({emb['backend']}, {emb['dim']} dims, fingerprint {emb['fingerprint']})\n"
                f"  chunks    <= {info['chunking']['max_tokens']} tokens, overlap {info['chunking']['overlap']}\n"
-               f"  vectors   faiss {info['vector_store']['index_type']}\n"
+               f"  vectors   {describe(info['vector_store'])}\n"
                f"  created   {info['created']}\n  updated   {info['updated']}")
     for d in info.get("documents_list", []):
         typer.echo(f"  {d['doc_id']}\t{d['chunks']} chunks\t{d['title']}")
+
+
+@index_app.command("migrate")
+def index_migrate(
+    source: Annotated[Path, typer.Option("--from", help="The index directory to move.")],
+    target: Annotated[str, typer.Option("--to", help="qdrant://http://HOST:6333 (server), qdrant://DIR "
+                                        "(local mode), faiss or faiss:hnsw.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write a new index here and leave --from "
+                                                "as it is (default: a new version of --from).")] = None,
+    qdrant_collection: QdrantCollectionOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move an index's vectors to another store without re-embedding (chunks and BM25 are shared)."""
+    from ragqa.index import migrate
+
+    report = migrate(source, target, out, _settings(), collection=qdrant_collection)
+    for w in report.warnings:
+        _err(f"warning: {w}")
+    if json_out:
+        typer.echo(json.dumps(report.to_json()))
+        return
+    typer.echo(f"{out or source}: {report.chunks} vectors of {report.documents} documents copied to {target} "
+               f"(version {report.version}), {report.seconds:.1f} s")
 
 
 @index_app.command("verify")
@@ -573,6 +611,29 @@ def _bench_all(quick, model, corpus, queries, out, stages, threads) -> None:
     typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
     if any(s["status"] == "failed" for s in r["stages"].values()):
         raise typer.Exit(1)
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    stream_chunks: Annotated[int, typer.Option("--stream-chunks", help="Generated one-chunk documents "
+                                               "streamed into an index (fake embedder; 0 skips).")] = 200_000,
+    pieces: Annotated[int, typer.Option("--pieces", help="Pieces the generated corpus is added in.")] = 4,
+    hnsw_n: Annotated[int, typer.Option("--hnsw-n", help="Vectors for HNSW vs exact (0 skips).")] = 1_000_000,
+    vectors_from: Annotated[Optional[Path], typer.Option("--vectors-from", help="Index whose real vectors "
+                                                         "seed the HNSW corpus.")] = None,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="JSONL questions for the HNSW part.")] = SHARED_SCIFACT / "queries.jsonl",
+    ef_construction: Annotated[int, typer.Option("--ef-construction", help="HNSW efConstruction for the "
+                                                 "measurement.")] = 64,
+    backend: VectorBackendOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path("bench-results/scale.json"),
+    threads: ThreadsOpt = None,
+) -> None:
+    """Peak memory while streaming a large generated corpus into an index; HNSW vs exact latency and recall."""
+    from ragqa.bench_scale import bench_scale
+
+    bench_scale(_settings(threads=threads, vector_backend=backend), out, stream_chunks=stream_chunks,
+                pieces=pieces, hnsw_n=hnsw_n, vectors_from=vectors_from, queries=queries,
+                ef_construction=ef_construction, echo=typer.echo)
 
 
 @app.command("ui")

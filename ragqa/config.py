@@ -19,6 +19,7 @@ from ragqa.errors import ConfigError
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 INDEX_TYPES = ("flat", "hnsw")
+VECTOR_BACKENDS = ("faiss", "qdrant")
 EMBED_BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-fast")
 
 
@@ -53,6 +54,12 @@ class Settings:
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
     hnsw_ef_construction: int = 200
+    # where a new index keeps its vectors: "faiss" (a file in each version) or "qdrant"; empty =
+    # the index's own backend, faiss for a new one. An existing index uses what its manifest says.
+    vector_backend: str = ""
+    qdrant_url: str = ""         # a Qdrant server, http://host:6333 (API key: env QDRANT_API_KEY)
+    qdrant_path: str = ""        # qdrant-client local mode directory (default INDEX/qdrant)
+    qdrant_collection: str = ""  # default ragqa-<index dir name>
     # retrieval default chosen on SciFact qrels/train.tsv (README "Retrieval quality")
     mode: str = "hybrid"
     rrf_k: int = 10  # 3-10 were best on SciFact train (0.719 vs 0.712 at the usual 60)
@@ -62,6 +69,11 @@ class Settings:
     # local transformers directory, or a hub id (only where a hub is reachable)
     model: str = "qwen2.5-coder-0.5b-instruct"
     variants_dir: Path = Path("adapters")
+    # with model "openai:http://host:8000/v1" (a vLLM / OpenAI-compatible server): the local model
+    # whose tokenizer measures the prompt budget (must match the served base), and the served
+    # name of the base model (default: the one the server lists without a parent)
+    generator_tokenizer: str = "qwen2.5-coder-0.5b-instruct"
+    generator_base_model: str = ""
     template: str = "qa"
     top_k: int = 4  # passages retrieved for an answer
     # few-shot: JSONL of {"question", "answer", "context"?}; the most similar `shots` go in the prompt
@@ -86,6 +98,8 @@ class Settings:
         _choice("gen_dtype", self.gen_dtype, ("bfloat16", "float32", "float16"))
         _choice("embed_backend", self.embed_backend, EMBED_BACKENDS)
         _choice("index_type", self.index_type, INDEX_TYPES)
+        if self.vector_backend:
+            _choice("vector_backend", self.vector_backend, VECTOR_BACKENDS)
         _choice("mode", self.mode, RETRIEVAL_MODES)
         for name in ("embed_batch_size", "threads", "hnsw_m", "hnsw_ef_search",
                      "hnsw_ef_construction", "rrf_k", "candidates", "max_file_mb", "top_k",

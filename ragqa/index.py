@@ -1,5 +1,5 @@
-"""The index: documents -> chunks -> vectors (FAISS) + texts (SQLite) + BM25 + a JSON manifest,
-in crash-safe versions (see ``storage``).
+"""The index: documents -> chunks -> vectors (FAISS, or Qdrant: ``vectorstore``) + texts (SQLite)
++ BM25 + a JSON manifest, in crash-safe versions (see ``storage``).
 
 Writing: ``Index.build(paths, dir)`` syncs the index to the paths (new documents added, changed
 ones re-chunked and re-embedded, vanished ones removed); ``Index.add`` adds and updates without
@@ -7,6 +7,9 @@ removing anything; ``Index.remove`` removes documents by id. Unchanged files cos
 their bytes, and when nothing changed nothing is loaded or written.
 
 Reading: ``Index.open(dir).search(question, k=10, mode="hybrid")``.
+
+Moving: ``migrate(dir, "qdrant://http://host:6333")`` copies the vectors into another store
+without re-embedding (a new version of the same index, or a new index with ``out``).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from ragqa.documents import Document, LoadWarning, discover, load_file
 from ragqa.embedding import Embedder, EmbeddingCache, embed_with_cache, get_embedder, text_hash
 from ragqa.errors import ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, RagqaError
 from ragqa.retrieval import Hit, Retrieval, best_per_doc, rrf
-from ragqa.storage import MANIFEST, IndexDir, file_sha256
-from ragqa.vectorstore import FaissStore
+from ragqa import vectorstore
+from ragqa.storage import MANIFEST, IndexDir, file_sha256, version_number
 
 BM25_DIR = "bm25"
 DOC_BATCH = 256  # documents chunked and embedded per step (bounds memory, drives the progress bar)
@@ -102,10 +105,9 @@ class Index:
         self.manifest = manifest
         self.settings = settings
         self.embedder = embedder
-        store_cfg = manifest["vector_store"]
-        self.vectors = FaissStore.load(version, manifest["embedder"]["dim"], store_cfg["index_type"],
-                                       hnsw_m=store_cfg.get("hnsw_m", 32),
-                                       ef_search=settings.hnsw_ef_search)
+        self.vectors = vectorstore.open_store(manifest["vector_store"], version, manifest["embedder"]["dim"],
+                                              settings, index_dir=directory,
+                                              visible=manifest["counts"]["chunks"])
         self.chunks = ChunkStore(version / CHUNKS_FILE, readonly=True)
         self._bm25: bm25_mod.BM25Index | None = None
         self._doc_of: dict[int, str] | None = None
@@ -128,6 +130,7 @@ class Index:
 
     def close(self) -> None:
         self.chunks.close()
+        self.vectors.close()
 
     def __enter__(self) -> Index:
         return self
@@ -259,19 +262,31 @@ def verify(directory: str | Path) -> list[str]:
         return problems
     try:
         store = ChunkStore(version / CHUNKS_FILE, readonly=True)
-        cfg = manifest["vector_store"]
-        vectors = FaissStore.load(version, manifest["embedder"]["dim"], cfg["index_type"])
+        vectors = vectorstore.open_store(manifest["vector_store"], version, manifest["embedder"]["dim"],
+                                         Settings(), index_dir=idir.path)
         bm25 = bm25_mod.BM25Index.load(version / BM25_DIR)
     except Exception as exc:  # noqa: BLE001 - any failure to load is a finding
         return [f"{version}: cannot load ({type(exc).__name__}: {exc})"]
+    try:
+        problems += _check_agreement(manifest, store, vectors, bm25)
+    finally:
+        store.close()
+        vectors.close()
+    return problems
+
+
+def _check_agreement(manifest, store, vectors, bm25) -> list[str]:
+    problems = []
     docs, chunks = store.counts()
     counts = manifest["counts"]
     if (docs, chunks) != (counts["documents"], counts["chunks"]):
         problems.append(f"chunk store has {docs} documents / {chunks} chunks, manifest says "
                         f"{counts['documents']} / {counts['chunks']}")
     sql_ids = np.asarray(store.chunk_ids(), dtype=np.int64)
-    if len(vectors) != chunks or not np.array_equal(np.sort(vectors.ids()), sql_ids):
-        problems.append(f"FAISS holds {len(vectors)} vectors whose ids differ from the {chunks} chunks")
+    vector_ids = np.sort(vectors.ids())
+    if len(vector_ids) != chunks or not np.array_equal(vector_ids, sql_ids):
+        engine = manifest["vector_store"]["kind"]
+        problems.append(f"{engine} holds {len(vector_ids)} vectors whose ids differ from the {chunks} chunks")
     if not np.array_equal(np.sort(bm25.chunk_ids), sql_ids):
         problems.append("BM25 index ids differ from the chunk store")
     hashes = store.document_hashes()
@@ -279,7 +294,6 @@ def verify(directory: str | Path) -> list[str]:
     if hashes != recorded:
         diff = sorted(set(hashes.items()) ^ set(recorded.items()))[:3]
         problems.append(f"document hashes in the chunk store differ from the manifest (e.g. {diff})")
-    store.close()
     return problems
 
 
@@ -311,6 +325,37 @@ class _Updater:
             _check_embedder(old, emb, self.idir.path)
         return emb
 
+    def _check_backend(self, old: dict) -> None:
+        """A backend setting that differs from the index's is an error, not a silent choice."""
+        s, kind = self.settings, old["vector_store"]["kind"]
+        wanted = s.vector_backend or ("qdrant" if s.qdrant_url or s.qdrant_path else None)
+        if wanted and wanted != kind:
+            raise ConfigError(f"{self.idir.path}: this index keeps its vectors in {kind}, not {wanted}; "
+                              f"move them with `ragqa index migrate --from {self.idir.path} --to ...` "
+                              "or start over with --rebuild")
+        cfg = old["vector_store"]
+        if kind == "qdrant":
+            from ragqa.qdrant_store import qdrant_config
+
+            asked = qdrant_config(s, self.idir.path)
+            given = [k for k, v in (("url", s.qdrant_url), ("path", s.qdrant_path),
+                                    ("collection", s.qdrant_collection)) if v]
+            for key in given:
+                if asked.get(key) != cfg.get(key):
+                    raise ConfigError(f"{self.idir.path}: this index keeps its vectors in Qdrant {key} "
+                                      f"{cfg.get(key)!r}, not {asked.get(key)!r}; move them with "
+                                      "`ragqa index migrate` or start over with --rebuild")
+
+    def _new_store_cfg(self) -> dict:
+        """The vector store of a new build: from the settings; on --rebuild the live index's
+        backend (and Qdrant location and collection) unless the settings name another."""
+        s, live = self.settings, self.live
+        if live is not None and not (s.vector_backend or s.qdrant_url or s.qdrant_path or s.qdrant_collection):
+            cfg = dict(live["vector_store"], index_type=s.index_type, hnsw_m=s.hnsw_m)
+            return cfg
+        backend = s.vector_backend or ("qdrant" if s.qdrant_url or s.qdrant_path else "faiss")
+        return vectorstore.new_config(s, self.idir.path, backend)
+
     def run(self, paths: Sequence[str | Path], prune: bool, rebuild: bool = False,
             remove: Sequence[str] = ()) -> BuildReport:
         t0 = time.perf_counter()
@@ -319,14 +364,19 @@ class _Updater:
         with self.idir.lock():
             self.idir.collect_garbage()
             old = None
-            if self.idir.exists() and not rebuild:
-                old = self.idir.read_manifest()
+            self.live = self.idir.read_manifest() if self.idir.exists() else None
+            if self.live is not None and not rebuild:
+                old = self.live
+                self._check_backend(old)
                 if self.embedder_arg is not None:
                     self._embedder(old)  # an explicit embedder must match before anything changes
             elif not self.idir.exists() and remove:
                 raise IndexNotFound(f"{self.idir.path}: no such index")
             self.report.version = self._sync(files, old, prune, remove)
-            self.idir.collect_garbage()
+            if self.report.version is None:
+                self.idir.collect_garbage()
+            else:
+                self.report.warnings += collect_garbage(self.idir, self.settings)
         self.report.seconds = time.perf_counter() - t0
         return self.report
 
@@ -412,8 +462,7 @@ class _Updater:
                     raise ConfigError(f"chunk_tokens={max_tokens} exceeds the embedder's window of "
                                       f"{embedder.max_tokens} tokens: text would be truncated")
                 chunk_cfg = ChunkSettings(max_tokens, self.settings.chunk_overlap).to_json()
-                store_cfg = {"kind": "faiss", "index_type": self.settings.index_type, "metric": "inner_product",
-                             "hnsw_m": self.settings.hnsw_m}
+                store_cfg = self._new_store_cfg()
             if version and not data_changed:
                 for p in version.iterdir():  # only the manifest changes: share the data files
                     if p.name != MANIFEST:
@@ -437,15 +486,29 @@ class _Updater:
             raise
 
     def _write_data(self, version, tmp, embedder, chunk_cfg, store_cfg, old, to_index, removed, final) -> int:
+        writing = self.idir.next_number()
         if version:
             shutil.copyfile(version / CHUNKS_FILE, tmp / CHUNKS_FILE)
-            vectors = FaissStore.load(version, old["embedder"]["dim"], store_cfg["index_type"],
-                                      hnsw_m=store_cfg.get("hnsw_m", 32))
+            vectors = vectorstore.open_store(store_cfg, version, old["embedder"]["dim"], self.settings,
+                                             index_dir=self.idir.path, write_version=writing)
             next_id = old["next_id"]
+        elif self.live is not None and _same_collection(self.live["vector_store"], store_cfg):
+            # --rebuild into the Qdrant collection the live version uses: its points stay visible
+            # to the live version until the new one commits; ids continue so none is reused
+            vectors = vectorstore.open_store(store_cfg, self.idir.current(), embedder.dim, self.settings,
+                                             index_dir=self.idir.path, write_version=writing)
+            vectors.remove_all()
+            next_id = self.live["next_id"]
         else:
-            vectors = FaissStore(embedder.dim, store_cfg["index_type"], hnsw_m=store_cfg.get("hnsw_m", 32),
-                                 ef_construction=self.settings.hnsw_ef_construction)
+            vectors = vectorstore.open_store(store_cfg, None, embedder.dim, self.settings,
+                                             index_dir=self.idir.path, write_version=writing)
             next_id = 1
+        try:
+            return self._fill(vectors, tmp, embedder, chunk_cfg, old, to_index, removed, final, next_id)
+        finally:
+            vectors.close()
+
+    def _fill(self, vectors, tmp, embedder, chunk_cfg, old, to_index, removed, final, next_id) -> int:
         store = ChunkStore(tmp / CHUNKS_FILE)
         stale = store.remove_documents([*removed, *(d for d in to_index if old and d in old["documents"])])
         vectors.remove(np.asarray(stale, dtype=np.int64))
@@ -484,6 +547,118 @@ class _Updater:
         store.close()
         bm25_mod.BM25Index.build(texts, ids).save(tmp / BM25_DIR)
         return next_id
+
+
+def _same_collection(a: dict, b: dict) -> bool:
+    return (a["kind"] == b["kind"] == "qdrant" and a["collection"] == b["collection"]
+            and a.get("url") == b.get("url") and a.get("path") == b.get("path"))
+
+
+def collect_garbage(idir: IndexDir, settings: Settings) -> list[str]:
+    """``IndexDir.collect_garbage`` (call under the lock, after a commit), then the same in the
+    vector stores outside the directory: Qdrant points no kept version sees are deleted, and a
+    collection no kept version uses is dropped. Returns warnings (the commit has happened: a
+    Qdrant that cannot be reached now only delays the clean-up to the next build)."""
+    def cfg(v: Path) -> dict | None:
+        try:
+            return idir.read_manifest(v)["vector_store"]
+        except RagqaError:
+            return None
+
+    before = {v.name: cfg(v) for v in idir.versions()}
+    idir.collect_garbage()
+    kept = {v.name: before.get(v.name) or cfg(v) for v in idir.versions()}
+    qdrant_kept = [c for c in kept.values() if c and c["kind"] == "qdrant"]
+    dropped = [c for n, c in before.items() if n not in kept and c and c["kind"] == "qdrant"
+               and not any(_same_collection(c, k) for k in qdrant_kept)]
+    if not qdrant_kept and not dropped:
+        return []
+    from ragqa.qdrant_store import QdrantStore
+
+    oldest = min((version_number(idir.path / n) for n in kept), default=0)
+    warnings, seen = [], []
+    for c in qdrant_kept + dropped:
+        if any(_same_collection(c, s) for s in seen):
+            continue
+        seen.append(c)
+        try:
+            store = QdrantStore.open(c, 0, settings, index_dir=idir.path, version=None, write_version=None,
+                                     check=False)
+            try:
+                store.drop() if c in dropped else store.purge(oldest)
+            finally:
+                store.close()
+        except RagqaError as exc:
+            warnings.append(f"clean-up of Qdrant collection {c['collection']!r} postponed to the next build: {exc}")
+    return warnings
+
+
+def migrate(source: str | Path, target: str, out: str | Path | None = None, settings: Settings | None = None,
+            *, collection: str | None = None, batch: int = 4096) -> BuildReport:
+    """Copy an index's vectors into another store without re-embedding: ``target`` is
+    ``qdrant://http://host:6333``, ``qdrant://DIR`` (local mode), ``faiss`` or ``faiss:hnsw``.
+    Without ``out`` the index at ``source`` gets a new version that uses the target (the previous
+    version, and so its store, is kept until the next build); with ``out`` a new index is written
+    there (chunk store and BM25 hard-linked) and ``source`` is left as it was. Crash-safe like a
+    build: the target is live only once its version is committed."""
+    from ragqa.qdrant_store import parse_target, qdrant_config
+
+    settings = settings or Settings.load()
+    t0 = time.perf_counter()
+    report = BuildReport()
+    src = IndexDir(source)
+    dst = IndexDir(out) if out is not None else src
+    spec = parse_target(target)
+    with dst.lock():
+        if out is not None and dst.exists():
+            raise ConfigError(f"{dst.path}: already an index; --out must name a new directory")
+        dst.collect_garbage()
+        version = src.current()
+        manifest = src.read_manifest(version)
+        dim = manifest["embedder"]["dim"]
+        src_cfg = manifest["vector_store"]
+        if spec["kind"] == "faiss":
+            cfg = vectorstore.new_config(settings.replace(index_type=spec["index_type"] or src_cfg.get("index_type")),
+                                         dst.path, "faiss")
+        else:
+            cfg = qdrant_config(settings.replace(index_type=src_cfg.get("index_type", settings.index_type)),
+                                dst.path, url=spec.get("url", ""), path=spec.get("path", ""),
+                                collection=collection)
+        if _same_collection(src_cfg, cfg) or (src_cfg["kind"] == cfg["kind"] == "faiss" and out is None
+                                              and src_cfg["index_type"] == cfg["index_type"]):
+            raise ConfigError(f"{src.path}: its vectors are already there ({vectorstore.describe(cfg)})")
+        writing = dst.next_number()
+        tmp = dst.new_version()
+        try:
+            for name in (CHUNKS_FILE, BM25_DIR):  # immutable once live: share, do not copy
+                p = version / name
+                (shutil.copytree(p, tmp / name, copy_function=_link) if p.is_dir() else _link(p, tmp / name))
+            reading = vectorstore.open_store(src_cfg, version, dim, settings, index_dir=src.path,
+                                             visible=manifest["counts"]["chunks"])
+            # a fresh collection (one left by a crashed migration of this index is emptied first)
+            writer = vectorstore.open_store(cfg, None, dim, settings, index_dir=dst.path, write_version=writing)
+            try:
+                for ids, vecs in reading.iter_vectors(batch):
+                    writer.add(ids, vecs)
+                    report.chunks += len(ids)
+                writer.save(tmp)
+            finally:
+                reading.close()
+                writer.close()
+            if report.chunks != manifest["counts"]["chunks"]:
+                raise IndexCorrupt(f"{version}: {report.chunks} vectors copied but the manifest counts "
+                                   f"{manifest['counts']['chunks']} chunks; run `ragqa index verify`")
+            new = {k: v for k, v in manifest.items() if k not in ("files", "format_version")}
+            new.update(vector_store=cfg, updated=_now())
+            report.version = dst.commit(tmp, new).name
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        report.documents = manifest["counts"]["documents"]
+        report.unchanged = report.documents
+        report.warnings += collect_garbage(dst, settings)
+    report.seconds = time.perf_counter() - t0
+    return report
 
 
 def _link(src: str, dst: str) -> None:

@@ -98,11 +98,17 @@ def cited_numbers(text: str) -> set[int]:
 
 def make_generator(settings: Settings):
     """The Generator the settings describe (lazy: nothing loads until the first use); model
-    "fake" is the deterministic test generator (ragqa.testing)."""
+    "fake" is the deterministic test generator (ragqa.testing); "openai:URL" an OpenAI-compatible
+    server such as vLLM (ragqa.generators.openai_client)."""
     if settings.model == "fake":
         from ragqa.testing import FakeGenerator
 
         return FakeGenerator()
+    if settings.model.startswith("openai:"):
+        from ragqa.generators.openai_client import OpenAIGenerator
+
+        return OpenAIGenerator(settings.model[len("openai:"):], tokenizer=settings.generator_tokenizer,
+                               cache_dir=settings.cache_dir, base_model=settings.generator_base_model or None)
     from ragqa.generators import Generator
 
     return Generator(settings.model, cache_dir=settings.cache_dir, variants_dir=settings.variants_dir,

@@ -33,6 +33,14 @@ CURRENT = "CURRENT"
 _VERSION_RE = re.compile(r"^v-(\d{6,})$")
 
 
+def version_number(version: Path) -> int:
+    """The N of a ``v-N`` version directory."""
+    m = _VERSION_RE.match(Path(version).name)
+    if not m:
+        raise IndexCorrupt(f"{version}: not a version directory (v-NNNNNN)")
+    return int(m.group(1))
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -127,6 +135,11 @@ class IndexDir:
         finally:
             fh.close()  # closing releases the flock; the kernel also releases it if we die
 
+    def next_number(self) -> int:
+        """The number the next ``commit`` gives its version (call under ``lock``, after
+        ``collect_garbage``)."""
+        return max((version_number(p) for p in self.versions()), default=0) + 1
+
     def new_version(self) -> Path:
         """A fresh temp directory for the next version (call under ``lock``)."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -142,8 +155,7 @@ class IndexDir:
             json.dump(manifest, fh, indent=1, sort_keys=True, ensure_ascii=False)
             fh.write("\n")
         fsync_tree(tmp)
-        numbers = [int(_VERSION_RE.match(p.name).group(1)) for p in self.versions()]
-        version = self.path / f"v-{max(numbers, default=0) + 1:06d}"
+        version = self.path / f"v-{self.next_number():06d}"
         os.rename(tmp, version)
         fsync_path(self.path)
         marker_tmp = self.path / f".{CURRENT}.{os.getpid()}.tmp"
