@@ -505,6 +505,8 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         evals.append({**trainer.evaluate(), "step": state.global_step})
     best = max(evals, key=lambda h: h[f"eval_{metric}"])
 
+    if not trainer.is_world_process_zero():  # under accelerate/DDP only rank 0 writes the variant
+        return None
     # the variant directory, written next to its final place and renamed into it
     final_tmp = out.parent / f".{out.name}.final"
     shutil.rmtree(final_tmp, ignore_errors=True)
