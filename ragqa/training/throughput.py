@@ -2,7 +2,8 @@
 same batch (goal: >= 0.95x).
 
 Both train the same LoRA (r=8, the architecture's default targets) on the same base in fp32 with
-AdamW at the same learning rate, on one fixed batch of ``batch_size`` x ``seq_len`` tokens (the
+the same optimizer (the one Trainer picks: torch's fused AdamW on current transformers) at the same
+learning rate, on one fixed batch of ``batch_size`` x ``seq_len`` tokens (the
 answer-only label mask of real training: the first half of each row is prompt, -100). The bare
 loop is ``loss = model(**batch).loss; loss.backward(); opt.step(); opt.zero_grad()``; the ragqa
 path is ``RagqaTrainer`` (transformers Trainer) as ``ragqa train`` builds it, with evaluation and
@@ -59,7 +60,7 @@ def bench_train(*, model: str, cache_dir: Path, threads: int = 1, steps: int = 4
     rows = _batch_rows(bare_model.config.vocab_size, batch_size, seq_len)
     batch = collate(rows)
     bare_model.train()
-    opt = torch.optim.AdamW([p for p in bare_model.parameters() if p.requires_grad], lr=cfg.lr)
+    opt = None  # the same optimizer class and settings the Trainer uses (set below)
 
     def bare_steps(n: int) -> list[float]:
         times = []
@@ -93,6 +94,10 @@ def bench_train(*, model: str, cache_dir: Path, threads: int = 1, steps: int = 4
             max_steps=total, lr_scheduler_type="constant", logging_steps=10 ** 6, eval_strategy="no",
             save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True, seed=0)
+        from transformers import Trainer
+
+        opt_cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, bare_model)
+        opt = opt_cls([p for p in bare_model.parameters() if p.requires_grad], **opt_kwargs)
         trainer = _trainer_class()(model=trainer_model, args=args, train_dataset=_Rows(rows * total),
                                    data_collator=collate, callbacks=[timer])
         bare_times = bare_steps(1)[1:]  # warm-up
