@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned to the CPU build that lies on these machines; an unpinned install pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev demo test bench-index clean
+.PHONY: install install-dev demo test bench-index tune clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,36 @@ test: install-dev
 bench-index: $(BIN)/python
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/ragqa bench index
+
+# Reproduces the shipped variants in adapters/ from ../shared/data development data (hours on a
+# 2-core CPU; see README "Tuning"): SQuAD articles 0-15 train / validate, 16-31 are only measured.
+T := build/tune
+tune: install
+	$(BIN)/python scripts/squad_splits.py $(T)
+	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
+	$(BIN)/ragqa data import squad $(T)/squad-dev.json --index $(T)/squad-dev-index --out $(T)/squad-data
+	$(BIN)/ragqa data import dialogsum ../shared/data/dialogsum/dialogsum.dev.jsonl --out $(T)/dialogsum-data
+	$(BIN)/ragqa train --data $(T)/squad-data --out adapters/squad-lora --method lora --max-steps 48 \
+		--eval-steps 16 --eval-examples 16 --patience 2 --lr 3e-4 --overwrite
+	$(BIN)/ragqa train --data $(T)/dialogsum-data --out adapters/dialogsum-lora --method lora --max-steps 60 \
+		--eval-steps 15 --eval-examples 12 --patience 2 --lr 3e-4 --lora-r 16 --lora-alpha 32 \
+		--target-modules all-linear --overwrite
+	$(BIN)/ragqa train --data $(T)/squad-data --out adapters/squad-soft-prompt --method prompt-tuning \
+		--max-steps 32 --eval-steps 16 --eval-examples 16 --patience 2 --overwrite
+	$(BIN)/ragqa train --data $(T)/squad-data --out adapters/squad-prefix --method prefix-tuning \
+		--max-steps 32 --eval-steps 16 --eval-examples 16 --patience 2 --overwrite
+	$(BIN)/ragqa index build $(T)/squad-report.json --index $(T)/squad-report-index
+	$(BIN)/ragqa eval qa --index $(T)/squad-report-index --data $(T)/squad-report.json \
+		--model smollm2-135m-instruct --variants base,squad-lora \
+		--limit 50 --seed 0 --predictions --report reports/squad-smollm2-lora
+	$(BIN)/ragqa eval qa --index $(T)/squad-report-index --data $(T)/squad-report.json \
+		--model smollm2-135m-instruct --variants base,squad-soft-prompt,dialogsum-lora \
+		--limit 50 --seed 0 --predictions --report reports/squad-smollm2-soft-prompt
+	$(BIN)/ragqa eval qa --index $(T)/squad-report-index --data $(T)/squad-report.json \
+		--model smollm2-135m-instruct --variants squad-prefix \
+		--limit 50 --seed 0 --predictions --report reports/squad-smollm2-prefix
+	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model smollm2-135m-instruct \
+		--variants base,dialogsum-lora,squad-lora --predictions --report reports/dialogsum-smollm2-variants
 
 clean:
 	rm -rf $(VENV) indexes/demo

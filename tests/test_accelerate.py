@@ -56,3 +56,24 @@ def test_ragqa_train_launches_under_accelerate():
     out = _launch("cpu-single.yaml", "-m", "ragqa.cli", "train", "--help")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--data" in out.stdout and "--out" in out.stdout
+
+
+def test_ragqa_train_runs_unchanged_under_accelerate(tmp_path):
+    """A real (tiny) training run through `accelerate launch`: the variant is written once."""
+    import json
+
+    from ragqa.training.data import ExampleSettings, build_dataset, import_squad
+    from tiny import make_tiny_lm, squad_json, texts_of
+
+    squad = squad_json(n_articles=4)
+    (tmp_path / "squad.json").write_text(json.dumps(squad))
+    base = make_tiny_lm(tmp_path / "base", texts_of(squad) + ["I don't know."])
+    build_dataset(import_squad(tmp_path / "squad.json"), tmp_path / "data", fractions=(0.5, 0.25, 0.25),
+                  settings=ExampleSettings(k=2))
+    out = tmp_path / "adapters" / "acc-lora"
+    run = _launch("cpu-single.yaml", "-m", "ragqa.cli", "train", "--data", tmp_path / "data", "--out", out,
+                  "--model", base, "--max-steps", "2", "--batch-size", "2", "--eval-steps", "2",
+                  "--eval-examples", "2", "--max-seq-len", "200")
+    assert run.returncode == 0, run.stderr[-2000:]
+    card = json.loads((out / "ragqa_variant.json").read_text())
+    assert card["kind"] == "lora" and card["metrics"]["steps"] == 2
