@@ -770,9 +770,14 @@ def all_table_rows(r: dict) -> list[tuple[str, str, str]]:
         elif name == "train":
             res = s["result"] if isinstance(s.get("result"), dict) else {"result": s.get("result")}
             sizes = f"{s['model']}, {s['steps']} steps, batch {s['batch_size']}, {s['seq_len']} tokens"
-            for key, value in res.items():
-                if isinstance(value, (int, float, str, bool)) or value is None:
-                    rows.append(("train", f"{key} ({sizes})", _fmt_value(value)))
+            if "ratio" in res and "bare_step_s_median" in res:
+                rows.append(("train", f"LoRA step, ragqa train vs a bare PEFT loop ({sizes})",
+                             f"{res['ragqa_step_s_median']:.2f} vs {res['bare_step_s_median']:.2f} s/step "
+                             f"-> {res['ratio']:.3f}x"))
+            else:
+                for key, value in res.items():
+                    if isinstance(value, (int, float, str, bool)) or value is None:
+                        rows.append(("train", f"{key} ({sizes})", _fmt_value(value)))
     return rows
 
 
