@@ -483,19 +483,26 @@ QA_CHART_STAGES = (("retrieve_ms", "retrieve"), ("first_token_ms", "prompt + fir
                    ("decode_ms", "remaining tokens"))
 
 
-def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], meta: dict,
-                    predictions: bool = False, charts: bool = True) -> Path:
-    """report.md + results.json (+ predictions.jsonl) and the charts metrics.png and latency.png
-    in ``report_dir``."""
+def _start_report(report_dir, summary: dict, rows: list[dict], meta: dict, predictions: bool,
+                  title: str) -> tuple[Path, list[str]]:
+    """Creates ``report_dir``, writes results.json (and predictions.jsonl); returns the directory
+    and report.md's first lines (title, settings)."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
     if predictions:
         _write_predictions(report_dir / "predictions.jsonl", rows)
-    lines = [f"# QA evaluation: {meta.get('data', '')}", "",
-             " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
-             "| variant | n | EM | F1 | gold passage in sources | abstained | faithfulness | generate s | F1 - base |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    return report_dir, [f"# {title}: {meta.get('data', '')}", "",
+                        " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), ""]
+
+
+def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], meta: dict,
+                    predictions: bool = False, charts: bool = True) -> Path:
+    """report.md + results.json (+ predictions.jsonl) and the charts metrics.png and latency.png
+    in ``report_dir``."""
+    report_dir, lines = _start_report(report_dir, summary, rows, meta, predictions, "QA evaluation")
+    lines += ["| variant | n | EM | F1 | gold passage in sources | abstained | faithfulness | generate s | F1 - base |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for v, s in summary.items():
         diff = _ci(s["f1_minus_base"]) if "f1_minus_base" in s else ""
         lines.append(f"| {v} | {s['n']} | {_ci(s['em'])} | {_ci(s['f1'])} | {_ci(s['gold_in_sources'])} | "
@@ -585,14 +592,8 @@ def write_summary_report(report_dir: str | Path, summary: dict, rows: list[dict]
                          predictions: bool = False, charts: bool = True) -> Path:
     """report.md + results.json (+ predictions.jsonl) and the charts metrics.png and latency.png
     in ``report_dir``."""
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
-    if predictions:
-        _write_predictions(report_dir / "predictions.jsonl", rows)
-    lines = [f"# Summarisation evaluation: {meta.get('data', '')}", "",
-             " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), "",
-             "| variant | n | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | words |", "|---|---|---|---|---|---|---|"]
+    report_dir, lines = _start_report(report_dir, summary, rows, meta, predictions, "Summarisation evaluation")
+    lines += ["| variant | n | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | words |", "|---|---|---|---|---|---|---|"]
     for v, m in summary.items():
         lines.append(f"| {v} | {m['n']} | {_ci(m['rouge1'], 1, 4)} | {_ci(m['rouge2'], 1, 4)} | "
                      f"{_ci(m['rougeL'], 1, 4)} | {m['bleu']:.2f} | {m['words']['mean']:.1f} |")
