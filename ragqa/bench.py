@@ -429,16 +429,7 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
         results["memory"] = memory
 
         echo(f"switching base/{'/'.join(SWITCH_VARIANTS)}, 1 new token, {SWITCH_ROUNDS} rounds ...")
-        order = ("base", *SWITCH_VARIANTS)
-        one = GenerationSettings(max_new_tokens=1)
-        switch: dict[str, list[float]] = {v: [] for v in order}
-        call: dict[str, list[float]] = {v: [] for v in order}
-        for rnd in range(SWITCH_ROUNDS + 1):
-            for v in order:
-                res = gen.generate(short, v, one)
-                if rnd:  # round 0 is a warm-up
-                    switch[v].append(res.switch_ms)
-                    call[v].append(res.generate_ms + res.switch_ms)
+        order, switch, call = _time_switches(gen, short, SWITCH_VARIANTS, SWITCH_ROUNDS)
         every = [x for v in order for x in switch[v]]
         base_after = gen.generate(short, "base", check).token_ids
         changes = {v: gen.generate(short, v, check).token_ids != base_after for v in SWITCH_VARIANTS}
@@ -600,25 +591,32 @@ def stage_generate(gen, *, max_new_tokens: int, runs: int) -> dict:
             "generate_ms_median": statistics.median(r.generate_ms for r in rs)}
 
 
-def stage_switch(gen, variants: list[str], *, rounds: int) -> dict:
-    """Calls alternating base and every variant (1 new token on a short prompt): switch_ms per
-    call, and the median call time per variant."""
+def _time_switches(gen, prompt: str, variants, rounds: int):
+    """Calls alternating base and every variant, 1 new token each, ``rounds`` times after a warm-up
+    round: (order, switch_ms per variant, switch + generate ms per variant)."""
     from ragqa.generators import GenerationSettings
 
-    if not variants:
-        return {"status": "skipped (no variants)"}
-    question = "Who flew to the Moon first?"
-    short = gen.chat_prompt(question) if hasattr(gen, "chat_prompt") else question
     one = GenerationSettings(max_new_tokens=1)
     order = ("base", *variants)
     switch: dict[str, list[float]] = {v: [] for v in order}
     call: dict[str, list[float]] = {v: [] for v in order}
     for rnd in range(rounds + 1):
         for v in order:
-            res = gen.generate(short, v, one)
+            res = gen.generate(prompt, v, one)
             if rnd:  # round 0 is a warm-up
                 switch[v].append(res.switch_ms)
                 call[v].append(res.generate_ms + res.switch_ms)
+    return order, switch, call
+
+
+def stage_switch(gen, variants: list[str], *, rounds: int) -> dict:
+    """Calls alternating base and every variant (1 new token on a short prompt): switch_ms per
+    call, and the median call time per variant."""
+    if not variants:
+        return {"status": "skipped (no variants)"}
+    question = "Who flew to the Moon first?"
+    short = gen.chat_prompt(question) if hasattr(gen, "chat_prompt") else question
+    order, switch, call = _time_switches(gen, short, variants, rounds)
     every = [x for v in order for x in switch[v]]
     return {"order": list(order), "rounds": rounds, "switches": len(every),
             "switch_ms_mean": statistics.fmean(every), "switch_ms_max": max(every),
