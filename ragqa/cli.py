@@ -492,14 +492,12 @@ def variants_inspect(
 ) -> None:
     """What a variant holds: LoRA ranks, parameter count and size on disk; for a soft prompt, the
     vocabulary tokens nearest to each virtual token."""
-    from ragqa.generators.engine import Generator
     from ragqa.generators.inspect import format_inspection, inspect_variant
     from ragqa.generators.models import resolve_model
-    from ragqa.generators.registry import Card
+    from ragqa.generators.registry import Card, find_variant_dir
 
     settings = _settings(model=model)
-    directory = Generator(settings.model, cache_dir=settings.cache_dir,
-                          variants_dir=settings.variants_dir)._find_variant_dir(name)
+    directory = find_variant_dir(name, settings.variants_dir)
     card = Card.load(directory)
     base = None
     if card.kind == "prompt-tuning":

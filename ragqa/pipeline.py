@@ -121,16 +121,13 @@ def model_for_variants(settings: Settings, variants: Sequence[str]) -> Settings:
     works without also naming ``--model``). Unchanged when there is nothing to switch to."""
     from ragqa.errors import ModelError
     from ragqa.generators.models import BASE_MODELS
-    from ragqa.generators.registry import Card, is_variant_dir
+    from ragqa.generators.registry import Card, find_variant_dir
 
     for name in variants:
         if name == "base":
             continue
-        directory = Path(name) if is_variant_dir(Path(name)) else settings.variants_dir / name
-        if not is_variant_dir(directory):
-            return settings
         try:
-            base = Card.load(directory).base_model
+            base = Card.load(find_variant_dir(name, settings.variants_dir)).base_model
         except ModelError:
             return settings
         if base and base != settings.model and (base in BASE_MODELS or Path(base).is_dir()):

@@ -25,8 +25,8 @@ from ragqa.errors import ConfigError, ModelError
 from ragqa.generators.models import (BASE_MODELS, DEFAULT_MODEL, converted_path, load_base,
                                      load_tokenizer, model_fingerprint, one_line,
                                      resolve_model)
-from ragqa.generators.registry import (CARD_FILE, Card, ModelHost, VariantKind, get_kind,
-                                       is_variant_dir, kind_from_peft_type, list_variants,
+from ragqa.generators.registry import (CARD_FILE, Card, ModelHost, VariantKind, find_variant_dir,
+                                       get_kind, kind_from_peft_type, list_variants,
                                        read_adapter_config)
 
 MAX_CONTEXT = 4096
@@ -66,6 +66,18 @@ class GenerationResult:
     variant: str
     switch_ms: float = 0.0  # activating the variant's adapter (set_adapter) before generating
     token_ids: list[int] = field(default_factory=list)  # the new tokens, special ones included
+
+
+def stop_ids(tokenizer, generation_config) -> list[int]:
+    """Token ids generation stops on: the model's eos ids, the tokenizer's eos and any end-of-turn
+    marker of common chat templates the vocabulary has."""
+    ids = generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN if t in vocab]
+    return list(dict.fromkeys(ids))
 
 
 class _FirstToken:
@@ -250,21 +262,7 @@ class Generator:
         return out
 
     def _find_variant_dir(self, name_or_dir: str) -> Path:
-        path = Path(name_or_dir).expanduser()
-        if is_variant_dir(path):
-            return path
-        candidate = self.variants_dir / name_or_dir
-        if is_variant_dir(candidate):
-            return candidate
-        if self.variants_dir.is_dir():  # a card may name its variant differently from its dir
-            for sub in sorted(self.variants_dir.iterdir()):
-                if is_variant_dir(sub):
-                    with contextlib.suppress(ModelError):
-                        if Card.load(sub).name == name_or_dir:
-                            return sub
-        known = [v["name"] for v in list_variants(self.variants_dir, [])]
-        raise ModelError(f"variant {name_or_dir!r}: not a variant directory and not found under "
-                         f"{self.variants_dir} (known: {', '.join(known) or 'none'})")
+        return find_variant_dir(name_or_dir, self.variants_dir)
 
     def load_variant(self, name_or_dir: str) -> str:
         """Loads a variant once (a name under variants_dir, or a directory); returns its name."""
@@ -336,16 +334,6 @@ class Generator:
             raise ConfigError("prompt is empty; give some text")
         return enc["input_ids"], enc["attention_mask"]
 
-    def _stop_ids(self) -> list[int]:
-        tokenizer, config = self._host.tokenizer, self._host.model.generation_config
-        ids = config.eos_token_id
-        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-        if tokenizer.eos_token_id is not None:
-            ids.append(tokenizer.eos_token_id)
-        vocab = tokenizer.get_vocab()
-        ids += [vocab[t] for t in END_OF_TURN if t in vocab]
-        return list(dict.fromkeys(ids))
-
     def _prepare(self, prompt: str, variant: str, settings: GenerationSettings | None):
         """(variant, input_ids, attention_mask, generate kwargs, switch ms); lock held."""
         settings = settings or GenerationSettings()
@@ -361,7 +349,7 @@ class Generator:
                   "do_sample": bool(settings.do_sample),
                   "repetition_penalty": float(settings.repetition_penalty),
                   "pad_token_id": self._host.tokenizer.pad_token_id,
-                  "eos_token_id": self._stop_ids()}
+                  "eos_token_id": stop_ids(self._host.tokenizer, self._host.model.generation_config)}
         if settings.do_sample:
             kwargs.update(temperature=float(settings.temperature), top_p=float(settings.top_p))
         else:  # no sampling knobs from the model's generation_config either (avoids warnings)

@@ -151,6 +151,27 @@ def is_variant_dir(path: Path) -> bool:
     return path.is_dir() and (path / ADAPTER_CONFIG).is_file()
 
 
+def find_variant_dir(name_or_dir: str, variants_dir: Path) -> Path:
+    """The directory of a variant: ``name_or_dir`` itself when it is a variant directory, else
+    ``variants_dir/name``, else the directory under ``variants_dir`` whose card has that name."""
+    path = Path(name_or_dir).expanduser()
+    if is_variant_dir(path):
+        return path
+    variants_dir = Path(variants_dir)
+    candidate = variants_dir / name_or_dir
+    if is_variant_dir(candidate):
+        return candidate
+    if variants_dir.is_dir():  # a card may name its variant differently from its dir
+        for sub in sorted(variants_dir.iterdir()):
+            if is_variant_dir(sub):
+                with contextlib.suppress(ModelError):
+                    if Card.load(sub).name == name_or_dir:
+                        return sub
+    known = [v["name"] for v in list_variants(variants_dir, [])]
+    raise ModelError(f"variant {name_or_dir!r}: not a variant directory and not found under "
+                     f"{variants_dir} (known: {', '.join(known) or 'none'})")
+
+
 def list_variants(variants_dir: Path, base_models: list[str], *,
                   cache_dir: Path | None = None) -> list[dict]:
     """``{"name", "kind", "base_model", "path"}`` for every variant directory under

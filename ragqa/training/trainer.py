@@ -271,10 +271,9 @@ def generate_outputs(model, tokenizer, rows, max_new_tokens: int) -> list[str]:
     """Greedy outputs for feature rows (their prompts only), one at a time (no padding effects)."""
     import torch
 
-    stop = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in
-                                       ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>")
-                                       if t in tokenizer.get_vocab()]
-    stop = [s for s in dict.fromkeys(stop) if s is not None]
+    from ragqa.generators.engine import stop_ids
+
+    stop = stop_ids(tokenizer, model.generation_config)
     was_training = model.training
     model.eval()
     outputs = []
@@ -372,11 +371,6 @@ def load_training_model(cfg: TrainConfig, path):
 
 
 # ----------------------------------------------------------------------------- train
-
-def _data_hash(data_dir: Path, manifest: dict) -> str:
-    files = manifest.get("files") or {}
-    return files.get("train.jsonl") or ""
-
 
 def _partial_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
@@ -516,7 +510,7 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
     card = Card(
         name=name, kind=cfg.method, base_model=cfg.model, base_fingerprint=model_fingerprint(model_path),
         template=templates[0] if len(templates) == 1 else ",".join(templates),
-        data_hash=_data_hash(cfg.data, manifest),
+        data_hash=(manifest.get("files") or {}).get("train.jsonl", ""),
         metrics={"validation": {k[5:]: v for k, v in best.items() if k.startswith("eval_")
                                 and not k.endswith(("runtime", "per_second"))},
                  "best_step": best.get("step"), "steps": state.global_step,
