@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 
 IDS_FILE = "chunk_ids.npy"
+# question words (as tokenize stems them) are not stopwords for search, but they say nothing about
+# whether a passage covers the question
+QUESTION_TERMS = frozenset(("what", "which", "who", "whom", "whose", "when", "where", "whi",
+                            "how", "did", "doe", "do"))
 
 
 def _stemmer():
@@ -68,6 +72,25 @@ class BM25Index:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(self.chunk_ids[i]), float(scores[i])) for i in top if scores[i] > 0]
+
+    def coverage(self, query: str, texts: Sequence[str]) -> list[float]:
+        """For each text, the share of the query's content terms (stopwords dropped, stemmed) it
+        contains, each term weighted by its BM25 idf in this index; a term the index has never seen
+        gets the highest idf. An off-topic question's rare terms (names, places) are missing
+        from every passage, so its coverage stays low even when the embedding looks similar."""
+        terms = set(tokenize([query])[0]) - QUESTION_TERMS
+        if not terms or not texts:
+            return [0.0 for _ in texts]
+        n = len(self.chunk_ids)
+        vocab = self._retriever.vocab_dict if n else {}
+        df = np.diff(np.asarray(self._retriever.scores["indptr"])) if n else np.zeros(0)
+        idf = {t: float(np.log(1 + (n - (d := df[vocab[t]] if t in vocab else 0) + 0.5) / (d + 0.5)))
+               for t in terms}
+        total = sum(idf.values())
+        if total <= 0:
+            return [0.0 for _ in texts]
+        return [sum(w for t, w in idf.items() if t in have) / total
+                for have in map(set, tokenize(texts))]
 
 
 def describe() -> str:

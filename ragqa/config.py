@@ -85,9 +85,12 @@ class Settings:
     temperature: float = 0.7
     repetition_penalty: float = 1.1
     gen_dtype: str = "bfloat16"  # bf16 serves ~5x faster prompt processing than fp32 on AVX512_BF16 CPUs
-    # best dense cosine similarity below which ragqa answers "I don't know" without generating;
-    # calibrated on SQuAD dev articles by scripts/calibrate_abstention.py (README "Abstention")
-    abstain_threshold: float = 0.42
+    # ragqa answers "I don't know" without generating when the relevance of what it retrieved,
+    # best dense cosine similarity + abstain_coverage_weight x term coverage of the hits (0..1),
+    # is below abstain_threshold; both calibrated on SQuAD dev articles by
+    # scripts/calibrate_abstention.py (README "Abstention"). Weight 0: similarity alone.
+    abstain_threshold: float = 0.56
+    abstain_coverage_weight: float = 0.2
     cache_dir: Path = field(default_factory=default_cache_dir)
     embedding_cache: bool = True
     max_file_mb: int = 200
@@ -108,6 +111,8 @@ class Settings:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be >= 1")
         if self.chunk_tokens is not None and self.chunk_tokens < 16:
             raise ConfigError(f"setting chunk_tokens={self.chunk_tokens!r} must be >= 16 (or unset)")
+        if self.abstain_coverage_weight < 0:
+            raise ConfigError(f"setting abstain_coverage_weight={self.abstain_coverage_weight!r} must be >= 0")
         if self.shots < 0:
             raise ConfigError(f"setting shots={self.shots!r} must be >= 0")
         if self.chunk_overlap < 0:

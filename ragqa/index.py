@@ -181,9 +181,9 @@ class Index:
 
     def retrieve_batch(self, questions: Sequence[str], k: int = 10, mode: str | None = None,
                        per_doc: bool = False) -> list[Retrieval]:
-        """Like ``search_batch``, also giving each question's best dense cosine similarity (what
-        "is anything relevant here?" is judged on: RRF and BM25 scores are not comparable across
-        questions)."""
+        """Like ``search_batch``, also giving each question's best dense cosine similarity and the
+        term coverage of its hits (what "is anything relevant here?" is judged on: RRF and BM25
+        scores are not comparable across questions)."""
         mode = mode or self.settings.mode
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"mode {mode!r} must be one of dense, bm25, hybrid")
@@ -220,7 +220,9 @@ class Index:
                 fused = rrf([[self._doc(c) for c, _ in lst[:n]] for lst in lists], self.settings.rrf_k)
                 ranked = [(chunk_of[d][1], score) for d, score in fused]
             top = dense[i][0][1] if dense[i] else None
-            results.append(Retrieval(self._hits(ranked[:k]), top))
+            hits = self._hits(ranked[:k])
+            coverage = max(self.bm25.coverage(question, [h.text for h in hits]), default=0.0)
+            results.append(Retrieval(hits, top, coverage))
         return results
 
     def _hits(self, ranked: Sequence[tuple[int, float]]) -> list[Hit]:

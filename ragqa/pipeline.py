@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ragqa.config import Settings
 from ragqa.index import Index
-from ragqa.retrieval import dataclass_json
+from ragqa.retrieval import Retrieval, dataclass_json
 from ragqa.prompting import (Passage, Prompt, build_prompt, load_examples, load_template, render,
                              rewrite_messages, select_examples)
 
@@ -225,13 +225,15 @@ class RagQA:
         answer = Answer(question=question, text="", sources=[], variant=variant, timings=timings,
                         standalone_question=standalone if standalone != question else None)
         hits = retrieval.hits
-        top = retrieval.top_similarity
-        if not hits or (top is not None and top < self.settings.abstain_threshold):
+        relevance = self.relevance(retrieval)
+        if not hits or (relevance is not None and relevance < self.settings.abstain_threshold):
             answer.text = ABSTAIN_TEXT
             answer.abstained = True
+            w = self.settings.abstain_coverage_weight
             answer.reason = ("no passage was found" if not hits else
-                             f"nothing relevant found (best similarity {top:.2f} < threshold "
-                             f"{self.settings.abstain_threshold:.2f})")
+                             f"nothing relevant found (relevance {relevance:.3f} = best similarity "
+                             f"{retrieval.top_similarity:.3f} + {w:g} x term coverage {retrieval.coverage:.3f}"
+                             f" < threshold {self.settings.abstain_threshold:.3f})")
             return answer, None
         passages = [Passage(text=h.text, title=h.title, doc_id=h.doc_id, score=h.score) for h in hits]
         prompt = self.prompt_for(standalone, passages, template=template, history=history)
@@ -242,6 +244,13 @@ class RagQA:
                                          chunk_id=h.chunk_id, source=h.source, page=h.page))
         timings["prompt_tokens"] = prompt.tokens
         return answer, prompt
+
+    def relevance(self, retrieval: Retrieval) -> float | None:
+        """How relevant the retrieved passages look: best dense similarity + abstain_coverage_weight x
+        term coverage (None without dense similarities, i.e. in bm25 mode: no gate)."""
+        if retrieval.top_similarity is None:
+            return None
+        return retrieval.top_similarity + self.settings.abstain_coverage_weight * retrieval.coverage
 
     def prompt_for(self, question: str, passages: Sequence[Passage], *, template: str | None = None,
                    history: Sequence[tuple[str, str]] = ()) -> Prompt:

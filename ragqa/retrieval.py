@@ -30,6 +30,8 @@ class Hit:
 class Retrieval:
     hits: list[Hit]
     top_similarity: float | None  # best dense cosine similarity to the question (None in bm25 mode)
+    # the best idf-weighted share of the question's terms found in one of the hits (BM25Index.coverage)
+    coverage: float = 0.0
 
 
 def rrf(ranked_lists: Sequence[Sequence[Hashable]], k: int = 60) -> list[tuple[Hashable, float]]:

@@ -220,3 +220,29 @@ def test_report_json_has_contract_keys(tmp_path, corpus, settings):
     out = Index.build([corpus], tmp_path / "idx", settings).to_json()
     assert {"documents", "chunks", "added", "updated", "removed", "unchanged", "skipped", "seconds"} <= set(out)
     json.dumps(out)
+
+
+def test_term_coverage_weights_rare_and_unseen_terms():
+    from ragqa.bm25 import BM25Index
+
+    texts = ["The Eiffel Tower stands in Paris.", "Paris is the capital of France.",
+             "Honey bees collect nectar in Paris parks.", "The tower of London is old."]
+    bm = BM25Index.build(texts, list(range(len(texts))))
+    full, capital, none = bm.coverage("Where is the Eiffel Tower?", [texts[0], texts[1], "Bees and nectar."])
+    assert full == 1.0 and capital == 0.0 and none == 0.0
+    # "tower" is in two chunks, "eiffel" in one: the rarer term carries more of the weight
+    (only_tower,) = bm.coverage("Eiffel tower", [texts[3]])
+    assert 0.3 < only_tower < 0.5
+    # a term the index never saw weighs most: missing it leaves coverage below one half
+    (paris_only,) = bm.coverage("Paris zeppelin", [texts[1]])
+    assert paris_only < 0.5
+    assert bm.coverage("the of is", texts[:1]) == [0.0]  # stopwords only
+    assert BM25Index.build([], []).coverage("Eiffel", ["Eiffel"]) == [1.0]
+
+
+def test_retrieval_reports_coverage_of_its_hits(tmp_path, corpus, settings):
+    Index.build([corpus], tmp_path / "idx", settings)
+    with Index.open(tmp_path / "idx", settings) as idx:
+        on, off = idx.retrieve_batch(["honey bees nectar", "quantum chromodynamics gluon"], k=2)
+    assert on.coverage == 1.0 and off.coverage == 0.0
+    assert on.top_similarity > off.top_similarity

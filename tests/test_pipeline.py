@@ -38,6 +38,23 @@ def test_nothing_relevant_abstains_without_generating(qa):
     assert qa.generator.calls == []
 
 
+def test_gate_adds_term_coverage_to_similarity(qa):
+    question = "Where is the Eiffel Tower?"
+    retrieval = qa.index.retrieve_batch([question], k=2)[0]
+    sim, cov = retrieval.top_similarity, retrieval.coverage
+    assert cov == 1.0
+    # a threshold just above the similarity: similarity alone abstains, with coverage added it answers
+    qa.settings = qa.settings.replace(abstain_threshold=sim + 0.05, abstain_coverage_weight=0.0)
+    assert qa.ask(question).abstained
+    qa.settings = qa.settings.replace(abstain_coverage_weight=0.1)
+    assert qa.relevance(retrieval) == pytest.approx(sim + 0.1)
+    assert not qa.ask(question).abstained
+    qa.settings = qa.settings.replace(abstain_threshold=sim + 0.15)
+    calls = len(qa.generator.calls)
+    ans = qa.ask(question)
+    assert ans.abstained and "term coverage 1.000" in ans.reason and len(qa.generator.calls) == calls
+
+
 def test_model_abstention_is_flagged():
     assert is_abstention("I don't know.") and is_abstention("  I do not know the answer")
     assert not is_abstention("Paris [1]")
