@@ -34,6 +34,7 @@ class BM25Index:
     def __init__(self, retriever, chunk_ids: np.ndarray):
         self._retriever = retriever
         self.chunk_ids = chunk_ids
+        self._df: np.ndarray | None = None
 
     @classmethod
     def build(cls, texts: Sequence[str], chunk_ids: Sequence[int]) -> BM25Index:
@@ -73,6 +74,13 @@ class BM25Index:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(self.chunk_ids[i]), float(scores[i])) for i in top if scores[i] > 0]
 
+    def _doc_freq(self) -> np.ndarray:
+        """Chunks containing each vocabulary term (the lengths of bm25s's per-term score lists), once."""
+        if self._df is None:
+            self._df = (np.diff(np.asarray(self._retriever.scores["indptr"])) if len(self.chunk_ids)
+                        else np.zeros(0, dtype=np.int64))
+        return self._df
+
     def coverage(self, query: str, texts: Sequence[str]) -> list[float]:
         """For each text, the share of the query's content terms (stopwords dropped, stemmed) it
         contains, each term weighted by its BM25 idf in this index; a term the index has never seen
@@ -83,7 +91,7 @@ class BM25Index:
             return [0.0 for _ in texts]
         n = len(self.chunk_ids)
         vocab = self._retriever.vocab_dict if n else {}
-        df = np.diff(np.asarray(self._retriever.scores["indptr"])) if n else np.zeros(0)
+        df = self._doc_freq()
         idf = {t: float(np.log(1 + (n - (d := df[vocab[t]] if t in vocab else 0) + 0.5) / (d + 0.5)))
                for t in terms}
         total = sum(idf.values())

@@ -180,10 +180,10 @@ class Index:
         return [r.hits for r in self.retrieve_batch(questions, k=k, mode=mode, per_doc=per_doc)]
 
     def retrieve_batch(self, questions: Sequence[str], k: int = 10, mode: str | None = None,
-                       per_doc: bool = False) -> list[Retrieval]:
+                       per_doc: bool = False, coverage: bool = False) -> list[Retrieval]:
         """Like ``search_batch``, also giving each question's best dense cosine similarity and the
-        term coverage of its hits (what "is anything relevant here?" is judged on: RRF and BM25
-        scores are not comparable across questions)."""
+        term coverage of its hits when ``coverage`` is asked for (what "is anything relevant here?"
+        is judged on: RRF and BM25 scores are not comparable across questions)."""
         mode = mode or self.settings.mode
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"mode {mode!r} must be one of dense, bm25, hybrid")
@@ -221,8 +221,8 @@ class Index:
                 ranked = [(chunk_of[d][1], score) for d, score in fused]
             top = dense[i][0][1] if dense[i] else None
             hits = self._hits(ranked[:k])
-            coverage = max(self.bm25.coverage(question, [h.text for h in hits]), default=0.0)
-            results.append(Retrieval(hits, top, coverage))
+            cov = max(self.bm25.coverage(question, [h.text for h in hits]), default=0.0) if coverage else 0.0
+            results.append(Retrieval(hits, top, cov))
         return results
 
     def _hits(self, ranked: Sequence[tuple[int, float]]) -> list[Hit]:

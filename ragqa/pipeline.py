@@ -220,7 +220,8 @@ class RagQA:
         if history:
             timings["rewrite_ms"] = round(1000 * (time.perf_counter() - t0), 1)
         t1 = time.perf_counter()
-        retrieval = self.index.retrieve_batch([standalone], k=k or self.settings.top_k, mode=mode)[0]
+        retrieval = self.index.retrieve_batch([standalone], k=k or self.settings.top_k, mode=mode,
+                                             coverage=True)[0]
         timings["retrieve_ms"] = round(1000 * (time.perf_counter() - t1), 1)
         answer = Answer(question=question, text="", sources=[], variant=variant, timings=timings,
                         standalone_question=standalone if standalone != question else None)

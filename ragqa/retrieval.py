@@ -30,7 +30,8 @@ class Hit:
 class Retrieval:
     hits: list[Hit]
     top_similarity: float | None  # best dense cosine similarity to the question (None in bm25 mode)
-    # the best idf-weighted share of the question's terms found in one of the hits (BM25Index.coverage)
+    # the best idf-weighted share of the question's terms found in one of the hits (BM25Index.coverage;
+    # 0 unless retrieve_batch was asked for it)
     coverage: float = 0.0
 
 

@@ -57,7 +57,7 @@ def main() -> None:
 
     with Index.open(work / "idx", settings) as idx:
         def features(items):
-            res = idx.retrieve_batch([q for q, _ in items], k=settings.top_k)
+            res = idx.retrieve_batch([q for q, _ in items], k=settings.top_k, coverage=True)
             return (np.array([r.top_similarity for r in res]), np.array([r.coverage for r in res]),
                     np.array([a for _, a in items]))
 

@@ -243,6 +243,8 @@ def test_term_coverage_weights_rare_and_unseen_terms():
 def test_retrieval_reports_coverage_of_its_hits(tmp_path, corpus, settings):
     Index.build([corpus], tmp_path / "idx", settings)
     with Index.open(tmp_path / "idx", settings) as idx:
-        on, off = idx.retrieve_batch(["honey bees nectar", "quantum chromodynamics gluon"], k=2)
-    assert on.coverage == 1.0 and off.coverage == 0.0
+        on, off = idx.retrieve_batch(["honey bees nectar", "quantum chromodynamics gluon"], k=2,
+                                     coverage=True)
+        plain = idx.retrieve_batch(["honey bees nectar"], k=2)[0]  # not asked for: not computed
+    assert on.coverage == 1.0 and off.coverage == 0.0 and plain.coverage == 0.0
     assert on.top_similarity > off.top_similarity

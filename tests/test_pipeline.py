@@ -40,7 +40,7 @@ def test_nothing_relevant_abstains_without_generating(qa):
 
 def test_gate_adds_term_coverage_to_similarity(qa):
     question = "Where is the Eiffel Tower?"
-    retrieval = qa.index.retrieve_batch([question], k=2)[0]
+    retrieval = qa.index.retrieve_batch([question], k=2, coverage=True)[0]
     sim, cov = retrieval.top_similarity, retrieval.coverage
     assert cov == 1.0
     # a threshold just above the similarity: similarity alone abstains, with coverage added it answers
