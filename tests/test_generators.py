@@ -1,5 +1,5 @@
 """Generator mechanics on a tiny random Llama built here (no downloads): every variant kind gives
-the same tokens as a stand-alone PeftModel of its adapter, the base stays the plain model, one
+the same tokens as greedy decoding over a stand-alone PeftModel of its adapter, the base stays the plain model, one
 base module is shared, and concurrent calls never see another call's variant."""
 
 from __future__ import annotations
@@ -93,16 +93,31 @@ def gen_kwargs(n=MAX_NEW):
                 eos_token_id=1)
 
 
-def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW) -> list[int]:
-    """What a fresh base (+ a stand-alone PeftModel of the adapter) generates."""
+def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW, repetition_penalty=None) -> list[int]:
+    """What a fresh base (+ a stand-alone PeftModel of the adapter) writes, decoded greedily one
+    token at a time from its full forward pass over the whole sequence (no cache), with the
+    repetition penalty of ``gen_kwargs``. That forward pass is what training optimises, and this
+    reference does not go through ``generate``: with transformers 5.24 PEFT 0.21's own
+    ``generate`` drops a prefix and misplaces a soft prompt, so it cannot be the reference."""
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
     model, tokenizer = load_base(base_dir, dtype="bfloat16")
     if adapter_dir is not None:
         model = peft.PeftModel.from_pretrained(model, str(adapter_dir)).eval()
-    enc = tokenizer(prompt, return_tensors="pt")
+    kwargs = gen_kwargs(n)
+    penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty or kwargs["repetition_penalty"])
+    seq = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    out: list[int] = []
     with torch.inference_mode():
-        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                             **gen_kwargs(n))
-    return out[0, enc["input_ids"].shape[1]:].tolist()
+        for _ in range(n):
+            logits = model(input_ids=seq, attention_mask=torch.ones_like(seq),
+                           use_cache=False).logits[:, -1].float()
+            token = int(penalty(seq, logits).argmax())
+            out.append(token)
+            if token == kwargs["eos_token_id"]:
+                break
+            seq = torch.cat([seq, torch.tensor([[token]])], dim=1)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +198,26 @@ def test_each_variant_matches_standalone_peft(gen, expected):
         # the base, after every kind was loaded, is still the plain model
         assert gen.generate(prompt, settings=SETTINGS).token_ids == expected[("base", prompt)]
     assert expected[("my-lora", PROMPTS[0])] != expected[("my-lora-2", PROMPTS[0])]
+
+
+def test_peft_generate_fixed_for_prompt_learning(world, expected):
+    """Training's validation calls PEFT's own generate on a soft-prompt / prefix PeftModel: with
+    the fix it writes what the forward pass gives, and the base module's prepare function is its
+    own again afterwards (the prefix kind wraps the shared module)."""
+    from ragqa.generators.peft_compat import fix_prompt_learning_generation
+
+    for name in ["soft", "prefix"]:
+        model, tokenizer = load_base(world["base"], dtype="bfloat16")
+        own_prepare = model.prepare_inputs_for_generation
+        wrapped = peft.PeftModel.from_pretrained(model, str(world["variants"] / name)).eval()
+        fix_prompt_learning_generation(wrapped)
+        fix_prompt_learning_generation(wrapped)  # idempotent
+        for prompt in PROMPTS[:2]:
+            enc = tokenizer(prompt, return_tensors="pt")
+            with torch.inference_mode():
+                out = wrapped.generate(**enc, **gen_kwargs())
+            assert out[0, enc["input_ids"].shape[1]:].tolist() == expected[(name, prompt)], name
+        assert model.prepare_inputs_for_generation == own_prepare
 
 
 def test_result_fields_and_text(gen, expected):
@@ -387,19 +422,15 @@ def test_fingerprint_is_stable_across_copies(world, tmp_path):
 
 def test_repetition_penalty_covers_the_prompt_for_every_kind(world, gen):
     """The soft prompt goes in through inputs_embeds; the prompt's own tokens must still be
-    penalised, as in PEFT's generate."""
+    penalised, as greedy decoding with the penalty over the PeftModel's forward pass does."""
     settings = GenerationSettings(max_new_tokens=MAX_NEW, repetition_penalty=20.0)
     prompt = "w5 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15"
+    prompt_ids = gen.tokenizer(prompt)["input_ids"]
     for name in ["soft", "my-lora", "prefix"]:
-        model, tokenizer = load_base(world["base"], dtype="bfloat16")
-        model = peft.PeftModel.from_pretrained(model, str(world["variants"] / name)).eval()
-        enc = tokenizer(prompt, return_tensors="pt")
-        kwargs = dict(gen_kwargs(), repetition_penalty=20.0)
-        with torch.inference_mode():
-            want = model.generate(**enc, **kwargs)[0, enc["input_ids"].shape[1]:].tolist()
+        want = expected_ids(world["base"], world["variants"] / name, prompt, repetition_penalty=20.0)
         got = gen.generate(prompt, variant=name, settings=settings).token_ids
         assert got == want, name
-        assert not set(got) & set(enc["input_ids"][0].tolist())
+        assert not set(got) & set(prompt_ids)
 
 
 def test_card_kind_must_match_the_adapter(world, tmp_path):

@@ -5,13 +5,15 @@ state whose exact injection (cache type, positions, masks) is PEFT's business. S
 prefix-tuning variant gets its own ``PeftModel.from_pretrained(host.model, dir)``: a prompt
 learning PeftModel injects no layers, it only holds the prefix and wraps the shared base module
 (no weight is copied), and it runs inside the LoRA PeftModel's ``disable_adapter()`` so no LoRA
-adapter is active underneath. Output equals a stand-alone PeftModel of the adapter (tests).
+adapter is active underneath. Greedy output equals a step-by-step greedy loop over the
+PeftModel's full forward pass, the pass training optimises (tests).
 """
 
 from __future__ import annotations
 
 import warnings
 
+from ragqa.generators.peft_compat import fix_prompt_learning_generation
 from ragqa.generators.registry import VariantKind, read_adapter_config, register_kind
 
 
@@ -28,6 +30,7 @@ class PrefixTuningKind(VariantKind):
                                                   adapter_name=self.adapter_name,
                                                   is_trainable=False)
         self.peft.eval()
+        fix_prompt_learning_generation(self.peft)  # transformers >= 5.24: see peft_compat
 
     def generate(self, input_ids, attention_mask, **gen_kwargs):
         with self.host.base_context():

@@ -6,8 +6,9 @@ adapter_model.safetensors), so it is read once and prepended to the prompt's tok
 with the attention mask extended by ones, and the base model generates from ``inputs_embeds``
 with every LoRA-style adapter disabled. ``input_ids`` of the same length go along (the prompt's
 tokens after placeholders for the virtual ones) so the repetition penalty sees the prompt. The
-output is token-identical to ``PeftModel.from_pretrained(base, dir).generate(...)`` (checked in
-tests/test_generators.py, repetition penalty included).
+output is token-identical to greedy decoding over ``PeftModel.from_pretrained(base, dir)``'s
+forward pass (checked in tests/test_generators.py, repetition penalty included); PEFT's own
+``generate`` no longer is, with transformers 5.24.
 """
 
 from __future__ import annotations

@@ -460,6 +460,10 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         f"{sum(len(r['input_ids']) for r in train_rows) / len(train_rows):.0f} tokens on average")
 
     model = get_peft_model(model, peft_config(cfg, model, model_path))
+    if cfg.method != "lora":  # validation generates with PEFT's generate (transformers >= 5.24)
+        from ragqa.generators.peft_compat import fix_prompt_learning_generation
+
+        fix_prompt_learning_generation(model)
     trainable, total = model.get_nb_trainable_parameters()
     log(f"{cfg.method}: {trainable:,} trainable of {total:,} parameters")
 
