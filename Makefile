@@ -66,7 +66,7 @@ tune: install
 		--variants base,dialogsum-lora,squad-lora --predictions --report reports/dialogsum-smollm2-variants
 
 # variants of the default generator (qwen2.5-coder-0.5b-instruct): each step takes ~1 min on one
-# CPU thread, about 2.5 h of training and 1.5 h of evaluation in all; run `make tune` first (data)
+# CPU thread, about 3 h of training and 1.5 h of evaluation in all; run `make tune` first (data)
 Q := qwen2.5-coder-0.5b-instruct
 tune-qwen: install
 	$(BIN)/python scripts/squad_splits.py $(T)
@@ -77,7 +77,7 @@ tune-qwen: install
 		--method prompt-tuning --max-steps 24 --eval-steps 12 --eval-examples 8 --patience 2 \
 		--batch-size 2 --grad-accum 2 --overwrite
 	$(BIN)/ragqa train --data $(T)/dialogsum-data --out adapters/dialogsum-lora-qwen --model $(Q) --method lora \
-		--max-steps 60 --eval-steps 20 --eval-examples 8 --patience 2 --lr 3e-4 --lora-r 16 --lora-alpha 32 \
+		--epochs 1.5 --eval-steps 30 --eval-examples 16 --patience 3 --lr 3e-4 --lora-r 8 --lora-alpha 16 \
 		--target-modules all-linear --overwrite
 	$(BIN)/ragqa eval qa --index $(T)/squad-all-index --data $(T)/squad-report.json --model $(Q) \
 		--variants base,squad-lora-qwen --limit 40 --seed 2 --predictions --report reports/squad-qwen-e2e
@@ -87,6 +87,10 @@ tune-qwen: install
 		--variants base,squad-soft-prompt-qwen --limit 40 --seed 2 --predictions --report reports/squad-qwen-soft-prompt
 	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model $(Q) \
 		--variants base,dialogsum-lora-qwen --predictions --report reports/dialogsum-qwen-variants
+	$(BIN)/ragqa eval qa --index $(T)/squad-all-index --data $(T)/squad-report.json --model $(Q) \
+		--variants base,dialogsum-lora-qwen --limit 40 --seed 2 --predictions --report reports/squad-qwen-forgetting
+	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model $(Q) \
+		--variants base,squad-lora-qwen --predictions --report reports/dialogsum-qwen-forgetting
 
 clean:
 	rm -rf $(VENV) indexes/demo
