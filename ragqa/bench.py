@@ -36,6 +36,14 @@ import numpy as np
 from ragqa.config import Settings
 
 
+
+def _dtype(setting: str) -> str:
+    """The generator dtype a setting resolves to on this machine (``auto`` shows what it chose)."""
+    from ragqa.generators.models import resolve_dtype
+
+    resolved = resolve_dtype(setting)
+    return resolved if resolved == setting else f"{resolved} ({setting})"
+
 def machine_info(threads: int) -> dict:
     import faiss
     import torch
@@ -327,7 +335,7 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
     runs = max(1, int(runs))
     n_max = int(max_new_tokens)
     results: dict = {"model": settings.model, "machine": machine_info(settings.threads),
-                     "settings": {"threads": settings.threads, "gen_dtype": settings.gen_dtype,
+                     "settings": {"threads": settings.threads, "gen_dtype": _dtype(settings.gen_dtype),
                                   "max_new_tokens": n_max, "runs": runs}}
     echo(f"resolving {settings.model} ...")
     model_dir = resolve_model(settings.model, settings.cache_dir)
@@ -675,7 +683,7 @@ def bench_all(settings: Settings, out: Path, *, quick: bool = False, corpus: Pat
     results: dict = {"quick": quick, "plan": dataclasses.asdict(plan), "machine": machine_info(settings.threads),
                      "settings": {"embedder": settings.embedder, "embed_backend": settings.embed_backend,
                                   "threads": settings.threads, "model": settings.model,
-                                  "gen_dtype": settings.gen_dtype},
+                                  "gen_dtype": _dtype(settings.gen_dtype)},
                      "stages": {}}
     st = results["stages"]
     work = Path(tempfile.mkdtemp(prefix="ragqa-bench-all-"))

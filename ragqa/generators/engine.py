@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ragqa.errors import ConfigError, ModelError
 from ragqa.generators.models import (BASE_MODELS, DEFAULT_MODEL, converted_path, load_base,
-                                     load_tokenizer, model_fingerprint, one_line,
+                                     load_tokenizer, model_fingerprint, one_line, resolve_dtype,
                                      resolve_model)
 from ragqa.generators.registry import (CARD_FILE, Card, ModelHost, VariantKind, find_variant_dir,
                                        get_kind, kind_from_peft_type, list_variants,
@@ -130,11 +130,11 @@ def _cancel_criteria(event: threading.Event):
 
 class Generator:
     def __init__(self, model: str = DEFAULT_MODEL, *, cache_dir: Path,
-                 variants_dir: Path = Path("adapters"), dtype="bfloat16", threads: int = 1):
+                 variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
         self.threads = max(1, int(threads))
         self._lock = threading.Lock()      # every load and generation
         self._owner: int | None = None

@@ -277,6 +277,26 @@ def model_fingerprint(path: Path | str) -> str:
 
 # ---------------------------------------------------------------------------------- loading
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 AVX512_BF16 or AMX-BF16; read from
+    /proc/cpuinfo, so False off Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto`` -> ``bfloat16`` on CPUs with native bf16, else ``float32``. Measured on 472-token
+    prompts, one thread: with AVX512_BF16 (Intel Xeon) bf16 processes prompts ~5x faster than
+    fp32; without it (AMD EPYC, AVX2) bf16 is emulated and ~6-8x SLOWER (SmolLM2 13.3 s vs 2.2 s,
+    Qwen 0.5B 45.5 s vs 5.8 s), while fp32 costs only twice the memory (README "Generation")."""
+    if dtype == "auto":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return dtype
+
+
 def torch_dtype(dtype):
     import torch
 
@@ -284,10 +304,11 @@ def torch_dtype(dtype):
         return dtype
     table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
              "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
+    dtype = resolve_dtype(dtype)
     if dtype not in table:
         from ragqa.errors import ConfigError
 
-        raise ConfigError(f"dtype {dtype!r}: use one of bfloat16, float32, float16")
+        raise ConfigError(f"dtype {dtype!r}: use one of auto, bfloat16, float32, float16")
     return table[dtype]
 
 
@@ -304,7 +325,7 @@ def load_tokenizer(path: Path | str):
     return tokenizer
 
 
-def load_base(path: Path | str, dtype="bfloat16", threads: int = 1):
+def load_base(path: Path | str, dtype="auto", threads: int = 1):
     """(model, tokenizer) in eval mode, torch threads set, pad token set if missing."""
     import torch
     from transformers import AutoModelForCausalLM
