@@ -78,6 +78,9 @@ tune-qwen: install
 	$(BIN)/ragqa train --data $(T)/squad-data --out adapters/squad-soft-prompt-qwen --model $(Q) \
 		--method prompt-tuning --max-steps 24 --eval-steps 12 --eval-examples 8 --patience 2 \
 		--batch-size 2 --grad-accum 2 --overwrite
+	$(BIN)/ragqa train --data $(T)/squad-data --out adapters/squad-prefix-qwen --model $(Q) \
+		--method prefix-tuning --max-steps 24 --eval-steps 12 --eval-examples 8 --patience 2 \
+		--batch-size 2 --grad-accum 2 --overwrite
 	$(BIN)/ragqa train --data $(T)/dialogsum-data --out adapters/dialogsum-lora-qwen --model $(Q) --method lora \
 		--epochs 1.5 --eval-steps 30 --eval-examples 16 --patience 3 --lr 3e-4 --lora-r 8 --lora-alpha 16 \
 		--target-modules all-linear --overwrite
@@ -87,6 +90,8 @@ tune-qwen: install
 		--variants base,squad-lora-qwen --limit 40 --seed 2 --gold-context --predictions --report reports/squad-qwen-gold
 	$(BIN)/ragqa eval qa --index $(T)/squad-all-index --data $(T)/squad-report.json --model $(Q) \
 		--variants base,squad-soft-prompt-qwen --limit 40 --seed 2 --predictions --report reports/squad-qwen-soft-prompt
+	$(BIN)/ragqa eval qa --index $(T)/squad-all-index --data $(T)/squad-report.json --model $(Q) \
+		--variants base,squad-prefix-qwen --limit 40 --seed 2 --predictions --report reports/squad-qwen-prefix
 	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model $(Q) \
 		--variants base,dialogsum-lora-qwen --predictions --report reports/dialogsum-qwen-variants
 	$(BIN)/ragqa eval qa --index $(T)/squad-all-index --data $(T)/squad-report.json --model $(Q) \
