@@ -36,13 +36,13 @@ import numpy as np
 from ragqa.config import Settings
 
 
-
 def _dtype(setting: str) -> str:
     """The generator dtype a setting resolves to on this machine (``auto`` shows what it chose)."""
     from ragqa.generators.models import resolve_dtype
 
     resolved = resolve_dtype(setting)
     return resolved if resolved == setting else f"{resolved} ({setting})"
+
 
 def machine_info(threads: int) -> dict:
     import faiss

@@ -1,6 +1,7 @@
 """Generator mechanics on a tiny random Llama built here (no downloads): every variant kind gives
-the same tokens as greedy decoding over a stand-alone PeftModel of its adapter, the base stays the plain model, one
-base module is shared, and concurrent calls never see another call's variant."""
+the same tokens as greedy decoding over a stand-alone PeftModel of its adapter, the base stays
+the plain model, one base module is shared, and concurrent calls never see another call's
+variant."""
 
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ def gen_kwargs(n=MAX_NEW):
 
 def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW, repetition_penalty=None) -> list[int]:
     """What a fresh base (+ a stand-alone PeftModel of the adapter) writes, decoded greedily one
-    token at a time from its full forward pass over the whole sequence (no cache), with the
-    repetition penalty of ``gen_kwargs``. That forward pass is what training optimises, and this
+    token at a time from its full forward pass over the whole sequence (no cache), with
+    ``repetition_penalty`` (default: the one of ``gen_kwargs``). That forward pass is what training optimises, and this
     reference does not go through ``generate``: with transformers 5.24 PEFT 0.21's own
     ``generate`` drops a prefix and misplaces a soft prompt, so it cannot be the reference."""
     from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor

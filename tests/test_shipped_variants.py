@@ -78,7 +78,8 @@ def _serves(model: str, package: str, tmp_path_factory):
         pytest.skip(f"needs {BASE_MODELS[model].pip}")
     from ragqa.generators import GenerationSettings, Generator
 
-    mine = {p.name: Card.load(p).template for p in SHIPPED if Card.load(p).base_model == model}
+    cards = [Card.load(p) for p in SHIPPED]
+    mine = {c.name: c.template for c in cards if c.base_model == model}
     assert mine
     cache = tmp_path_factory.mktemp("shipped-cache")
     gen = Generator(model, cache_dir=cache, variants_dir=ADAPTERS, threads=1)
