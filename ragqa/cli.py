@@ -324,17 +324,27 @@ def eval_qa(
     predictions: Annotated[bool, typer.Option("--predictions", help="Also write predictions.jsonl.")] = False,
     threads: ThreadsOpt = None,
 ) -> None:
-    """EM / F1 / gold passage in sources / abstention per variant, on the same retrieved passages."""
-    from ragqa.evaluation import evaluate_qa, load_qa_data, sample_items, write_qa_report
-    from ragqa.pipeline import RagQA
+    """EM / F1 / gold passage in sources / abstention per variant, on the same retrieved passages.
+    Variants of different base models compare in one report: --variants
+    qwen2.5-coder-1.5b-instruct:base,squad-lora-qwen (quality, seconds, memory and size side by side)."""
+    from ragqa.evaluation import contenders, evaluate_qa, load_qa_data, sample_items, write_qa_report
+    from ragqa.pipeline import RagQA, make_generator, model_for_variants
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    settings = _for_variants(_settings(threads=threads, model=model), model, names)
+    settings = _for_variants(_settings(threads=threads, model=model), model,
+                             [n for n in names if ":" not in n])
+    entries = contenders(names, settings.model,
+                         variant_base=lambda name: model_for_variants(settings, [name]).model)
     items = sample_items(load_qa_data(data), limit, seed)
     with RagQA.open(index, settings) as qa, _progress("questions", "questions") as progress:
-        summary, rows = evaluate_qa(qa, items, names, gold_context=gold_context, k=k, template=template,
-                                    progress=progress)
-    meta = {"data": str(data), "index": str(index), "model": settings.model, "questions": len(items),
+        for e in entries:
+            if e.model == settings.model:
+                qa.check_variant(e.variant)
+        summary, rows = evaluate_qa(qa, items, entries, gold_context=gold_context, k=k, template=template,
+                                    progress=progress,
+                                    generator_for=lambda m: make_generator(settings.replace(model=m)))
+    models = list(dict.fromkeys(e.model for e in entries))
+    meta = {"data": str(data), "index": str(index), "model": ",".join(models), "questions": len(items),
             "seed": seed, "k": k or settings.top_k, "template": template or settings.template,
             "gold_context": gold_context, "threads": settings.threads}
     out = write_qa_report(report, summary, rows, meta, predictions=predictions)
@@ -396,6 +406,8 @@ def ask(
     stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated.")] = False,
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens")] = None,
     template: Annotated[Optional[str], typer.Option("--template", help="qa, qa-concise or a .toml file.")] = None,
+    show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print the exact text the model is "
+                                              "given (with --json: the \"prompt\" field).")] = False,
     json_out: JsonOpt = False,
     threads: ThreadsOpt = None,
     config: ConfigOpt = None,
@@ -409,28 +421,51 @@ def ask(
     settings = _for_variants(_settings(config, threads=threads, max_new_tokens=max_new_tokens, model=model),
                              model, [variant])
     with RagQA.open(index, settings) as qa:
+        qa.check_variant(variant)  # an unknown variant is refused before retrieval and model loading
         if questions is not None:
             for qid, text in read_queries(questions, text_key="question"):
                 ans = qa.ask(text, variant=variant, k=k, mode=mode, template=template)
-                out = ans.to_json()
-                typer.echo(json.dumps({"id": qid, **{key: out[key] for key in
-                                       ("answer", "abstained", "reason", "variant", "sources", "timings")}},
-                                      ensure_ascii=False))
+                out = ans.to_json(prompt=show_prompt)
+                keys = ("answer", "abstained", "reason", "variant", "sources", "timings") + (
+                    ("prompt",) if show_prompt else ())
+                typer.echo(json.dumps({"id": qid, **{key: out[key] for key in keys}}, ensure_ascii=False))
             return
         if stream and not json_out:
-            _print_sources(_echo_stream(qa.stream(question, variant=variant, k=k, mode=mode, template=template)))
+            status = _status_printer(show_prompt)
+            _print_sources(_echo_stream(qa.stream(question, variant=variant, k=k, mode=mode, template=template,
+                                                  status=status)))
             return
         ans = qa.ask(question, variant=variant, k=k, mode=mode, template=template)
     if json_out:
-        typer.echo(json.dumps(ans.to_json(), ensure_ascii=False))
+        typer.echo(json.dumps(ans.to_json(prompt=show_prompt), ensure_ascii=False))
         return
+    if show_prompt:
+        _print_prompt(ans.prompt)
     typer.echo(ans.text)
     _print_sources(ans)
 
 
-def _echo_stream(pieces):
-    """Print streamed text as it comes; return the final Answer (whose text may end with a
-    citation ragqa added after the model finished: print that rest too)."""
+def _print_prompt(prompt: str | None) -> None:
+    if prompt is None:
+        typer.echo("--- no prompt: ragqa answered without asking the model ---")
+        return
+    typer.echo(f"--- the prompt, exactly as the model reads it ---\n{prompt}\n--- end of the prompt ---")
+
+
+def _status_printer(show_prompt: bool):
+    """What ``ask --stream`` says before the first token: each stage on stderr (so the answer on
+    stdout stays clean), and with --show-prompt the prompt once it is built."""
+    def status(st) -> None:
+        if show_prompt and st.prompt is not None:
+            _print_prompt(st.prompt.text)
+        _err(f"({st.message} ...)")
+    return status
+
+
+def _echo_stream(pieces, prefix: str = ""):
+    """Print streamed text as it comes (``prefix`` before the first piece); return the final
+    Answer (whose text may end with a citation ragqa added after the model finished: print that
+    rest too)."""
     from ragqa.pipeline import Answer
 
     shown, ans = "", None
@@ -438,7 +473,7 @@ def _echo_stream(pieces):
         if isinstance(piece, Answer):
             ans = piece
         else:
-            typer.echo(piece, nl=False)
+            typer.echo((prefix if not shown else "") + piece, nl=False)
             shown += piece
     rest = ans.text[len(shown.strip()):] if ans.text.startswith(shown.strip()) else ""
     typer.echo(rest)
@@ -455,9 +490,10 @@ def _print_sources(ans) -> None:
                    f"     {text[:240]}")
     t = ans.timings
     if "generate_ms" in t:
+        from ragqa.generators.engine import describe_timings
+
         added = "; the model cited nothing, ragqa added the citation" if ans.auto_cited else ""
-        typer.echo(f"({ans.variant}; retrieve {t['retrieve_ms']:.0f} ms, prompt {t.get('prompt_tokens', 0)} tokens, "
-                   f"generate {t['generate_ms'] / 1000:.1f} s at {t.get('tokens_per_s', 0):.1f} tokens/s{added})")
+        typer.echo(f"({ans.variant}; retrieve {t['retrieve_ms']:.0f} ms, {describe_timings(t)}{added})")
 
 
 variants_app = typer.Typer(no_args_is_help=True, help="Generator variants (base, LoRA, soft prompts, ...).")
@@ -673,8 +709,7 @@ def demo(
     _print_report(report, index, False)
     typer.echo(f"\nQ: {question}\n(loading {settings.model}; the first run converts it once, ~1-2 min)")
     with RagQA.open(index, settings) as qa:
-        typer.echo("A: ", nl=False)
-        _print_sources(_echo_stream(qa.stream(question)))
+        _print_sources(_echo_stream(qa.stream(question, status=_status_printer(False)), prefix="A: "))
 
 
 @app.command("generate")

