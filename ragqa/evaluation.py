@@ -410,7 +410,7 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender
                 progress=None, generator_for=None) -> tuple[dict, list[dict]]:
     """Every contender answers the same questions from the same passages: retrieval (or, with
     ``gold_context``, the gold paragraph alone) is the same for every one, so differences come from
-    the generator alone. Answers are what ``RagQA.ask`` returns (the same post-processing), scored
+    the generator (and the template a variant was trained with, which it reads by default). Answers are what ``RagQA.ask`` returns (the same post-processing), scored
     without their citation markers. ``variants``: names served by ``rag.generator``, or
     ``Contender`` entries; contenders on other base models are served one model at a time by
     ``generator_for(model)`` (one base in memory at a time), each on prompts built with its own
@@ -470,21 +470,28 @@ def _answer_item(rag, item: QAItem, entries: Sequence[Contender], *, gold_contex
     from ragqa.pipeline import is_abstention
     from ragqa.prompting import Passage
 
-    if gold_context:
-        if not item.context:
-            raise ConfigError(f"question {item.id}: --gold-context needs the gold paragraph (SQuAD json)")
-        shell, prompt = rag.shell_for(item.question, [Passage(item.context, item.title, item.gold_doc or "")],
-                                      template=template)
-        retrieve_ms = None
-    else:
-        shell, prompt = rag.prepare(item.question, k=k, template=template)
-        retrieve_ms = shell.timings.get("retrieve_ms")
-    sources = [s.doc_id for s in shell.sources]
-    passages = [p.text for p in prompt.passages] if prompt is not None else []
+    if gold_context and not item.context:
+        raise ConfigError(f"question {item.id}: --gold-context needs the gold paragraph (SQuAD json)")
+    prepared: dict[str, tuple] = {}  # one prompt per template (a variant reads the template it was trained with)
+
+    def prepare(variant: str):
+        name = rag.template_for(variant, template)
+        if name not in prepared:
+            if gold_context:
+                prepared[name] = rag.shell_for(item.question, [Passage(item.context, item.title, item.gold_doc or "")],
+                                               template=name)
+            else:
+                prepared[name] = rag.prepare(item.question, k=k, template=name)
+        return prepared[name]
+
     gen = rag.generator
     model_dir = str(getattr(gen, "_path", "") or "")
     rows = []
     for e in entries:
+        shell, prompt = prepare(e.variant)
+        retrieve_ms = None if gold_context else shell.timings.get("retrieve_ms")
+        sources = [s.doc_id for s in shell.sources]
+        passages = [p.text for p in prompt.passages] if prompt is not None else []
         if prompt is None:  # nothing relevant retrieved: abstained without generating
             text, result, abstained = shell.text, None, True
         else:

@@ -208,6 +208,17 @@ class RagQA:
             self._template_cache["_examples"] = load_examples(s.examples_file)
         return select_examples(question, self._template_cache["_examples"], s.shots, embed=self.index.embedder.encode)
 
+    def template_for(self, variant: str, template: str | None = None) -> str:
+        """The template a call uses: the one asked for, else the one the variant was trained with
+        (its card's, so a tuned variant reads the prompt it learned), else the configured one."""
+        if template:
+            return template
+        if variant != "base":
+            trained = getattr(self.generator, "variant_template", lambda name: None)(variant)
+            if trained:
+                return trained
+        return self.settings.template
+
     def _template(self, name: str | None):
         name = name or self.settings.template
         if name not in self._template_cache:
@@ -243,6 +254,7 @@ class RagQA:
         the prompt to generate from (None when abstained). ``status`` hears each stage as it
         starts: a ``Status`` ("retrieving passages", "reading 4 passages, 961 tokens", ...)."""
         self.check_variant(variant)
+        template = self.template_for(variant, template)
         status = status or (lambda message: None)
         timings: dict = {}
         if history:

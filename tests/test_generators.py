@@ -275,6 +275,12 @@ def test_wrong_base_is_refused(world, tmp_path):
         fresh.check_variant(str(bad))
     fresh.check_variant("base")
     fresh.check_variant(next(iter(VARIANTS)))
+    # the template a variant was trained with: "plain" (its card's) is no QA template, so none
+    assert fresh.variant_template("base") is None and fresh.variant_template(next(iter(VARIANTS))) is None
+    card = Card.load(bad)
+    card.template = "qa-concise"
+    card.save(bad)
+    assert fresh.variant_template(str(bad)) == "qa-concise"
     assert fresh._host is None
 
 

@@ -170,3 +170,18 @@ def test_unknown_variant_is_refused_before_retrieval(qa, monkeypatch):
     with pytest.raises(ModelError, match="no-such-variant"):
         qa.ask("Where is the Eiffel Tower?", variant="no-such-variant")
     assert qa.generator.calls == []
+
+
+def test_a_variant_reads_the_template_it_was_trained_with(qa):
+    class Trained(FakeGenerator):
+        def variant_template(self, name):
+            return {"fake-lora": "qa-concise"}.get(name)
+
+    qa.generator = Trained()
+    qa.settings = qa.settings.replace(template="qa")
+    assert qa.template_for("fake-lora") == "qa-concise" and qa.template_for("base") == "qa"
+    assert qa.template_for("fake-lora", "qa") == "qa"  # asked for explicitly: that one
+    from ragqa.prompting import load_template
+
+    qa.ask("Where is the Eiffel Tower?", variant="fake-lora")
+    assert load_template("qa-concise").system.split("{")[0][:40] in qa.generator.calls[-1][1]

@@ -320,6 +320,23 @@ class Generator:
                              f"{card.base_model or 'BASE'} or one of this base's variants "
                              "(`ragqa variants list`)")
 
+    def variant_template(self, name_or_dir: str) -> str | None:
+        """The prompt template a variant was trained with (its card's ``template``), if any and
+        if it is a QA template ragqa can load; None for base. Never loads the model."""
+        if name_or_dir == "base":
+            return None
+        loaded = self._variants.get(name_or_dir)
+        card = loaded.card if loaded is not None else Card.load(self._find_variant_dir(name_or_dir))
+        name = (card.template or "").strip() if card else ""
+        if not name:
+            return None
+        from ragqa.prompting import load_template
+
+        try:
+            return name if load_template(name).kind == "qa" else None
+        except ConfigError:
+            return None
+
     def load_variant(self, name_or_dir: str) -> str:
         """Loads a variant once (a name under variants_dir, or a directory); returns its name."""
         with self._locked():
