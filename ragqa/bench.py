@@ -796,3 +796,101 @@ def format_all_table(r: dict) -> str:
              "", "| stage | measurement | value |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in all_table_rows(r)]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ whole answers
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide generation speed here (bf16 and int8 dot products, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+    return [f for f in wanted if f in flags]
+
+
+def bench_answers(settings: Settings, out: Path, *, index: Path | None = None,
+                  questions: tuple[str, ...] = BENCH_QUESTIONS, variant: str = "base",
+                  echo: Callable[[str], None] = print) -> dict:
+    """Each question answered end to end as ``ragqa ask`` answers it (retrieval, gate, prompt,
+    generation, citation) over ``index`` (default: the demo corpus indexed into a temporary
+    directory), after one warm-up answer: seconds per answer p50 / p95 with the prompt reading
+    and the decoding apart. The answers are kept in the JSON so speed is never read without them."""
+    from ragqa.index import Index
+    from ragqa.pipeline import RagQA
+
+    work = None
+    if index is None:
+        work = Path(tempfile.mkdtemp(prefix="ragqa-bench-answers-"))
+        index = work / "demo"
+        echo(f"indexing {DEMO_CORPUS} ...")
+        Index.build([DEMO_CORPUS], index, settings)
+    results: dict = {"model": settings.model, "variant": variant, "machine": machine_info(settings.threads),
+                     "cpu_flags": cpu_flags(),
+                     "settings": {"threads": settings.threads, "gen_dtype": _dtype(settings.gen_dtype),
+                                  "template": settings.template, "top_k": settings.top_k,
+                                  "max_prompt_tokens": settings.max_prompt_tokens,
+                                  "repetition_penalty": settings.repetition_penalty},
+                     "index": str(index) if work is None else "data/demo (temporary index)"}
+    try:
+        with RagQA.open(index, settings) as qa:
+            echo(f"loading {settings.model} ...")
+            t_load, _ = _timed(lambda: getattr(qa.generator, "load", lambda: None)())
+            results["load_s"] = t_load
+            qa.ask(questions[0], variant=variant)  # warm-up
+            rows = []
+            for i, q in enumerate(questions, 1):
+                t0 = time.perf_counter()
+                ans = qa.ask(q, variant=variant)
+                seconds = time.perf_counter() - t0
+                t = ans.timings
+                rows.append({"question": q, "answer": ans.text, "abstained": ans.abstained, "seconds": seconds,
+                             **{k: t.get(k) for k in ("retrieve_ms", "prompt_tokens", "first_token_ms", "decode_ms",
+                                                     "new_tokens", "prompt_tokens_per_s", "decode_tokens_per_s")}})
+                echo(f"{i}/{len(questions)} {seconds:.1f} s: {ans.text[:70]}")
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    secs = [r["seconds"] for r in rows]
+    generated = [r for r in rows if r["first_token_ms"] is not None]
+
+    def med(key):
+        vals = [r[key] for r in generated if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    results["answers"] = rows
+    results["seconds_p50"] = statistics.median(secs)
+    results["seconds_p95"] = float(np.percentile(secs, 95))
+    results["seconds_max"] = max(secs)
+    for key in ("prompt_tokens", "first_token_ms", "decode_ms", "new_tokens", "decode_tokens_per_s",
+                "prompt_tokens_per_s"):
+        results[f"{key}_p50"] = med(key)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    table = format_answers_table(results)
+    out.with_suffix(".md").write_text(table + "\n")
+    echo(table)
+    echo(f"wrote {out} and {out.with_suffix('.md')}")
+    return results
+
+
+def format_answers_table(r: dict) -> str:
+    m = r["machine"]
+
+    def num(x, fmt):
+        return fmt.format(x) if x is not None else "-"
+
+    lines = [f"{len(r['answers'])} questions answered end to end by {r['model']} ({r['variant']}), "
+             f"{r['settings']['threads']} threads, {r['settings']['gen_dtype']}; {m['cpu']} "
+             f"[{' '.join(r['cpu_flags'])}], load {m['load_avg_at_start']:.1f}",
+             "| measurement | p50 |", "|---|---|",
+             f"| seconds per answer (retrieval, prompt, generation) | {r['seconds_p50']:.1f} "
+             f"(p95 {r['seconds_p95']:.1f}, max {r['seconds_max']:.1f}) |",
+             f"| prompt tokens | {num(r['prompt_tokens_p50'], '{:.0f}')} |",
+             f"| reading the prompt (to the first token) s | {num(r['first_token_ms_p50'] and r['first_token_ms_p50'] / 1000, '{:.2f}')} |",
+             f"| new tokens | {num(r['new_tokens_p50'], '{:.0f}')} |",
+             f"| decoding after the first token s | {num(r['decode_ms_p50'] and r['decode_ms_p50'] / 1000, '{:.2f}')} |",
+             f"| decode tokens/s | {num(r['decode_tokens_per_s_p50'], '{:.1f}')} |"]
+    return "\n".join(lines)

@@ -609,6 +609,23 @@ def bench_root(
         _bench_all(quick, model, corpus, queries, out, stages, threads)
 
 
+@bench_app.command("answers")
+def bench_answers_cmd(
+    model: BenchModelOpt = None,
+    variant: VariantOpt = "base",
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Index to ask (default: data/demo, "
+                                                  "indexed into a temporary directory).")] = None,
+    out: BenchOutOpt = Path("bench-results/answers.json"),
+    threads: ThreadsOpt = None,
+) -> None:
+    """The demo questions answered end to end as `ragqa ask` answers them: seconds per answer p50 / p95,
+    prompt reading and decoding apart, the CPU's flags."""
+    from ragqa.bench import bench_answers
+
+    settings = _for_variants(_settings(threads=threads, model=model), model, [variant])
+    bench_answers(settings, out, index=index, variant=variant, echo=_err)
+
+
 @bench_app.command("all")
 def bench_all_cmd(
     quick: QuickOpt = False,

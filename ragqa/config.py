@@ -74,7 +74,9 @@ class Settings:
     # name of the base model (default: the one the server lists without a parent)
     generator_tokenizer: str = "qwen2.5-coder-0.5b-instruct"
     generator_base_model: str = ""
-    template: str = "qa"
+    # qa-short: the shortest answering phrase, cited by ragqa (README "Answer quality"); qa asks for
+    # one or two sentences with the model's own citations; a variant reads its card's template
+    template: str = "qa-short"
     top_k: int = 4  # passages retrieved for an answer
     # few-shot: JSONL of {"question", "answer", "context"?}; the most similar `shots` go in the prompt
     examples_file: str = ""

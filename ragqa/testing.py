@@ -1,7 +1,7 @@
 """Test fakes that ship with the library (as haystack does): a generator that needs no model.
 
 ``FakeGenerator`` answers from the prompt deterministically: it copies the first sentence of
-the first numbered passage and cites it, or says "I don't know." when the prompt has none. It
+the first passage (``[1] title`` or ``Passage 1: title``, then its text) and cites it, or says "I don't know." when the prompt has none. It
 records each call's variant, so pipeline and UI tests can check which variant answered.
 """
 
@@ -43,7 +43,7 @@ class FakeGenerator:
         if "Rewrite" in prompt or "standalone" in prompt:
             last = [line for line in prompt.splitlines() if line.strip()][-1]
             return last.split(":", 1)[-1].strip()
-        m = re.search(r"^\[1\][^\n]*\n(.+?[.!?])(\s|$)", prompt, re.S | re.M)
+        m = re.search(r"^(?:\[1\]|Passage 1:)[^\n]*\n(.+?[.!?])(\s|$)", prompt, re.S | re.M)
         if not m:
             return "I don't know."
         return f"{m.group(1).strip()} [1]" + ("" if variant == "base" else f" ({variant})")

@@ -91,3 +91,20 @@ def test_bench_subcommands_still_dispatch(tmp_path, capsys):
     assert main(["bench", "index", "--corpus", str(tmp_path / "missing.jsonl")]) == 1
     assert "no such corpus" in capsys.readouterr().err
     assert not (tmp_path / "all.json").exists()
+
+
+def test_bench_answers_with_fakes(tmp_path, settings):
+    """The demo questions answered end to end over the demo corpus: JSON, table, the answers kept."""
+    from ragqa.bench import bench_answers, cpu_flags
+
+    out = tmp_path / "answers.json"
+    lines: list[str] = []
+    r = bench_answers(settings.replace(model="fake", abstain_threshold=0.0), out,
+                      questions=("Who discovered oxygen?", "When did Apollo 11 land on the Moon?"),
+                      echo=lines.append)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    assert [a["question"] for a in r["answers"]] == ["Who discovered oxygen?", "When did Apollo 11 land on the Moon?"]
+    assert all(a["answer"] and a["prompt_tokens"] for a in r["answers"])
+    assert r["seconds_p50"] > 0 and r["prompt_tokens_p50"] > 0 and r["cpu_flags"] == cpu_flags()
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("2 questions answered end to end by fake (base)") and "| seconds per answer" in table

@@ -370,7 +370,7 @@ def test_unknown_template_lists_builtins():
     with pytest.raises(ConfigError) as err:
         load_template("nope")
     msg = str(err.value)
-    assert "nope" in msg and "qa, qa-concise, summarize" in msg and "\n" not in msg
+    assert "nope" in msg and "qa, qa-concise, qa-short, summarize" in msg and "\n" not in msg
 
 
 def test_user_template_file(tmp_path):

@@ -103,7 +103,7 @@ def test_compare_mode_answers_with_two_variants(app):
     answers = at.session_state["messages"][-1]["answers"]
     assert [a.variant for a in answers] == ["base", "fake-lora"]
     body = texts(at.chat_message[-1])
-    assert "variant **base**" in body and "variant **fake-lora**" in body and "generate" in body
+    assert "variant **base**" in body and "variant **fake-lora**" in body and " prompt tokens in " in body and "wrote " in body
 
 
 def test_off_topic_question_says_i_dont_know_with_the_reason(app, monkeypatch):
