@@ -85,7 +85,8 @@ class Settings:
     max_new_tokens: int = 96
     do_sample: bool = False
     temperature: float = 0.7
-    repetition_penalty: float = 1.1
+    # unset: the template's (qa-short: 1.0, since an extractive answer repeats the passage), else 1.1
+    repetition_penalty: float | None = None
     # auto: bfloat16 on CPUs with native bf16 (~5x faster prompts than fp32 there), else float32
     # (emulated bf16 is ~6-8x slower than fp32); see generators.models.resolve_dtype
     gen_dtype: str = "auto"
@@ -176,7 +177,7 @@ def _from_env() -> dict[str, Any]:
         try:
             if typ.startswith("int"):
                 values[name] = int(raw)
-            elif typ == "float":
+            elif typ.startswith("float"):
                 values[name] = float(raw)
             elif typ == "bool":
                 values[name] = raw.lower() in ("1", "true", "yes", "on")

@@ -495,7 +495,7 @@ def _answer_item(rag, item: QAItem, entries: Sequence[Contender], *, gold_contex
         if prompt is None:  # nothing relevant retrieved: abstained without generating
             text, result, abstained = shell.text, None, True
         else:
-            result = gen.generate(prompt.text, variant=e.variant, settings=rag._gen_settings())
+            result = gen.generate(prompt.text, variant=e.variant, settings=rag._gen_settings(shell.template))
             answer = rag.finish(copy.deepcopy(shell), result.text, result)
             text, abstained = answer.text, answer.abstained or is_abstention(answer.text)
         golds = item.answers

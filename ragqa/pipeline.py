@@ -56,6 +56,7 @@ class Answer:
     # prompt), decode_ms, prompt_tokens, new_tokens, prompt_tokens_per_s, decode_tokens_per_s, ...
     timings: dict = field(default_factory=dict)
     prompt: str | None = None  # the exact text the model was given (None when it was not asked)
+    template: str | None = None  # the template the prompt was built with
 
     def to_json(self, prompt: bool = False) -> dict:
         """The answer as JSON; ``prompt=True`` adds the exact model input as ``"prompt"``."""
@@ -63,7 +64,7 @@ class Answer:
                 "reason": self.reason, "variant": self.variant, "auto_cited": self.auto_cited,
                 "sources": [s.to_json() for s in self.sources], "timings": self.timings,
                 **({"standalone_question": self.standalone_question} if self.standalone_question else {}),
-                **({"prompt": self.prompt} if prompt else {})}
+                **({"prompt": self.prompt, "template": self.template} if prompt else {})}
 
 
 @dataclass
@@ -155,12 +156,17 @@ def model_for_variants(settings: Settings, variants: Sequence[str]) -> Settings:
     return settings
 
 
-def generation_settings(settings: Settings, **overrides):
-    """GenerationSettings from the config, with per-call overrides (None values ignored)."""
+def generation_settings(settings: Settings, template=None, **overrides):
+    """GenerationSettings from the config, with per-call overrides (None values ignored). The
+    repetition penalty: the setting when set, else the template's (a ``Template``), else 1.1."""
     from ragqa.generators import GenerationSettings
 
+    penalty = settings.repetition_penalty
+    if penalty is None:
+        penalty = getattr(template, "repetition_penalty", None)
     values = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                  temperature=settings.temperature, repetition_penalty=settings.repetition_penalty)
+                  temperature=settings.temperature,
+                  repetition_penalty=GenerationSettings.repetition_penalty if penalty is None else penalty)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return GenerationSettings(**values)
 
@@ -225,8 +231,9 @@ class RagQA:
             self._template_cache[name] = load_template(name)
         return self._template_cache[name]
 
-    def _gen_settings(self, **overrides):
-        return generation_settings(self.settings, **overrides)
+    def _gen_settings(self, template: str | None = None, **overrides):
+        """Generation settings for a call with ``template`` (a name; its decoding preferences)."""
+        return generation_settings(self.settings, self._template(template), **overrides)
 
     # --- the steps ---------------------------------------------------------------------
     def standalone(self, question: str, history: Sequence[tuple[str, str]], variant: str = "base") -> str:
@@ -269,7 +276,7 @@ class RagQA:
                                              coverage=True)[0]
         timings["retrieve_ms"] = round(1000 * (time.perf_counter() - t1), 1)
         answer = Answer(question=question, text="", sources=[], variant=variant, timings=timings,
-                        standalone_question=standalone if standalone != question else None)
+                        standalone_question=standalone if standalone != question else None, template=template)
         hits = retrieval.hits
         relevance = self.relevance(retrieval)
         if not hits or (relevance is not None and relevance < self.settings.abstain_threshold):
@@ -302,7 +309,7 @@ class RagQA:
         prompt = self.prompt_for(question, passages, template=template)
         sources = [Source(n=n, doc_id=p.doc_id, title=p.title, text=p.text, score=p.score, chunk_id=-1)
                    for n, p in enumerate(prompt.passages, 1)]
-        return Answer(question=question, text="", sources=sources, variant=variant,
+        return Answer(question=question, text="", sources=sources, variant=variant, template=template,
                       timings={"prompt_tokens": prompt.tokens}, prompt=prompt.text), prompt
 
     def relevance(self, retrieval: Retrieval) -> float | None:
@@ -351,7 +358,8 @@ class RagQA:
                                       variant=variant, status=status)
         if prompt is None:
             return answer
-        result = self.generator.generate(prompt.text, variant=variant, settings=self._gen_settings(**generation))
+        result = self.generator.generate(prompt.text, variant=variant,
+                                         settings=self._gen_settings(answer.template, **generation))
         return self.finish(answer, result.text, result)
 
     def stream(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
@@ -367,7 +375,8 @@ class RagQA:
         t0 = time.perf_counter()
         pieces = []
         first = None
-        pieces_iter = self.generator.stream(prompt.text, variant=variant, settings=self._gen_settings(**generation))
+        pieces_iter = self.generator.stream(prompt.text, variant=variant,
+                                            settings=self._gen_settings(answer.template, **generation))
         result = None
         while True:
             try:

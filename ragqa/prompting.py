@@ -127,6 +127,9 @@ class Template:
     # other phrasings of ``system`` (as FLAN words one task several ways): training samples them,
     # answering always uses ``system``
     alternates: tuple[str, ...] = ()
+    # the decoding this task wants unless the repetition_penalty setting says otherwise: an
+    # extractive answer copies the passage, which a penalty on the prompt's tokens works against
+    repetition_penalty: float | None = None
 
     def __post_init__(self) -> None:
         where = f"template {self.name!r}"
@@ -137,8 +140,13 @@ class Template:
             bad = [u for u in _fields_of(a, where, "alternates") if u not in _PLACEHOLDERS["system"]]
             if bad:
                 raise ConfigError(f"{where}: field 'alternates' uses unknown placeholder {{{bad[0]}}}")
+        if self.repetition_penalty is not None:
+            if isinstance(self.repetition_penalty, bool) or not isinstance(self.repetition_penalty, (int, float)) \
+                    or not self.repetition_penalty > 0:
+                raise ConfigError(f"{where}: field 'repetition_penalty' must be a number > 0 (1.0 = off)")
+            self.repetition_penalty = float(self.repetition_penalty)
         for f in dataclasses.fields(self):
-            if f.name == "alternates":
+            if f.name in ("alternates", "repetition_penalty"):
                 continue
             if not isinstance(getattr(self, f.name), str):
                 raise ConfigError(f"{where}: field {f.name!r} must be a string, "

@@ -185,3 +185,24 @@ def test_a_variant_reads_the_template_it_was_trained_with(qa):
 
     qa.ask("Where is the Eiffel Tower?", variant="fake-lora")
     assert load_template("qa-concise").system.split("{")[0][:40] in qa.generator.calls[-1][1]
+
+
+def test_repetition_penalty_comes_from_the_setting_then_the_template(qa):
+    from ragqa.pipeline import generation_settings
+    from ragqa.prompting import load_template
+
+    assert load_template("qa-short").repetition_penalty == 1.0 and load_template("qa").repetition_penalty is None
+    s = qa.settings.replace(repetition_penalty=None)
+    assert generation_settings(s, load_template("qa-short")).repetition_penalty == 1.0
+    assert generation_settings(s, load_template("summarize")).repetition_penalty == 1.1
+    assert generation_settings(s.replace(repetition_penalty=1.3), load_template("qa-short")).repetition_penalty == 1.3
+
+
+def test_template_penalty_must_be_a_positive_number(tmp_path):
+    from ragqa.errors import ConfigError
+    from ragqa.prompting import load_template
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('system = "Answer."\nrepetition_penalty = "high"\n')
+    with pytest.raises(ConfigError, match="repetition_penalty"):
+        load_template(bad)
