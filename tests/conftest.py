@@ -45,3 +45,9 @@ def minilm_dir():
     from ragqa.embedding import resolve_model_dir
 
     return resolve_model_dir("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """One cache of converted packaged models for the whole run (converting one takes about a minute)."""
+    return tmp_path_factory.mktemp("model-cache")
