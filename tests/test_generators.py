@@ -94,7 +94,7 @@ def gen_kwargs(n=MAX_NEW):
                 eos_token_id=1)
 
 
-def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW, repetition_penalty=None) -> list[int]:
+def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW, repetition_penalty=None, dtype="auto") -> list[int]:
     """What a fresh base (+ a stand-alone PeftModel of the adapter) writes, decoded greedily one
     token at a time from its full forward pass over the whole sequence (no cache), with
     ``repetition_penalty`` (default: the one of ``gen_kwargs``). That forward pass is what training optimises, and this
@@ -102,7 +102,7 @@ def expected_ids(base_dir, adapter_dir, prompt, n=MAX_NEW, repetition_penalty=No
     ``generate`` drops a prefix and misplaces a soft prompt, so it cannot be the reference."""
     from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
-    model, tokenizer = load_base(base_dir)  # the dtype Generator picks here (auto)
+    model, tokenizer = load_base(base_dir, dtype)  # by default the dtype Generator picks here (auto)
     if adapter_dir is not None:
         model = peft.PeftModel.from_pretrained(model, str(adapter_dir)).eval()
     kwargs = gen_kwargs(n)
@@ -481,3 +481,66 @@ def test_card_kind_must_match_the_adapter(world, tmp_path):
     with pytest.raises(ModelError, match="PROMPT_TUNING"):
         g.generate(PROMPTS[0], variant="soft", settings=SETTINGS)
     assert g.generate(PROMPTS[0], settings=GenerationSettings(max_new_tokens=2)).new_tokens >= 1
+
+
+# ------------------------------------------------------------------------------------ int8 decoding
+
+def test_int8_linear_reads_prompts_exactly_and_decodes_with_int8():
+    from ragqa.generators import int8_decode
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 40, bias=True)
+    exact = torch.nn.Linear(48, 40, bias=True)
+    exact.load_state_dict(layer.state_dict())
+    assert int8_decode.enable(layer) == 1 and isinstance(layer, torch.nn.Linear)
+    q, scale = layer.qweight, layer.qscale
+    with torch.inference_mode():
+        prompt = torch.randn(1, int8_decode.MAX_ROWS + 1, 48)
+        assert torch.equal(layer(prompt), exact(prompt))  # prompt rows: the layer's own weight
+        step = torch.randn(1, 1, 48)
+        dequantized = torch.nn.functional.linear(step, q.float() * scale[:, None], exact.bias)
+        assert torch.allclose(layer(step), dequantized, atol=1e-5)
+        assert (layer(step) - exact(step)).abs().max() < 0.05  # int8 is close to the weight
+    step = torch.randn(1, 1, 48)
+    assert torch.equal(layer(step), exact(step))  # with autograd on (training): never the int8 path
+    assert int8_decode.disable(layer) == 1 and type(layer) is torch.nn.Linear and not hasattr(layer, "qweight")
+
+
+def _dequantized_copy(src: Path, dst: Path) -> Path:
+    """The base model with each linear weight replaced by its int8 round trip (q x scale): the
+    model the int8 decode path computes with."""
+    from transformers import AutoModelForCausalLM
+
+    from ragqa.generators import int8_decode
+
+    shutil.copytree(src, dst)
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module) is torch.nn.Linear:
+                q, scale = int8_decode.quantize(module.weight)
+                module.weight.copy_(q.float() * scale[:, None])
+    model.save_pretrained(dst)
+    return dst
+
+
+@pytest.mark.parametrize("name", ["base", "my-lora", "prefix"])
+def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path, name):
+    """Every kind decodes through the int8 layers (LoRA wraps them as it wraps nn.Linear): the
+    tokens equal greedy decoding over a stand-alone (PeftModel of the) dequantized int8 base. Float32
+    and prompts of <= 8 tokens, so the int8 kernel does every step and float rounding cannot tip
+    an argmax."""
+    prompt = PROMPTS[0]
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
+                  dtype="float32", decode_int8=True)
+    g.load()
+    n_prompt = len(g.tokenizer(prompt)["input_ids"])
+    assert n_prompt <= 8
+    from ragqa.generators.int8_decode import Int8DecodeLinear
+
+    assert any(isinstance(m, Int8DecodeLinear) for m in g._host.model.modules())
+    ref_base = _dequantized_copy(world["base"], tmp_path / "dequantized")
+    adapter = None if name == "base" else world["variants"] / name
+    want = expected_ids(ref_base, adapter, prompt, dtype="float32")
+    got = g.generate(prompt, variant=name, settings=SETTINGS).token_ids
+    assert got == want

