@@ -894,3 +894,143 @@ def format_answers_table(r: dict) -> str:
              f"| decoding after the first token s | {num(r['decode_ms_p50'] and r['decode_ms_p50'] / 1000, '{:.2f}')} |",
              f"| decode tokens/s | {num(r['decode_tokens_per_s_p50'], '{:.1f}')} |"]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ the llama.cpp peer
+
+PEER_REGIMES = {
+    # a RAG answer: a long prompt (passages), a short answer; prompt-bound
+    "rag": {"prompt_tokens": 900, "new_tokens": 20},
+    # a long answer after a shorter prompt; decode-bound
+    "long": {"prompt_tokens": 500, "new_tokens": 96},
+}
+
+
+def _peer_prompt(gen, prompt_tokens: int) -> str:
+    """The demo corpus's Apollo passages under the qa-short template, filled up to about
+    ``prompt_tokens`` tokens (the RAG prompt a user's question builds)."""
+    from ragqa.prompting import build_prompt, load_template
+
+    return build_prompt(GEN_QUESTION, _demo_passages(40), load_template("qa-short"), gen.tokenizer,
+                        max_prompt_tokens=prompt_tokens).text
+
+
+class LlamaCppPeer:
+    """llama.cpp (``llama-cpp-python``) on the same GGUF, fed the same token ids, greedy, held to
+    the same number of new tokens; times reading the prompt and decoding apart."""
+
+    def __init__(self, gguf: Path, threads: int, n_ctx: int = 4096):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            from ragqa.errors import ConfigError
+
+            raise ConfigError("bench peer needs llama-cpp-python, which has no CPU wheel: "
+                              "CMAKE_ARGS=\"-DLLAVA_BUILD=OFF\" pip install llama-cpp-python==0.3.36 "
+                              "(builds llama.cpp from source, ~25 min on 2 cores)") from None
+        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         n_batch=512, logits_all=False, verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def _argmax(self) -> int:
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))
+        return int(logits.argmax())
+
+    def run(self, ids: list[int], n: int) -> dict:
+        self.llm.reset()
+        t0 = time.perf_counter()
+        self.llm.eval(ids)
+        token = self._argmax()
+        first = time.perf_counter()
+        out = [token]
+        for _ in range(n - 1):
+            self.llm.eval([token])
+            token = self._argmax()
+            out.append(token)
+        end = time.perf_counter()
+        return {"first_token_ms": 1000 * (first - t0), "decode_ms": 1000 * (end - first),
+                "generate_ms": 1000 * (end - t0), "new_tokens": len(out), "token_ids": out}
+
+
+def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | None = None,
+               variant: str = "base", echo: Callable[[str], None] = print) -> dict:
+    """ragqa's generator against llama.cpp on the packaged model's own GGUF: for each regime the
+    same prompt (token ids), greedy, the same number of new tokens, ``runs`` rounds interleaved
+    (ragqa, llama.cpp, ragqa, ...) after a warm-up of each; medians of the whole call, of reading
+    the prompt and of decoding, and the ratios (llama.cpp time / ragqa time: above 1, ragqa is
+    faster)."""
+    from ragqa.generators import GenerationSettings
+    from ragqa.generators.models import BASE_MODELS, gguf_path
+    from ragqa.pipeline import make_generator
+
+    if settings.model not in BASE_MODELS:
+        from ragqa.errors import ConfigError
+
+        raise ConfigError(f"bench peer compares on a packaged model's GGUF; {settings.model!r} is none of "
+                          f"{', '.join(BASE_MODELS)}")
+    regimes = regimes or PEER_REGIMES
+    gguf = gguf_path(settings.model, settings.cache_dir)
+    results: dict = {"model": settings.model, "variant": variant, "gguf": str(gguf),
+                     "machine": machine_info(settings.threads), "cpu_flags": cpu_flags(),
+                     "settings": {"threads": settings.threads, "gen_dtype": _dtype(settings.gen_dtype),
+                                  "decode_int8": settings.decode_int8, "runs": runs}, "regimes": {}}
+    gen = make_generator(settings)
+    echo(f"loading {settings.model} in ragqa and {gguf.name} in llama.cpp ...")
+    gen.load()
+    peer = LlamaCppPeer(gguf, settings.threads)
+    for name, regime in regimes.items():
+        text = _peer_prompt(gen, regime["prompt_tokens"])
+        n = int(regime["new_tokens"])
+        gs = GenerationSettings(max_new_tokens=n, min_new_tokens=n, repetition_penalty=1.0)
+        ids = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
+        echo(f"{name}: {len(ids)} prompt tokens, {n} new tokens, {runs} interleaved rounds ...")
+        gen.generate(text, variant, gs)  # warm-up
+        peer.run(ids, n)
+        rows: dict[str, list[dict]] = {"ragqa": [], "llama.cpp": []}
+        same = True
+        for _ in range(runs):
+            r = gen.generate(text, variant, gs)
+            rows["ragqa"].append({"first_token_ms": r.first_token_ms, "decode_ms": r.generate_ms - r.first_token_ms,
+                                  "generate_ms": r.generate_ms, "new_tokens": r.new_tokens})
+            p = peer.run(ids, n)
+            same = same and p["token_ids"][:8] == r.token_ids[:8]
+            rows["llama.cpp"].append({k: v for k, v in p.items() if k != "token_ids"})
+        med = {engine: {k: statistics.median(x[k] for x in rs) for k in ("first_token_ms", "decode_ms", "generate_ms",
+                                                                          "new_tokens")}
+               for engine, rs in rows.items()}
+        for m in med.values():
+            m["decode_tokens_per_s"] = (m["new_tokens"] - 1) / (m["decode_ms"] / 1000) if m["decode_ms"] > 0 else None
+        g, p = med["ragqa"], med["llama.cpp"]
+        results["regimes"][name] = {
+            "prompt_tokens": len(ids), "new_tokens": n, "runs": rows, "median": med,
+            "first_8_tokens_equal": same,
+            "whole_call_ratio": p["generate_ms"] / g["generate_ms"],
+            "prompt_ratio": p["first_token_ms"] / g["first_token_ms"],
+            "decode_ratio": p["decode_ms"] / g["decode_ms"] if g["decode_ms"] > 0 else None}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    table = format_peer_table(results)
+    out.with_suffix(".md").write_text(table + "\n")
+    echo(table)
+    echo(f"wrote {out} and {out.with_suffix('.md')}")
+    return results
+
+
+def format_peer_table(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"{r['model']} ({r['variant']}) against llama.cpp on {Path(r['gguf']).name}, "
+             f"{r['settings']['threads']} threads, ragqa {r['settings']['gen_dtype']}"
+             f"{' + int8 decoding' if r['settings']['decode_int8'] else ''}; {m['cpu']} "
+             f"[{' '.join(r['cpu_flags'])}], load {m['load_avg_at_start']:.1f}, median of {r['settings']['runs']}",
+             "| regime | prompt / new tokens | engine | reading the prompt s | decoding tokens/s | whole call s | "
+             "llama.cpp / ragqa (whole call) |", "|---|---|---|---|---|---|---|"]
+    for name, x in r["regimes"].items():
+        for engine in ("ragqa", "llama.cpp"):
+            e = x["median"][engine]
+            ratio = f"**{x['whole_call_ratio']:.2f}x**" if engine == "ragqa" else ""
+            rate = e["decode_tokens_per_s"]
+            lines.append(f"| {name} | {x['prompt_tokens']} / {x['new_tokens']} | {engine} | "
+                         f"{e['first_token_ms'] / 1000:.2f} | {rate:.1f} | {e['generate_ms'] / 1000:.2f} | {ratio} |"
+                         if rate else f"| {name} | {x['prompt_tokens']} / {x['new_tokens']} | {engine} | "
+                         f"{e['first_token_ms'] / 1000:.2f} | - | {e['generate_ms'] / 1000:.2f} | {ratio} |")
+    return "\n".join(lines)

@@ -331,8 +331,9 @@ def eval_qa(
     from ragqa.pipeline import RagQA, make_generator, model_for_variants
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    settings = _for_variants(_settings(threads=threads, model=model), model,
-                             [n for n in names if ":" not in n])
+    settings = _settings(threads=threads, model=model)
+    if not any(":" in n for n in names):  # one base: the one the variants were trained on
+        settings = _for_variants(settings, model, names)
     entries = contenders(names, settings.model,
                          variant_base=lambda name: model_for_variants(settings, [name]).model)
     items = sample_items(load_qa_data(data), limit, seed)
@@ -624,6 +625,22 @@ def bench_answers_cmd(
 
     settings = _for_variants(_settings(threads=threads, model=model), model, [variant])
     bench_answers(settings, out, index=index, variant=variant, echo=_err)
+
+
+@bench_app.command("peer")
+def bench_peer_cmd(
+    model: BenchModelOpt = None,
+    variant: VariantOpt = "base",
+    runs: Annotated[int, typer.Option("--runs", help="Interleaved rounds per regime (medians).")] = 3,
+    out: BenchOutOpt = Path("bench-results/peer.json"),
+    threads: ThreadsOpt = None,
+) -> None:
+    """ragqa against llama.cpp (llama-cpp-python) on the packaged model's own GGUF: the same prompt tokens,
+    greedy, the same new tokens, interleaved, in two regimes (RAG: ~900 prompt / 20 new; long: ~500 / 96)."""
+    from ragqa.bench import bench_peer
+
+    settings = _for_variants(_settings(threads=threads, model=model), model, [variant])
+    bench_peer(settings, out, runs=runs, variant=variant, echo=_err)
 
 
 @bench_app.command("all")

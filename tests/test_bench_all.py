@@ -108,3 +108,64 @@ def test_bench_answers_with_fakes(tmp_path, settings):
     assert r["seconds_p50"] > 0 and r["prompt_tokens_p50"] > 0 and r["cpu_flags"] == cpu_flags()
     table = out.with_suffix(".md").read_text()
     assert table.startswith("2 questions answered end to end by fake (base)") and "| seconds per answer" in table
+
+
+def test_bench_peer_plumbing_with_a_stand_in_peer(tmp_path, settings, monkeypatch):
+    """The interleaving, medians and ratios of `ragqa bench peer`, with the fake generator and a
+    stand-in for llama.cpp that is always twice as slow. No timing is asserted beyond that."""
+    import ragqa.bench as bench
+    import ragqa.generators.models as models
+    from ragqa.testing import FakeGenerator
+
+    calls = []
+
+    class SlowPeer:
+        def __init__(self, gguf, threads):
+            self.gguf = gguf
+
+        def run(self, ids, n):
+            calls.append(("peer", len(ids), n))
+            return {"first_token_ms": 2000.0, "decode_ms": 1000.0 * (n - 1) / 5, "generate_ms": 2000.0 + 200.0 * (n - 1),
+                    "new_tokens": n, "token_ids": list(range(n))}
+
+    class Timed(FakeGenerator):
+        def generate(self, prompt, variant="base", settings=None):
+            r = super().generate(prompt, variant, settings)
+            calls.append(("ragqa", settings.min_new_tokens))
+            r.first_token_ms, r.generate_ms, r.new_tokens = 1000.0, 1000.0 + 100.0 * (settings.min_new_tokens - 1), \
+                settings.min_new_tokens
+            return r
+
+        def load(self):
+            pass
+
+    monkeypatch.setattr(bench, "LlamaCppPeer", SlowPeer)
+    monkeypatch.setattr(models, "gguf_path", lambda name, cache_dir: tmp_path / "m.gguf")
+    monkeypatch.setattr("ragqa.pipeline.make_generator", lambda s: Timed())
+    out = tmp_path / "peer.json"
+    r = bench.bench_peer(settings.replace(model="smollm2-135m-instruct"), out, runs=2,
+                         regimes={"rag": {"prompt_tokens": 300, "new_tokens": 4}}, echo=lambda m: None)
+    x = r["regimes"]["rag"]
+    assert x["whole_call_ratio"] == pytest.approx(2.0) and x["prompt_ratio"] == pytest.approx(2.0)
+    assert [c[0] for c in calls] == ["ragqa", "peer"] * 3  # a warm-up of each, then interleaved
+    assert json.loads(out.read_text())["regimes"]["rag"]["new_tokens"] == 4
+    assert "| rag | " in out.with_suffix(".md").read_text() and "**2.00x**" in out.with_suffix(".md").read_text()
+
+
+def test_bench_peer_without_llama_cpp_says_how_to_get_it(monkeypatch, tmp_path):
+    import builtins
+
+    from ragqa.bench import LlamaCppPeer
+    from ragqa.errors import ConfigError
+
+    real_import = builtins.__import__
+
+    def no_llama(name, *args, **kwargs):
+        if name == "llama_cpp":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_llama)
+    with pytest.raises(ConfigError, match="pip install llama-cpp-python==0.3.36") as err:
+        LlamaCppPeer(tmp_path / "m.gguf", 1)
+    assert "\n" not in str(err.value)

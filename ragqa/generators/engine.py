@@ -42,6 +42,7 @@ class GenerationSettings:
     top_p: float = 0.95
     repetition_penalty: float = 1.1
     seed: int | None = None
+    min_new_tokens: int = 0  # benchmarks hold both sides to one length; answers leave it at 0
 
     def check(self) -> None:
         if int(self.max_new_tokens) < 1:
@@ -426,6 +427,8 @@ class Generator:
                   "repetition_penalty": float(settings.repetition_penalty),
                   "pad_token_id": self._host.tokenizer.pad_token_id,
                   "eos_token_id": stop_ids(self._host.tokenizer, self._host.model.generation_config)}
+        if settings.min_new_tokens:
+            kwargs["min_new_tokens"] = min(int(settings.min_new_tokens), kwargs["max_new_tokens"])
         if settings.do_sample:
             kwargs.update(temperature=float(settings.temperature), top_p=float(settings.top_p))
         else:  # no sampling knobs from the model's generation_config either (avoids warnings)

@@ -246,6 +246,30 @@ def convert_gguf(name: str, files: list[Path], out_dir: Path) -> None:
     }, indent=2) + "\n")
 
 
+def gguf_path(name: str, cache_dir: Path) -> Path:
+    """The packaged model as one GGUF file, for engines that read GGUF themselves (the llama.cpp
+    peer of ``ragqa bench peer``): the package's own file when it has one part, else the parts
+    joined once into ``cache_dir/models/<name>-<sha8>.gguf`` (sha256 checked, written atomically)."""
+    files = packaged_files(name)
+    if len(files) == 1:
+        return files[0]
+    info = BASE_MODELS[name]
+    target = cached_dir(name, cache_dir).with_suffix(".gguf")
+    if target.is_file() and target.stat().st_size == sum(f.stat().st_size for f in files):
+        return target
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+        try:
+            sha = _sha256_concat(files, tmp)
+            if sha != info.sha256:
+                raise ModelError(f"model {name!r}: GGUF sha256 is {sha[:16]}..., expected {info.sha256[:16]}...; "
+                                 f"reinstall it: {info.pip} --force-reinstall")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
 # ---------------------------------------------------------------------------------- fingerprint
 
 _EDGE = 1 << 20
