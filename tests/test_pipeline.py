@@ -206,3 +206,16 @@ def test_template_penalty_must_be_a_positive_number(tmp_path):
     bad.write_text('system = "Answer."\nrepetition_penalty = "high"\n')
     with pytest.raises(ConfigError, match="repetition_penalty"):
         load_template(bad)
+
+
+def test_public_api_is_exported():
+    import ragqa
+
+    assert set(ragqa.__all__) == {
+        "Answer", "BuildReport", "ConfigError", "Document", "EmbedderMismatch", "GenerationSettings",
+        "Generator", "Hit", "Index", "IndexCorrupt", "IndexLocked", "IndexNotFound", "InputNotFound",
+        "LoadWarning", "ModelError", "RagQA", "RagqaError", "Settings", "Source", "Status", "verify"}
+    assert all(getattr(ragqa, name) is not None for name in ragqa.__all__)
+    from ragqa import RagQA  # README's Python example starts with this line
+
+    assert RagQA.open and RagQA.ask
