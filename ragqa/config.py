@@ -99,8 +99,8 @@ class Settings:
     # best dense cosine similarity + abstain_coverage_weight x term coverage of the hits (0..1),
     # is below abstain_threshold; both calibrated on SQuAD dev articles by
     # scripts/calibrate_abstention.py (README "Abstention"). Weight 0: similarity alone.
-    abstain_threshold: float = 0.56
-    abstain_coverage_weight: float = 0.2
+    abstain_threshold: float = 0.62
+    abstain_coverage_weight: float = 0.3
     cache_dir: Path = field(default_factory=default_cache_dir)
     embedding_cache: bool = True
     max_file_mb: int = 200
