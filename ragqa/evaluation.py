@@ -407,6 +407,19 @@ def _rss_mb() -> float:
         return 0.0
 
 
+def _release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc), so a model's memory reading
+    does not include the one served before it."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender], *,
                 gold_context: bool = False, k: int | None = None, template: str | None = None,
                 progress=None, generator_for=None) -> tuple[dict, list[dict]]:
@@ -418,8 +431,6 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender
     ``generator_for(model)`` (one base in memory at a time), each on prompts built with its own
     tokenizer. Returns (summary per contender, prediction rows); each summary also records the
     model, its size on disk, the adapter's size and the process's memory while it served."""
-    import gc
-
     entries = [v if isinstance(v, Contender) else Contender(v, getattr(rag.generator, "model_name", ""), v)
                for v in variants]
     models = list(dict.fromkeys(e.model for e in entries))
@@ -430,11 +441,14 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender
     original = rag.generator
     try:
         for model in models:
-            if len(models) > 1 and model != own:
+            if len(models) > 1:  # one base in memory: drop the previous one before the next loads
+                if rag.generator is not None:
+                    getattr(rag.generator, "unload", lambda: None)()
+                rag.generator = None
+                _release_memory()
+            if model != own:
                 if generator_for is None:
                     raise ConfigError(f"contender on {model}: this evaluation has no way to load another base model")
-                rag.generator = None
-                gc.collect()
                 rag.generator = generator_for(model)
             else:
                 rag.generator = original

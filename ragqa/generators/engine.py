@@ -270,6 +270,11 @@ class Generator:
             self._by_dir = {}
         return self._host
 
+    def unload(self) -> None:
+        """Drops the model and its variants from memory; the next use loads them again."""
+        with self._locked():
+            self._reset()
+
     def _reset(self) -> None:
         """Drops the model and every loaded variant (after an adapter failed half-way)."""
         self._host = None

@@ -254,7 +254,8 @@ def gguf_path(name: str, cache_dir: Path) -> Path:
     if len(files) == 1:
         return files[0]
     info = BASE_MODELS[name]
-    target = cached_dir(name, cache_dir).with_suffix(".gguf")
+    converted = cached_dir(name, cache_dir)
+    target = converted.parent / f"{converted.name}.gguf"  # not with_suffix: the name has dots
     if target.is_file() and target.stat().st_size == sum(f.stat().st_size for f in files):
         return target
     with _file_lock(target.parent / f".{target.name}.lock"):
