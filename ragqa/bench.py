@@ -867,13 +867,17 @@ def bench_answers(settings: Settings, out: Path, *, index: Path | None = None,
     for key in ("prompt_tokens", "first_token_ms", "decode_ms", "new_tokens", "decode_tokens_per_s",
                 "prompt_tokens_per_s"):
         results[f"{key}_p50"] = med(key)
+    _write_results(out, results, format_answers_table(results), echo)
+    return results
+
+
+def _write_results(out: Path, results: dict, table: str, echo: Callable[[str], None]) -> None:
+    """A benchmark's JSON at ``out`` and its table beside it as ``.md``; the table is echoed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    table = format_answers_table(results)
     out.with_suffix(".md").write_text(table + "\n")
     echo(table)
     echo(f"wrote {out} and {out.with_suffix('.md')}")
-    return results
 
 
 def format_answers_table(r: dict) -> str:
@@ -1007,12 +1011,7 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
             "whole_call_ratio": p["generate_ms"] / g["generate_ms"],
             "prompt_ratio": p["first_token_ms"] / g["first_token_ms"],
             "decode_ratio": p["decode_ms"] / g["decode_ms"] if g["decode_ms"] > 0 else None}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    table = format_peer_table(results)
-    out.with_suffix(".md").write_text(table + "\n")
-    echo(table)
-    echo(f"wrote {out} and {out.with_suffix('.md')}")
+    _write_results(out, results, format_peer_table(results), echo)
     return results
 
 
