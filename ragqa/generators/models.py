@@ -359,8 +359,9 @@ def load_tokenizer(path: Path | str):
 
 
 def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False):
-    """(model, tokenizer) in eval mode, torch threads set, pad token set if missing; with
-    ``decode_int8`` its linear layers decode with int8 copies of their weights (int8_decode)."""
+    """(model, tokenizer) in eval mode, torch threads set, pad token set if missing, one-token
+    attention steps by ``decode_attention``; with ``decode_int8`` its linear layers decode with
+    int8 copies of their weights (int8_decode)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -372,6 +373,9 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
         raise ModelError(f"model {path}: cannot load it ({one_line(exc)})") from None
     model.eval()
     model.requires_grad_(False)
+    from ragqa.generators import decode_attention
+
+    decode_attention.enable(model)  # one-token steps: two matmuls instead of SDPA's flash kernel
     if decode_int8:
         from ragqa.generators import int8_decode
 
