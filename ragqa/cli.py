@@ -372,17 +372,25 @@ def eval_summarize(
     predictions: Annotated[bool, typer.Option("--predictions", help="Also write predictions.jsonl.")] = False,
     threads: ThreadsOpt = None,
 ) -> None:
-    """ROUGE-1/2/L (95% CIs) and BLEU per variant on the same summarisation prompts."""
-    from ragqa.evaluation import evaluate_summaries, load_summarization_data, sample_items, write_summary_report
-    from ragqa.pipeline import generation_settings, make_generator
+    """ROUGE-1/2/L (95% CIs) and BLEU per variant on the same summarisation prompts. Variants of
+    different base models compare in one report, as in `eval qa` (MODEL:base, MODEL:NAME)."""
+    from ragqa.evaluation import (contenders, evaluate_summaries, load_summarization_data, sample_items,
+                                  write_summary_report)
+    from ragqa.pipeline import generation_settings, make_generator, model_for_variants
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    settings = _for_variants(_settings(threads=threads, model=model), model, names)
+    settings = _settings(threads=threads, model=model)
+    if not any(":" in n for n in names):  # one base: the one the variants were trained on
+        settings = _for_variants(settings, model, names)
+    entries = contenders(names, settings.model,
+                         variant_base=lambda name: model_for_variants(settings, [name]).model)
     items = sample_items(load_summarization_data(data), limit, seed)
     with _progress("dialogues", "items") as progress:
-        summary, rows = evaluate_summaries(make_generator(settings), items, names, template=template,
-                                           settings=generation_settings(settings), progress=progress)
-    meta = {"data": str(data), "model": settings.model, "items": len(items), "seed": seed, "template": template,
+        summary, rows = evaluate_summaries(make_generator(settings), items, entries, template=template,
+                                           settings=generation_settings(settings), progress=progress,
+                                           generator_for=lambda m: make_generator(settings.replace(model=m)))
+    models = list(dict.fromkeys(e.model for e in entries))
+    meta = {"data": str(data), "model": ",".join(models), "items": len(items), "seed": seed, "template": template,
             "threads": settings.threads}
     out = write_summary_report(report, summary, rows, meta, predictions=predictions)
     _echo_report(out, predictions)

@@ -533,25 +533,27 @@ def _answer_item(rag, item: QAItem, entries: Sequence[Contender], *, gold_contex
     return rows
 
 
-def which_to_pick(summary: dict) -> str:
-    """One line: the contender with the best F1, and the fastest one whose F1 is not measurably
-    worse (its 95% interval reaches the best one's mean)."""
+def which_to_pick(summary: dict, metric: str = "f1", label: str = "F1", scale: float = 100.0) -> str:
+    """One line: the contender with the best ``metric``, and the fastest one whose score is not
+    measurably worse (its 95% interval reaches the best one's mean)."""
     if len(summary) < 2:
         return ""
-    best = max(summary, key=lambda v: summary[v]["f1"]["mean"])
+    digits = 1 if scale > 1 else 3
+    best = max(summary, key=lambda v: summary[v][metric]["mean"])
 
     def p50(v):
         return ((summary[v].get("latency") or {}).get("generate_ms") or {}).get("p50") or 0.0
 
     b = summary[best]
-    line = f"Best answers: **{best}** (F1 {100 * b['f1']['mean']:.1f}, {p50(best) / 1000:.1f} s per answer p50)."
+    line = (f"Best answers: **{best}** ({label} {scale * b[metric]['mean']:.{digits}f}, "
+            f"{p50(best) / 1000:.1f} s per answer p50).")
     faster = sorted((v for v in summary if v != best and 0 < p50(v) < p50(best)), key=p50)
     for v in faster:
         s = summary[v]
-        line += (f" {v} answers in {p50(v) / 1000:.1f} s ({p50(best) / p50(v):.1f}x faster) with F1 "
-                 f"{100 * s['f1']['mean']:.1f}")
-        lo, hi = s["f1"]["ci95"]
-        if hi >= b["f1"]["mean"]:
+        line += (f" {v} answers in {p50(v) / 1000:.1f} s ({p50(best) / p50(v):.1f}x faster) with {label} "
+                 f"{scale * s[metric]['mean']:.{digits}f}")
+        lo, hi = s[metric]["ci95"]
+        if hi >= b[metric]["mean"]:
             return line + ": not measurably worse on these questions, so pick it where speed matters."
         line += "; measurably worse here"
         break
@@ -612,12 +614,12 @@ def _paired_table(summary: dict, metrics: Sequence[tuple[str, str]], scale: floa
     return lines
 
 
-def _cost_table(summary: dict) -> list[str]:
+def _cost_table(summary: dict, metric: str = "f1", label: str = "F1", scale: float = 100.0) -> list[str]:
     """Quality against what it costs, one row per contender, and which to pick."""
     if not any("model" in s for s in summary.values()):
         return []
     lines = ["## Quality and cost", "",
-             "| contender | model | F1 | s per answer p50 | decode tokens/s | model on disk MB | adapter MB | "
+             f"| contender | model | {label} | s per answer p50 | decode tokens/s | model on disk MB | adapter MB | "
              "process RSS MB |", "|---|---|---|---|---|---|---|---|"]
     for v, s in summary.items():
         lat = s.get("latency") or {}
@@ -628,10 +630,11 @@ def _cost_table(summary: dict) -> list[str]:
         def cell(x, fmt="{:.0f}"):
             return fmt.format(x) if x else "-"
 
-        lines.append(f"| {v} | {s.get('model', '')} | {100 * s['f1']['mean']:.1f} | {cell(p50 and p50 / 1000, '{:.1f}')} | "
+        lines.append(f"| {v} | {s.get('model', '')} | {scale * s[metric]['mean']:.{1 if scale > 1 else 3}f} | "
+                     f"{cell(p50 and p50 / 1000, '{:.1f}')} | "
                      f"{cell(rate, '{:.1f}')} | {cell(s.get('model_mb'))} | {cell(s.get('adapter_mb'), '{:.1f}')} | "
                      f"{cell(s.get('rss_mb'))} |")
-    pick = which_to_pick(summary)
+    pick = which_to_pick(summary, metric, label, scale)
     return lines + ["", "Decode tokens/s: the tokens after the first over the time after the first (prompt reading "
                     "excluded). Process RSS: the largest resident memory of the evaluating process while that "
                     "model served (index and embedder included).", ""] + ([pick, ""] if pick else [])
@@ -732,34 +735,69 @@ SUMMARY_STAGES = ("first_token_ms", "decode_ms", "generate_ms", "switch_ms", "to
                   "new_tokens")
 
 
-def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variants: Sequence[str], *,
-                       template: str = "summarize", settings=None, progress=None) -> tuple[dict, list[dict]]:
-    """Every variant summarises the same prompts; ROUGE-1/2/L (means with 95% CIs, and paired
-    differences with base), corpus BLEU, output length and per-stage latency per variant."""
+def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variants: Sequence[str | Contender], *,
+                       template: str = "summarize", settings=None, progress=None,
+                       generator_for=None) -> tuple[dict, list[dict]]:
+    """Every contender summarises the same inputs; ROUGE-1/2/L (means with 95% CIs, and paired
+    differences with the first contender), corpus BLEU, output length and per-stage latency.
+    ``variants``: names served by ``generator``, or ``Contender`` entries; contenders on other
+    base models are served one model at a time by ``generator_for(model)``, each on prompts built
+    with its own tokenizer (as ``evaluate_qa``)."""
     from ragqa.prompting import build_plain_prompt, load_template
 
     tmpl = load_template(template)
-    budget = generator.context_length - (settings.max_new_tokens if settings else 128)
+    own = getattr(generator, "model_name", "")
+    entries = [v if isinstance(v, Contender) else Contender(v, own, v) for v in variants]
+    models = list(dict.fromkeys(e.model for e in entries))
     rows: list[dict] = []
-    for done, (item_id, text, reference) in enumerate(items, 1):
-        prompt = build_plain_prompt(text, tmpl, generator.tokenizer, max_prompt_tokens=budget)
-        for variant in variants:
-            out = generator.generate(prompt.text, variant=variant, settings=settings)
-            rows.append({"id": item_id, "variant": variant, "prediction": out.text.strip(), "reference": reference,
-                         "generate_s": out.generate_ms / 1000, "words": len(out.text.split()),
-                         "tokens_per_s": out.tokens_per_s, "prompt_tokens": prompt.tokens,
-                         **_generation_timings(out)})
-        if progress:
-            progress(done, len(items))
+    memory: dict[str, float] = {}
+    steps, done = len(items) * len(models), 0
+    gen = None
+    for model in models:
+        if gen is not None and len(models) > 1:
+            getattr(gen, "unload", lambda: None)()
+            gen = None
+            _release_memory()
+        if model == own:
+            gen = generator
+        elif generator_for is None:
+            raise ConfigError(f"contender on {model}: this evaluation has no way to load another base model")
+        else:
+            gen = generator_for(model)
+        budget = gen.context_length - (settings.max_new_tokens if settings else 128)
+        mine = [e for e in entries if e.model == model]
+        peak = 0.0
+        for item_id, text, reference in items:
+            prompt = build_plain_prompt(text, tmpl, gen.tokenizer, max_prompt_tokens=budget)
+            for e in mine:
+                out = gen.generate(prompt.text, variant=e.variant, settings=settings)
+                variant_dir = (str(gen._find_variant_dir(e.variant))
+                               if e.variant != "base" and hasattr(gen, "_find_variant_dir") else "")
+                rows.append({"id": item_id, "variant": e.label, "model": e.model, "prediction": out.text.strip(),
+                             "reference": reference, "generate_s": out.generate_ms / 1000,
+                             "words": len(out.text.split()), "tokens_per_s": out.tokens_per_s,
+                             "prompt_tokens": prompt.tokens, "model_dir": str(getattr(gen, "_path", "") or ""),
+                             "variant_dir": variant_dir, **_generation_timings(out)})
+            peak = max(peak, _rss_mb())
+            done += 1
+            if progress:
+                progress(done, steps)
+        memory[model] = peak
+    order = {e.label: i for i, e in enumerate(entries)}
+    rows.sort(key=lambda r: order[r["variant"]])
+    labels = [e.label for e in entries]
     summary: dict = {}
-    for v in variants:
-        mine = [r for r in rows if r["variant"] == v]
+    for e in entries:
+        mine = [r for r in rows if r["variant"] == e.label]
         for r, sc in zip(mine, rouge([r["prediction"] for r in mine], [r["reference"] for r in mine])):
             r.update(sc)
-        summary[v] = _summarise(mine, SUMMARY_METRICS)
-        summary[v]["bleu"] = bleu([r["prediction"] for r in mine], [r["reference"] for r in mine])
-        summary[v]["latency"] = latency_summary(mine, SUMMARY_STAGES)
-    for v, diffs in paired_vs_base(rows, variants, SUMMARY_PAIRED).items():
+        sm = summary[e.label] = _summarise(mine, SUMMARY_METRICS)
+        sm["bleu"] = bleu([r["prediction"] for r in mine], [r["reference"] for r in mine])
+        sm["latency"] = latency_summary(mine, SUMMARY_STAGES)
+        sm["model"], sm["variant"], sm["rss_mb"] = e.model, e.variant, memory.get(e.model)
+        sm["model_mb"] = _dir_mb(next((r["model_dir"] for r in mine if r.get("model_dir")), ""))
+        sm["adapter_mb"] = _dir_mb(next((r["variant_dir"] for r in mine if r.get("variant_dir")), ""))
+    for v, diffs in paired_vs_base(rows, labels, SUMMARY_PAIRED, base=labels[0]).items():
         summary[v].update(diffs)
     return summary, rows
 
@@ -779,6 +817,7 @@ def write_summary_report(report_dir: str | Path, summary: dict, rows: list[dict]
                      f"{_ci(m['rougeL'], 1, 4)} | {m['bleu']:.2f} | {m['words']['mean']:.1f} |")
     lines += ["", "ROUGE F-measures: means with bootstrap 95% intervals; BLEU: corpus BLEU (sacrebleu), 0-100.", ""]
     lines += _paired_table(summary, SUMMARY_CHART_METRICS, 1.0, 4)
+    lines += _cost_table(summary, "rouge1", "ROUGE-1", 1.0)
     lines += _latency_table(summary, (("first_token_ms", "prompt + first token ms"),
                                       ("decode_ms", "remaining tokens ms"), ("prompt_tokens", "prompt tokens"),
                                       ("new_tokens", "new tokens")))

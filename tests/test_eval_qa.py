@@ -225,3 +225,39 @@ def test_evaluate_qa_across_base_models_one_model_at_a_time(tmp_path, settings):
     out = write_qa_report(tmp_path / "rep", summary, rows, {"data": str(data)}, charts=False)
     report = (out / "report.md").read_text()
     assert "## Quality and cost" in report and "| big | big |" in report and "Best answers: **big**" in report
+
+
+def test_evaluate_summaries_across_base_models():
+    from ragqa.evaluation import Contender, evaluate_summaries, write_summary_report
+
+    class Big(FakeGenerator):
+        model_name = "big"
+
+        def _answer(self, prompt, variant):
+            return "Anna and Ben agree to meet at noon."
+
+    items = [("d1", "Anna: noon? Ben: yes, noon.", "Anna and Ben agree to meet at noon."),
+             ("d2", "Ben: lunch at noon? Anna: fine.", "Ben and Anna will have lunch at noon.")]
+    small, loaded = FakeGenerator(), []
+
+    def generator_for(model):
+        loaded.append(Big())
+        return loaded[-1]
+
+    entries = [Contender("big", "big", "base"), Contender("fake-lora", small.model_name, "fake-lora")]
+    summary, rows = evaluate_summaries(small, items, entries, generator_for=generator_for)
+    assert list(summary) == ["big", "fake-lora"] and len(loaded) == 1
+    assert [v for v, _ in loaded[0].calls] == ["base", "base"] and [v for v, _ in small.calls] == ["fake-lora"] * 2
+    assert summary["big"]["rouge1"]["mean"] > summary["fake-lora"]["rouge1"]["mean"]
+    assert summary["fake-lora"]["rouge1_minus_base"]["n"] == 2 and summary["big"]["model"] == "big"
+
+
+def test_eval_summarize_cli_takes_model_prefixed_contenders(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAGQA_MODEL", "fake")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"fname": "a", "dialogue": "A: hi. B: hello.", "summary": "They greet."}\n')
+    code = main(["eval", "summarize", "--data", str(data), "--variants", "fake:base,fake:fake-lora",
+                 "--report", str(tmp_path / "rep")])
+    assert code == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Quality and cost" in report and "| base | fake |" in report and "| fake-lora | fake |" in report
