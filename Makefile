@@ -41,7 +41,7 @@ bench-index: $(BIN)/python
 	$(BIN)/ragqa bench index
 
 # Reproduces the shipped variants in adapters/ from ../shared/data development data (hours on a
-# 2-core CPU; see README "Tuning"): SQuAD articles 0-15 train / validate, 16-31 are only measured.
+# 2-core CPU; see docs/tuning.md): SQuAD articles 0-15 train / validate, 16-31 are only measured.
 T := build/tune
 tune: install
 	$(BIN)/python scripts/squad_splits.py $(T)

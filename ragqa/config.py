@@ -42,7 +42,7 @@ class Settings:
     # directory, a hub id (only where a hub is reachable), or "fake" / "fake:DIM" for tests.
     embedder: str = DEFAULT_EMBEDDER
     # onnx-int8-fast: the weights exported to ONNX with every matmul in int8: ~1.8x faster than
-    # torch here at the same SciFact train nDCG@10 as fp32 (README "Encoder backends"); "torch"
+    # torch here at the same SciFact train nDCG@10 as fp32 (docs/indexing.md "Encoder backends"); "torch"
     # and "onnx" give the exact sentence-transformers vectors, "onnx-int8" sits between.
     embed_backend: str = "onnx-int8-fast"
     embed_batch_size: int = 32
@@ -60,7 +60,7 @@ class Settings:
     qdrant_url: str = ""         # a Qdrant server, http://host:6333 (API key: env QDRANT_API_KEY)
     qdrant_path: str = ""        # qdrant-client local mode directory (default INDEX/qdrant)
     qdrant_collection: str = ""  # default ragqa-<index dir name>
-    # retrieval default chosen on SciFact qrels/train.tsv (README "Retrieval quality")
+    # retrieval default chosen on SciFact qrels/train.tsv (docs/results.md, SciFact)
     mode: str = "hybrid"
     rrf_k: int = 10  # 3-10 were best on SciFact train (0.719 vs 0.712 at the usual 60)
     candidates: int = 100  # hits taken from each retriever before fusion
@@ -75,7 +75,7 @@ class Settings:
     # name of the base model (default: the one the server lists without a parent)
     generator_tokenizer: str = "qwen2.5-coder-0.5b-instruct"
     generator_base_model: str = ""
-    # qa-short: the shortest answering phrase, cited by ragqa (README "Answer quality"); qa asks for
+    # qa-short: the shortest answering phrase, cited by ragqa (docs/answering.md); qa asks for
     # one or two sentences with the model's own citations; a variant reads its card's template
     template: str = "qa-short"
     top_k: int = 3  # passages retrieved for an answer (3 beat 4 on SQuAD dev: F1 60.4 vs 55.4, 559 vs 716 prompt tokens)
@@ -92,13 +92,13 @@ class Settings:
     # (emulated bf16 is ~6-8x slower than fp32); see generators.models.resolve_dtype
     gen_dtype: str = "auto"
     # decode (one new token at a time) with int8 copies of the weights: ~3x faster linear layers
-    # per token here, prompts still read at full precision; false: the exact model (README
-    # "Generation speed")
+    # per token here, prompts still read at full precision; false: the exact model
+    # (docs/answering.md "Generation speed")
     decode_int8: bool = True
     # ragqa answers "I don't know" without generating when the relevance of what it retrieved,
     # best dense cosine similarity + abstain_coverage_weight x term coverage of the hits (0..1),
     # is below abstain_threshold; both calibrated on SQuAD dev articles by
-    # scripts/calibrate_abstention.py (README "Abstention"). Weight 0: similarity alone.
+    # scripts/calibrate_abstention.py (docs/answering.md "Abstention"). Weight 0: similarity alone.
     abstain_threshold: float = 0.62
     abstain_coverage_weight: float = 0.3
     cache_dir: Path = field(default_factory=default_cache_dir)

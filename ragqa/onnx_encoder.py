@@ -600,7 +600,7 @@ class OnnxEncoder:
         too) 0.90; MatMul only, per channel 0.980 at 1.7x fp32's speed; that with the expanding
         projections (the FFN's first matmul, hidden -> 4 x hidden) left in fp32 0.989 at 1.4x. The
         last is the ``int8`` recipe; ``every_matmul`` is the second (backend onnx-int8-fast), whose
-        SciFact retrieval equals fp32's (README "Encoder backends"). The activations are
+        SciFact retrieval equals fp32's (docs/indexing.md "Encoder backends"). The activations are
         quantised per tensor and per batch, so an int8 vector also depends slightly on its batch.
         """
         try:

@@ -1,5 +1,5 @@
 """The variants shipped in adapters/: well-formed cards with the command that made them, small
-safe files, documented in README.md; and (slow) each one loads on its real packaged base model,
+safe files, documented in README.md or docs/; and (slow) each one loads on its real packaged base model,
 is offered beside base, and changes what the model writes."""
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def test_shipped_card(path):
 
 
 def test_shipped_variants_documented():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert not [p.name for p in SHIPPED if f"`{p.name}`" not in readme]
+    docs = "".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    assert not [p.name for p in SHIPPED if f"`{p.name}`" not in docs]
 
 
 PASSAGE = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris. It was "

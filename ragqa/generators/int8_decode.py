@@ -11,7 +11,7 @@ cost of that copy in memory (half the bf16 weights). The layers stay ``nn.Linear
 switched in place), so PEFT wraps them for LoRA as before and every variant kind decodes the same
 way. The int8 weights change the logits slightly, so greedy text can differ from the
 full-precision model's at near ties: ``decode_int8 = false`` gives the exact model
-(README "Generation speed").
+(docs/answering.md "Generation speed").
 """
 
 from __future__ import annotations

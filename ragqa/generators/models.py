@@ -324,7 +324,7 @@ def resolve_dtype(dtype: str) -> str:
     """``auto`` -> ``bfloat16`` on CPUs with native bf16, else ``float32``. Measured on 472-token
     prompts, one thread: with AVX512_BF16 (Intel Xeon) bf16 processes prompts ~5x faster than
     fp32; without it (AMD EPYC, AVX2) bf16 is emulated and ~6-8x SLOWER (SmolLM2 13.3 s vs 2.2 s,
-    Qwen 0.5B 45.5 s vs 5.8 s), while fp32 costs only twice the memory (README "Generation")."""
+    Qwen 0.5B 45.5 s vs 5.8 s), while fp32 costs only twice the memory (docs/answering.md "Generators")."""
     if dtype == "auto":
         return "bfloat16" if cpu_has_native_bf16() else "float32"
     return dtype
