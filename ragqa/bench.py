@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from ragqa.config import Settings
+from ragqa.memory import rss_mb as _rss_mb
+from ragqa.memory import settle as _settle_memory
 
 
 def _dtype(setting: str) -> str:
@@ -231,27 +233,6 @@ GEN_QUESTION = "What did the Apollo program achieve, and which setbacks did it f
 GEN_PROMPT_BUDGET = 490  # max_prompt_tokens: 3 passages (the 3rd cut to fit, as ragqa does), ~490 tokens
 SWITCH_ROUNDS = 5  # recorded rounds of base -> lora-a -> lora-b -> soft-prompt (after one warm-up round)
 SWITCH_VARIANTS = ("lora-a", "lora-b", "soft-prompt")
-
-
-def _rss_mb() -> float:
-    """Resident memory of this process (VmRSS), MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _settle_memory() -> None:
-    """Frees what can be freed (and hands freed heap back to the OS), so an RSS delta measures
-    what a load really adds rather than reuse of memory freed earlier."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _demo_passages(n: int = 3) -> list:

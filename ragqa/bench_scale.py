@@ -31,16 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ragqa.config import Settings
+from ragqa.memory import rss_mb as _rss_mb
 
-
-def _rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _peak_mb() -> float:

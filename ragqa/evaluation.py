@@ -16,7 +16,6 @@ import collections
 import copy
 import csv
 import json
-import os
 import math
 import re
 import string
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragqa.errors import ConfigError, InputNotFound
+from ragqa.memory import rss_mb as _rss_mb
+from ragqa.memory import settle
 
 
 def normalize_answer(text: str) -> str:
@@ -399,27 +400,6 @@ def _dir_mb(path) -> float | None:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _release_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS (glibc), so a model's memory reading
-    does not include the one served before it."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender], *,
                 gold_context: bool = False, k: int | None = None, template: str | None = None,
                 progress=None, generator_for=None) -> tuple[dict, list[dict]]:
@@ -445,7 +425,7 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender
                 if rag.generator is not None:
                     getattr(rag.generator, "unload", lambda: None)()
                 rag.generator = None
-                _release_memory()
+                settle()
             if model != own:
                 if generator_for is None:
                     raise ConfigError(f"contender on {model}: this evaluation has no way to load another base model")
@@ -757,7 +737,7 @@ def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variant
         if gen is not None and len(models) > 1:
             getattr(gen, "unload", lambda: None)()
             gen = None
-            _release_memory()
+            settle()
         if model == own:
             gen = generator
         elif generator_for is None:
