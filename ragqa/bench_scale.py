@@ -62,7 +62,8 @@ def write_piece(path: Path, start: int, n: int, words_per_doc: int = 12) -> None
             fh.write(json.dumps({"_id": f"d{start + i}", "title": "", "text": text}) + "\n")
 
 
-def bench_stream(total: int, pieces: int, settings: Settings, work: Path, echo: Callable[[str], None]) -> dict:
+def bench_stream(total: int, pieces: int, settings: Settings, work: Path, echo: Callable[[str], None],
+                 checks_at: int = 1_000_000) -> dict:
     from ragqa.index import Index
 
     s = settings.replace(embedding_cache=False)
@@ -71,7 +72,8 @@ def bench_stream(total: int, pieces: int, settings: Settings, work: Path, echo: 
     base_rss = _rss_mb()
     echo(f"streaming {total:,} one-chunk documents in {pieces} pieces of {per:,} with embedder {s.embedder} "
          f"(fake: this measures ragqa's storage path, not the encoder); start RSS {base_rss:.0f} MB")
-    echo(f"| piece | chunks in index | add s | chunks/s | peak RSS MB | RSS MB |\n|---|---|---|---|---|---|")
+    echo(f"| piece | chunks in index | add s | chunks/s | peak RSS MB | RSS MB | open s | of it checks s |\n"
+         "|---|---|---|---|---|---|---|---|")
     for p in range(pieces):
         n = min(per, total - p * per)
         if n <= 0:
@@ -85,10 +87,10 @@ def bench_stream(total: int, pieces: int, settings: Settings, work: Path, echo: 
         gc.collect()
         row = {"piece": p + 1, "added": n, "chunks": report.chunks, "seconds": round(seconds, 2),
                "chunks_per_s": round(n / seconds, 1), "peak_rss_mb": round(_peak_mb(), 1),
-               "rss_mb": round(_rss_mb(), 1)}
+               "rss_mb": round(_rss_mb(), 1), **_open_costs(work / "idx", s)}
         rows.append(row)
         echo(f"| {row['piece']} | {row['chunks']:,} | {row['seconds']:.1f} | {row['chunks_per_s']:.0f} | "
-             f"{row['peak_rss_mb']:.0f} | {row['rss_mb']:.0f} |")
+             f"{row['peak_rss_mb']:.0f} | {row['rss_mb']:.0f} | {row['open_s']:.2f} | {row['check_s']:.2f} |")
     disk = sum(f.stat().st_size for f in (work / "idx").rglob("*") if f.is_file())
     out = {"total_chunks": rows[-1]["chunks"] if rows else 0, "pieces": rows, "start_rss_mb": round(base_rss, 1),
            "index_disk_mb": round(disk / 2**20, 1), "embedder": s.embedder, "backend": s.vector_backend or "faiss"}
@@ -100,6 +102,53 @@ def bench_stream(total: int, pieces: int, settings: Settings, work: Path, echo: 
         out["peak_rss_mb_at_1m_extrapolated"] = round(icept + slope * 1_000_000, 0)
         echo(f"peak RSS ~ {icept:.0f} MB + {slope * 1024:.2f} kB per chunk -> ~{out['peak_rss_mb_at_1m_extrapolated']:.0f} MB "
              f"at 1M chunks (extrapolated); index on disk {out['index_disk_mb']:.0f} MB")
+    if rows and checks_at > 0:
+        out["checks_at"] = _checks_at(checks_at, rows[-1]["live_bytes"] / max(rows[-1]["chunks"], 1), work, echo)
+    return out
+
+
+def _open_costs(directory: Path, settings: Settings) -> dict:
+    """Seconds to open the index (the checks included) and of that the checksum of every file."""
+    from ragqa.index import Index
+    from ragqa.storage import IndexDir
+
+    t0 = time.perf_counter()
+    Index.open(directory, settings).close()
+    open_s = time.perf_counter() - t0
+    idir = IndexDir(directory)
+    version = idir.current()
+    manifest = idir.read_manifest(version)
+    t0 = time.perf_counter()
+    assert not idir.damaged_files(version, manifest)
+    check_s = time.perf_counter() - t0
+    live = sum(f.stat().st_size for f in version.rglob("*") if f.is_file())
+    return {"open_s": round(open_s, 3), "check_s": round(check_s, 3), "live_bytes": live}
+
+
+def _checks_at(chunks: int, bytes_per_chunk: float, work: Path, echo: Callable[[str], None]) -> dict:
+    """The open-time checks of a live version of ``chunks`` chunks at the measured bytes per chunk:
+    files of that total size are written and checked (page cache warm, as right after a build; a
+    cold open also reads them from disk)."""
+    from ragqa.storage import CHECKSUM, IndexDir, file_checksum
+
+    version = work / "checks" / "v-000001"
+    version.mkdir(parents=True)
+    total = int(bytes_per_chunk * chunks)
+    block = np.random.default_rng(0).integers(0, 256, size=64 << 20, dtype=np.uint8).tobytes()
+    with open(version / "data.bin", "wb") as fh:
+        for start in range(0, total, len(block)):
+            fh.write(block[: min(len(block), total - start)])
+    files = {"data.bin": {"bytes": total, CHECKSUM: file_checksum(version / "data.bin")}}
+    seconds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        assert not IndexDir(work / "checks").damaged_files(version, {"files": files})
+        seconds.append(time.perf_counter() - t0)
+    shutil.rmtree(work / "checks", ignore_errors=True)
+    out = {"chunks": chunks, "bytes": total, "check_s_median": round(statistics.median(seconds), 2),
+           "gb_per_s": round(total / 1e9 / statistics.median(seconds), 2)}
+    echo(f"checks on open at {chunks:,} chunks: {total / 2**30:.2f} GiB of files at {bytes_per_chunk:.0f} bytes "
+         f"per chunk, checked in {out['check_s_median']:.2f} s ({out['gb_per_s']:.1f} GB/s, warm page cache)")
     return out
 
 
@@ -209,7 +258,7 @@ def bench_hnsw(vectors_from: Path, n: int, queries: Path | None, settings: Setti
 
 def bench_scale(settings: Settings, out: Path, *, stream_chunks: int, pieces: int, hnsw_n: int,
                 vectors_from: Path | None, queries: Path | None, ef_construction: int = 64,
-                echo: Callable[[str], None] = print) -> dict:
+                checks_at: int = 1_000_000, echo: Callable[[str], None] = print) -> dict:
     from ragqa.bench import machine_info
 
     results: dict = {"machine": machine_info(settings.threads)}
@@ -217,7 +266,8 @@ def bench_scale(settings: Settings, out: Path, *, stream_chunks: int, pieces: in
     try:
         if stream_chunks > 0:
             results["stream"] = bench_stream(stream_chunks, pieces, settings.replace(embedder=settings.embedder
-                                             if settings.embedder.startswith("fake") else "fake:384"), work, echo)
+                                             if settings.embedder.startswith("fake") else "fake:384"), work, echo,
+                                             checks_at=checks_at)
             shutil.rmtree(work / "idx", ignore_errors=True)
         if hnsw_n > 0:
             if vectors_from is None:

@@ -74,6 +74,10 @@ class ChunkStore:
         chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         return docs, chunks
 
+    def doc_ids(self) -> dict[int, str]:
+        """chunk id -> document id, for every chunk."""
+        return dict(self._db.execute("SELECT id, doc_id FROM chunks"))
+
     def chunk_ids(self) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT id FROM chunks ORDER BY id")]
 

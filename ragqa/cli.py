@@ -132,11 +132,14 @@ def index_add(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to add or update.")],
     index: IndexOpt,
     json_out: JsonOpt = False,
+    embedder: EmbedderOpt = None,
+    embed_backend: BackendOpt = None,
     threads: ThreadsOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Add or update documents from PATHS, keeping every other document in the index."""
-    _build(paths, index, json_out, False, False, None, config, threads=threads)
+    """Add or update documents from PATHS, keeping every other document in the index.
+    --embedder / --embed-backend, when given, must match what built the index (refused otherwise)."""
+    _build(paths, index, json_out, False, False, embedder, config, embed_backend=embed_backend, threads=threads)
 
 
 def _build(paths, index, json_out, prune, rebuild, embedder, config, **overrides) -> None:
@@ -145,7 +148,7 @@ def _build(paths, index, json_out, prune, rebuild, embedder, config, **overrides
     settings = _settings(config, **overrides)
     with _progress("indexing") as progress:
         report = Index.build(paths, index, settings, embedder=embedder, prune=prune, rebuild=rebuild,
-                             warn=_warn, progress=progress)
+                             warn=_warn, progress=progress, embed_backend=overrides.get("embed_backend"))
     _print_report(report, index, json_out)
 
 
@@ -226,11 +229,14 @@ def index_migrate(
 def index_verify(index: IndexOpt) -> None:
     """Exit 0 when FAISS, the chunk store, BM25 and the manifest agree (and checksums match)."""
     from ragqa.index import verify
+    from ragqa.storage import repair_hint
 
     problems = verify(index)
     for p in problems:
         _err(f"problem: {p}")
     if problems:
+        if not any("repair it with" in p for p in problems):
+            _err(repair_hint(index))
         raise typer.Exit(4)
     typer.echo(f"{index}: ok")
 
@@ -245,15 +251,18 @@ def search(
     per_doc: Annotated[bool, typer.Option("--per-doc", help="Keep only the best chunk per document.")] = False,
     queries: Annotated[Optional[Path], typer.Option("--queries", help='JSONL file of {"_id", "text"} lines.')] = None,
     json_out: JsonOpt = False,
+    embedder: EmbedderOpt = None,
+    embed_backend: BackendOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Find the chunks most similar to a question."""
+    """Find the chunks most similar to a question. --embedder / --embed-backend, when given, must
+    match what built the index (refused otherwise); by default the index's own embedder is used."""
     from ragqa.index import Index
 
     if (question is None) == (queries is None):
         raise ConfigError("give either a QUESTION or --queries FILE")
     settings = _settings(threads=threads)
-    with Index.open(index, settings) as idx:
+    with Index.open(index, settings, embedder=embedder, embed_backend=embed_backend) as idx:
         if queries is None:
             hits = idx.search(question, k=k, mode=mode, per_doc=per_doc)
             if json_out:
@@ -700,16 +709,20 @@ def bench_scale_cmd(
     queries: Annotated[Optional[Path], typer.Option("--queries", help="JSONL questions for the HNSW part.")] = SHARED_SCIFACT / "queries.jsonl",
     ef_construction: Annotated[int, typer.Option("--ef-construction", help="HNSW efConstruction for the "
                                                  "measurement.")] = 64,
+    checks_at: Annotated[int, typer.Option("--checks-at", help="Also time the checks on open for a live "
+                                           "version of this many chunks (files of the streamed index's "
+                                           "bytes per chunk; 0 skips).")] = 1_000_000,
     backend: VectorBackendOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON.")] = Path("bench-results/scale.json"),
     threads: ThreadsOpt = None,
 ) -> None:
-    """Peak memory while streaming a large generated corpus into an index; HNSW vs exact latency and recall."""
+    """Peak memory and open time while streaming a large generated corpus into an index; HNSW vs
+    exact latency and recall."""
     from ragqa.bench_scale import bench_scale
 
     bench_scale(_settings(threads=threads, vector_backend=backend), out, stream_chunks=stream_chunks,
                 pieces=pieces, hnsw_n=hnsw_n, vectors_from=vectors_from, queries=queries,
-                ef_construction=ef_construction, echo=typer.echo)
+                ef_construction=ef_construction, checks_at=checks_at, echo=typer.echo)
 
 
 @app.command("ui")
@@ -789,6 +802,7 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 
 def main(argv: list[str] | None = None) -> int:
     import click
+    from typer.exceptions import TyperException
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("RAGQA_DEBUG") == "1"
@@ -803,12 +817,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = typer.main.get_command(app).main(argv, prog_name="ragqa", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         _err("aborted")
         return 130
-    except click.ClickException as exc:
+    except (click.ClickException, TyperException) as exc:  # typer >= 0.2x raises its vendored click's
         exc.show()
         return exc.exit_code
     except RagqaError as exc:

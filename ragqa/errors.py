@@ -7,6 +7,7 @@
     │   ├── IndexNotFound           no index at that directory
     │   ├── IndexLocked             another build holds the index lock
     │   ├── IndexCorrupt            files on disk disagree (verify fails)
+    │   ├── IndexWriteError         a new version cannot be written (disk full, read-only)
     │   └── EmbedderMismatch        the index was built with another embedder
     └── ModelError                  a model cannot be found or loaded
 
@@ -45,6 +46,10 @@ class IndexLocked(IndexError_):
 
 class IndexCorrupt(IndexError_):
     exit_code = 4
+
+
+class IndexWriteError(IndexError_):
+    exit_code = 5
 
 
 class EmbedderMismatch(IndexError_):

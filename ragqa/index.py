@@ -14,9 +14,12 @@ without re-embedding (a new version of the same index, or a new index with ``out
 
 from __future__ import annotations
 
+import errno
 import shutil
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,10 +33,11 @@ from ragqa.chunkstore import ChunkStore
 from ragqa.config import EMBED_BACKENDS, Settings
 from ragqa.documents import Document, LoadWarning, discover, load_file
 from ragqa.embedding import Embedder, EmbeddingCache, embed_with_cache, get_embedder, text_hash
-from ragqa.errors import ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, RagqaError
+from ragqa.errors import (ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, IndexWriteError,
+                          RagqaError)
 from ragqa.retrieval import Hit, Retrieval, best_per_doc, rrf
 from ragqa import vectorstore
-from ragqa.storage import MANIFEST, IndexDir, file_sha256, version_number
+from ragqa.storage import MANIFEST, IndexDir, repair_hint, version_number
 
 BM25_DIR = "bm25"
 DOC_BATCH = 256  # documents chunked and embedded per step (bounds memory, drives the progress bar)
@@ -73,15 +77,18 @@ def _embedder_json(embedder: Embedder) -> dict:
             "max_tokens": embedder.max_tokens}
 
 
-def _embedder_for(manifest: dict, settings: Settings, name: str | None) -> Embedder:
+def _embedder_for(manifest: dict, settings: Settings, name: str | None, backend: str | None = None) -> Embedder:
     """The embedder to use with an existing index: the one that built it (by its recorded path,
-    else its name), or ``name`` when given, which must then produce the same vectors."""
+    else its name), or ``name`` / ``backend`` when given, which must then produce the same vectors
+    (the caller checks with ``_check_embedder``)."""
     rec = manifest["embedder"]
+    if backend is not None:
+        settings = settings.replace(embed_backend=backend)
     if name is None:
         name = rec["path"] if Path(rec["path"]).is_dir() else rec["name"]
         # torch and onnx give the same vectors; int8 ones differ, so keep whatever built the index
-        if (rec["backend"].startswith("onnx-int8") or settings.embed_backend.startswith("onnx-int8")) \
-                and rec["backend"] in EMBED_BACKENDS:
+        if backend is None and rec["backend"] in EMBED_BACKENDS and (
+                rec["backend"].startswith("onnx-int8") or settings.embed_backend.startswith("onnx-int8")):
             settings = settings.replace(embed_backend=rec["backend"])
     return get_embedder(settings, name)
 
@@ -115,18 +122,26 @@ class Index:
     # --- opening -------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, settings: Settings | None = None, *,
-             embedder: str | Embedder | None = None) -> Index:
+             embedder: str | Embedder | None = None, embed_backend: str | None = None) -> Index:
+        """The live version, every file checked against the checksums recorded at commit
+        (``IndexCorrupt`` naming the file and the repair otherwise). ``embedder`` / ``embed_backend``
+        given: they must produce the vectors the index was built with."""
         settings = settings or Settings.load()
         idir = IndexDir(directory)
-        version = idir.current()
-        manifest = idir.read_manifest(version)
+        version, manifest = idir.open_checked()  # damage is refused here, never served
         if embedder is None or isinstance(embedder, str):
-            emb = _embedder_for(manifest, settings, embedder)
+            emb = _embedder_for(manifest, settings, embedder, embed_backend)
         else:
             emb = embedder
-        if embedder is not None:
+        if embedder is not None or embed_backend is not None:
             _check_embedder(manifest, emb, idir.path)
-        return cls(idir.path, version, manifest, settings, emb)
+        try:
+            return cls(idir.path, version, manifest, settings, emb)
+        except IndexCorrupt:
+            raise
+        except (OSError, ValueError, sqlite3.DatabaseError, RuntimeError) as exc:  # faiss raises RuntimeError
+            raise IndexCorrupt(f"{version}: cannot be opened ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                               f"{repair_hint(idir.path, manifest)}") from None
 
     def close(self) -> None:
         self.chunks.close()
@@ -142,9 +157,13 @@ class Index:
     @classmethod
     def build(cls, paths: Sequence[str | Path], directory: str | Path, settings: Settings | None = None,
               *, embedder: str | Embedder | None = None, prune: bool = True, rebuild: bool = False,
-              warn: Warn | None = None, progress: Progress | None = None) -> BuildReport:
-        """Sync the index at ``directory`` to the documents under ``paths``."""
-        return _Updater(directory, settings or Settings.load(), embedder, warn, progress).run(
+              warn: Warn | None = None, progress: Progress | None = None,
+              embed_backend: str | None = None) -> BuildReport:
+        """Sync the index at ``directory`` to the documents under ``paths``. A damaged index is
+        refused (``IndexCorrupt``, naming the file) unless ``rebuild``, which repairs any damage.
+        ``embedder`` / ``embed_backend`` given for an existing index must match the one it was
+        built with (``EmbedderMismatch``)."""
+        return _Updater(directory, settings or Settings.load(), embedder, warn, progress, embed_backend).run(
             paths=paths, prune=prune, rebuild=rebuild)
 
     @classmethod
@@ -157,18 +176,30 @@ class Index:
     def remove(cls, doc_ids: Sequence[str], directory: str | Path, settings: Settings | None = None,
                **kw) -> BuildReport:
         return _Updater(directory, settings or Settings.load(), kw.get("embedder"), kw.get("warn"),
-                        kw.get("progress")).run(paths=[], prune=False, remove=list(doc_ids))
+                        kw.get("progress"), kw.get("embed_backend")).run(paths=[], prune=False, remove=list(doc_ids))
 
     # --- searching -----------------------------------------------------------------------
     @property
     def bm25(self) -> bm25_mod.BM25Index:
         if self._bm25 is None:
-            self._bm25 = bm25_mod.BM25Index.load(self.version / BM25_DIR)
+            with self._reading(self.version / BM25_DIR):
+                self._bm25 = bm25_mod.BM25Index.load(self.version / BM25_DIR)
         return self._bm25
+
+    @contextmanager
+    def _reading(self, path: Path) -> Iterator[None]:
+        """Damage found while reading (after the checks on open) is an ``IndexCorrupt`` naming the
+        file, never a half result."""
+        try:
+            yield
+        except (OSError, ValueError, sqlite3.DatabaseError, KeyError) as exc:
+            raise IndexCorrupt(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                               f"{repair_hint(self.directory, self.manifest)}") from None
 
     def _doc(self, chunk_id: int) -> str:
         if self._doc_of is None:
-            self._doc_of = dict(self.chunks._db.execute("SELECT id, doc_id FROM chunks"))
+            with self._reading(self.version / CHUNKS_FILE):
+                self._doc_of = self.chunks.doc_ids()
         return self._doc_of[chunk_id]
 
     def search(self, question: str, k: int = 10, mode: str | None = None, per_doc: bool = False) -> list[Hit]:
@@ -226,7 +257,8 @@ class Index:
         return results
 
     def _hits(self, ranked: Sequence[tuple[int, float]]) -> list[Hit]:
-        rows = self.chunks.get([c for c, _ in ranked])
+        with self._reading(self.version / CHUNKS_FILE):
+            rows = self.chunks.get([c for c, _ in ranked])
         return [Hit(doc_id=r["doc_id"], chunk_id=c, score=float(s), text=r["text"], source=r["source"],
                     title=r["title"], page=r["page"], metadata=r["metadata"])
                 for c, s in ranked if (r := rows.get(c))]
@@ -253,13 +285,7 @@ def verify(directory: str | Path) -> list[str]:
         manifest = idir.read_manifest(version)
     except RagqaError as exc:
         return [str(exc)]
-    problems = []
-    for name, digest in manifest.get("files", {}).items():
-        path = version / name
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-        elif file_sha256(path) != digest:
-            problems.append(f"{path}: checksum differs from the manifest (file changed or damaged)")
+    problems = idir.damaged_files(version, manifest)
     if problems:
         return problems
     try:
@@ -302,10 +328,12 @@ def _check_agreement(manifest, store, vectors, bm25) -> list[str]:
 class _Updater:
     """One write to an index: sync / add / remove, under the lock, committed atomically."""
 
-    def __init__(self, directory, settings: Settings, embedder, warn: Warn | None, progress: Progress | None):
+    def __init__(self, directory, settings: Settings, embedder, warn: Warn | None, progress: Progress | None,
+                 embed_backend: str | None = None):
         self.idir = IndexDir(directory)
         self.settings = settings
         self.embedder_arg = embedder
+        self.embed_backend = embed_backend
         self.report = BuildReport()
         self._user_warn = warn
         self.progress = progress
@@ -320,10 +348,11 @@ class _Updater:
         if arg is not None and not isinstance(arg, str):
             emb = arg
         elif old is not None:
-            emb = _embedder_for(old, self.settings, arg)
+            emb = _embedder_for(old, self.settings, arg, self.embed_backend)
         else:
-            emb = get_embedder(self.settings, arg)
-        if old is not None and arg is not None:
+            emb = get_embedder(self.settings if self.embed_backend is None
+                               else self.settings.replace(embed_backend=self.embed_backend), arg)
+        if old is not None and (arg is not None or self.embed_backend is not None):
             _check_embedder(old, emb, self.idir.path)
         return emb
 
@@ -363,24 +392,40 @@ class _Updater:
         t0 = time.perf_counter()
         # a path that does not exist is an error before anything is locked or written
         files = discover(paths, self.warn) if paths else []
-        with self.idir.lock():
-            self.idir.collect_garbage()
-            old = None
-            self.live = self.idir.read_manifest() if self.idir.exists() else None
-            if self.live is not None and not rebuild:
-                old = self.live
-                self._check_backend(old)
-                if self.embedder_arg is not None:
-                    self._embedder(old)  # an explicit embedder must match before anything changes
-            elif not self.idir.exists() and remove:
-                raise IndexNotFound(f"{self.idir.path}: no such index")
-            self.report.version = self._sync(files, old, prune, remove)
-            if self.report.version is None:
-                self.idir.collect_garbage()
-            else:
-                self.report.warnings += collect_garbage(self.idir, self.settings)
+        try:
+            with self.idir.lock():
+                self._locked_run(files, prune, rebuild, remove)
+        except (OSError, sqlite3.OperationalError, RuntimeError) as exc:
+            failure = _write_failure(exc, self.idir.path)
+            if failure is None:
+                raise
+            raise failure from None
         self.report.seconds = time.perf_counter() - t0
         return self.report
+
+    def _locked_run(self, files, prune: bool, rebuild: bool, remove: Sequence[str]) -> None:
+        self.idir.collect_garbage()
+        old = None
+        self.live = None
+        if self.idir.exists() and not rebuild:
+            # a damaged index is refused with the line that says how to repair it (never a
+            # silent "unchanged"); a --rebuild starts from the documents whatever the damage
+            self.live = old = self.idir.open_checked()[1]
+            self._check_backend(old)
+            if self.embedder_arg is not None or self.embed_backend is not None:
+                self._embedder(old)  # an explicit embedder must match before anything changes
+        elif self.idir.exists():
+            try:
+                self.live = self.idir.read_manifest()  # keeps its vector store on --rebuild
+            except IndexCorrupt:
+                self.live = None
+        elif remove:
+            raise IndexNotFound(f"{self.idir.path}: no such index")
+        self.report.version = self._sync(files, old, prune, remove)
+        if self.report.version is None:
+            self.idir.collect_garbage()
+        else:
+            self.report.warnings += collect_garbage(self.idir, self.settings)
 
     def _sync(self, files, old: dict | None, prune: bool, remove: Sequence[str]) -> str | None:
         report = self.report
@@ -549,6 +594,36 @@ class _Updater:
         store.close()
         bm25_mod.BM25Index.build(texts, ids).save(tmp / BM25_DIR)
         return next_id
+
+
+_WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                 errno.EPERM: "permission denied"}
+
+
+def _write_failure(exc: BaseException, directory: Path) -> RagqaError | None:
+    """A full disk, a quota or a read-only / unwritable index folder, said as such (with the
+    news that the live version is untouched: a write only ever goes to a new version)."""
+    what = None
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+        where = Path(exc.filename) if exc.filename else None
+        if exc.errno in (errno.EACCES, errno.EPERM) and where is not None:
+            try:
+                where.resolve().relative_to(directory.resolve())
+            except ValueError:
+                return None  # an input file the user cannot read: not about the index
+        what = _WRITE_ERRORS[exc.errno]
+    elif isinstance(exc, (sqlite3.OperationalError, RuntimeError)):
+        text = str(exc).lower()
+        if "disk is full" in text or "no space" in text:
+            what = _WRITE_ERRORS[errno.ENOSPC]
+        elif "readonly" in text or "read-only" in text:
+            what = _WRITE_ERRORS[errno.EROFS]
+    if what is None:
+        return None
+    return IndexWriteError(f"{directory}: cannot write the new version ({what}); nothing was changed, the "
+                           "index's current version is intact; free space or make the folder writable "
+                           "and run the command again")
 
 
 def _same_collection(a: dict, b: dict) -> bool:

@@ -33,12 +33,15 @@ def test_realistic_vectors_are_unit_and_near_their_seeds():
 def test_bench_scale_writes_json(tmp_path, settings, capsys):
     Index.build([write_corpus(tmp_path / "docs", 8)], tmp_path / "seed-idx", settings)
     out = tmp_path / "scale.json"
-    res = bench_scale(settings.replace(embedder="fake:32"), out, stream_chunks=300, pieces=3, hnsw_n=500,
+    res = bench_scale(settings.replace(embedder="fake:32"), out, stream_chunks=300, pieces=3, hnsw_n=500, checks_at=2000,
                       vectors_from=tmp_path / "seed-idx", queries=None)
     saved = json.loads(out.read_text())
     assert saved["stream"]["total_chunks"] == 300 and len(saved["stream"]["pieces"]) == 3
     assert {"peak_rss_mb", "rss_mb", "seconds", "chunks"} <= set(saved["stream"]["pieces"][0])
     assert "peak_rss_mb_at_1m_extrapolated" in saved["stream"]
+    last = saved["stream"]["pieces"][-1]
+    assert last["open_s"] > 0 and 0 <= last["check_s"] <= last["open_s"] and last["live_bytes"] > 0
+    assert saved["stream"]["checks_at"]["chunks"] == 2000 and saved["stream"]["checks_at"]["bytes"] > 0
     rows = saved["hnsw"]["rows"]
     assert rows[0]["index"] == "flat (exact)" and rows[0]["recall@10"] == 1.0 and "seed_recall@10" in rows[1]
     assert all(0 <= r["recall@10"] <= 1 for r in rows) and len(rows) == 6
@@ -49,6 +52,6 @@ def test_bench_scale_writes_json(tmp_path, settings, capsys):
 def test_cli_bench_scale_without_vectors_skips_hnsw(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RAGQA_THREADS", "1")
     out = tmp_path / "s.json"
-    assert main(["bench", "scale", "--stream-chunks", "100", "--pieces", "2", "--out", str(out)]) == 0
+    assert main(["bench", "scale", "--stream-chunks", "100", "--pieces", "2", "--checks-at", "0", "--out", str(out)]) == 0
     assert "HNSW part skipped" in capsys.readouterr().out
     assert json.loads(out.read_text())["stream"]["total_chunks"] == 100

@@ -115,6 +115,19 @@ def test_off_topic_question_says_i_dont_know_with_the_reason(app, monkeypatch):
     assert at.session_state["messages"][-1]["answers"][0].abstained
 
 
+def test_a_damaged_index_is_not_served(app, index_dir):
+    from ragqa.storage import IndexDir
+
+    chunks = IndexDir(index_dir).current() / "chunks.sqlite"
+    data = bytearray(chunks.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunks.write_bytes(bytes(data))
+    at = app()
+    assert not at.chat_input  # no question can be asked of it
+    error = at.error[0].value
+    assert "chunks.sqlite: damaged" in error and "--rebuild" in error
+
+
 def test_settings_reach_the_pipeline(app):
     at = app()
     at.slider(key="top_k").set_value(2).run()

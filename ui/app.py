@@ -27,10 +27,10 @@ from ragqa.errors import EmbedderMismatch, RagqaError
 from ragqa.feedback import feedback_entry, record_feedback
 from ragqa.generators.engine import describe_timings
 from ragqa.pipeline import Answer, RagQA, Status, make_generator
+from ragqa.storage import IndexDir
 from ragqa.uploads import DEFAULT_MAX_MB, UPLOAD_SUFFIXES, add_uploads
 
 HISTORY_TURNS = 4  # previous turns given to the pipeline to rewrite a follow-up
-CURRENT = "CURRENT"
 
 
 # ------------------------------------------------------------------------------------ resources
@@ -50,7 +50,7 @@ def _index_choices(given: str | None) -> list[str]:
     root = Path(os.environ.get("RAGQA_UI_INDEXES", "indexes"))
     if root.is_dir():
         for sub in sorted(root.iterdir()):
-            if (sub / CURRENT).is_file() and str(sub.resolve()) not in out:
+            if IndexDir(sub).exists() and str(sub.resolve()) not in out:
                 out.append(str(sub.resolve()))
     return out
 
@@ -63,9 +63,11 @@ def _shown_path(path: str) -> str:
 
 
 def _version(index_dir: str) -> str:
+    """The live version's name (the cache key of the opened index); "" when it cannot be read,
+    and then opening the index says what is wrong."""
     try:
-        return (Path(index_dir) / CURRENT).read_text(encoding="utf-8").strip()
-    except OSError:
+        return IndexDir(index_dir).current().name
+    except RagqaError:
         return ""
 
 
