@@ -38,7 +38,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 _VERSION_RE = re.compile(r"^v-(\d{6,})$")
-CHECKSUM = "xxh3_128"  # ~10x faster than sha256 here; a check, not a security boundary
+CHECKSUM = "xxh3_128"  # 6.5x faster than sha256 here (1 GiB: 0.11 s vs 0.73 s); a check, not a security boundary
 SELF_CHECKSUM = "manifest_xxh3_128"
 
 
