@@ -75,6 +75,9 @@ class Settings:
     # name of the base model (default: the one the server lists without a parent)
     generator_tokenizer: str = "qwen2.5-coder-0.5b-instruct"
     generator_base_model: str = ""
+    # seconds one request to that server may take in all, connecting and the whole streamed
+    # answer (keep-alive lines do not extend it); raise it for long answers on a busy server
+    request_timeout: float = 300.0
     # qa-short: the shortest answering phrase, cited by ragqa (docs/answering.md); qa asks for
     # one or two sentences with the model's own citations; a variant reads its card's template
     template: str = "qa-short"
@@ -121,6 +124,8 @@ class Settings:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be >= 1")
         if self.chunk_tokens is not None and self.chunk_tokens < 16:
             raise ConfigError(f"setting chunk_tokens={self.chunk_tokens!r} must be >= 16 (or unset)")
+        if not 0 < self.request_timeout < float("inf"):
+            raise ConfigError(f"setting request_timeout={self.request_timeout!r} must be a number of seconds > 0")
         if self.abstain_coverage_weight < 0:
             raise ConfigError(f"setting abstain_coverage_weight={self.abstain_coverage_weight!r} must be >= 0")
         if self.shots < 0:

@@ -128,7 +128,8 @@ def make_generator(settings: Settings):
         from ragqa.generators.openai_client import OpenAIGenerator
 
         return OpenAIGenerator(settings.model[len("openai:"):], tokenizer=settings.generator_tokenizer,
-                               cache_dir=settings.cache_dir, base_model=settings.generator_base_model or None)
+                               cache_dir=settings.cache_dir, base_model=settings.generator_base_model or None,
+                               timeout=float(settings.request_timeout))
     from ragqa.generators import Generator
 
     return Generator(settings.model, cache_dir=settings.cache_dir, variants_dir=settings.variants_dir,

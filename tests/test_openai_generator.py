@@ -3,11 +3,14 @@ thread): the variant goes out as the request's model, streaming works, and error
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ragqa import Index, ModelError
+from ragqa.config import Settings
+from ragqa.errors import ConfigError
 from ragqa.generators import GenerationSettings
 from ragqa.generators.openai_client import OpenAIGenerator
 from ragqa.pipeline import RagQA, make_generator
@@ -59,15 +62,76 @@ class FakeVLLM(BaseHTTPRequestHandler):
         self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
 
 
+def _serve(handler):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
 @pytest.fixture
 def server():
     FakeVLLM.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeVLLM)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd, url = _serve(FakeVLLM)
+    yield url
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def misbehaving():
+    """``misbehaving(get=..., post=...)``: the URL of a FakeVLLM whose GET /v1/models or POST
+    /v1/completions is the given function of the handler; ``stop`` is set when the test ends."""
+    servers, stop = [], threading.Event()
+
+    def start(get=None, post=None):
+        handler = type("Misbehaving", (FakeVLLM,), {"stop": stop})
+        if get:
+            handler.do_GET = get
+        if post:
+            def do_post(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                post(self)
+            handler.do_POST = do_post
+        httpd, url = _serve(handler)
+        servers.append(httpd)
+        return url
+
+    yield start
+    stop.set()
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _reply(handler, body: bytes, ctype: str):
+    handler.send_response(200)
+    handler.send_header("Content-Type", ctype)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _events(handler, *events, done=False):
+    """A text/event-stream reply of these ``data:`` events (objects or raw strings)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+    for event in events:
+        handler.wfile.write(f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode())
+    if done:
+        handler.wfile.write(b"data: [DONE]\n\n")
+    handler.wfile.flush()
+
+
+def _fails(call, url, *parts) -> str:
+    """The ModelError ``call()`` raises, checked to be one line naming the server and ``parts``."""
+    with pytest.raises(ModelError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and url in message, message
+    for part in parts:
+        assert part in message, message
+    return message
 
 
 def test_variant_is_the_request_model(server):
@@ -115,3 +179,110 @@ def test_errors_are_one_line(server):
         down.generate("Q")
     with pytest.raises(Exception, match="give the server's URL"):
         OpenAIGenerator("localhost:8000", tokenizer="fake")
+
+
+def test_a_stream_cut_before_done_is_an_error(misbehaving):
+    def cut(handler):  # two pieces, then the server goes away without [DONE]
+        _events(handler, {"choices": [{"text": "Half"}]}, {"choices": [{"text": " an answer"}]})
+
+    url = misbehaving(post=cut)
+    gen = OpenAIGenerator(url, tokenizer="fake")
+    _fails(lambda: gen.generate("Q"), url, "/v1/completions", "before [DONE] after 14 characters", "incomplete")
+    pieces = gen.stream("Q")
+    assert next(pieces) == "Half" and next(pieces) == " an answer"
+    _fails(lambda: next(pieces), url, "incomplete")
+
+
+def test_a_chunked_stream_cut_mid_body_is_an_error(misbehaving):
+    def cut(handler):  # HTTP/1.1 chunked: the connection closes inside the body
+        handler.protocol_version = "HTTP/1.1"
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        data = f"data: {json.dumps({'choices': [{'text': 'Half'}]})}\n\n".encode()
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    url = misbehaving(post=cut)
+    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "before [DONE] after 4 characters")
+
+
+def test_an_html_page_instead_of_a_stream_is_an_error(misbehaving):
+    page = b"<!DOCTYPE html>\n<html><body><h1>Sign in to the proxy</h1></body></html>"
+    url = misbehaving(post=lambda h: _reply(h, page, "text/html; charset=utf-8"))
+    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "/v1/completions", "text/html",
+           "Sign in to the proxy")
+
+
+def test_a_json_reply_instead_of_a_stream_is_an_error(misbehaving):
+    body = json.dumps({"choices": [{"text": "Answer", "index": 0}]}).encode()
+    url = misbehaving(post=lambda h: _reply(h, body, "application/json"))
+    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "application/json", "Answer")
+
+
+def test_keep_alive_lines_do_not_outlast_the_total_time_limit(misbehaving):
+    def pings(handler):  # comments and blank lines, never an answer
+        _events(handler)
+        while not handler.stop.wait(0.2):
+            handler.wfile.write(b": ping\n\n\n")
+            handler.wfile.flush()
+
+    url = misbehaving(post=pings)
+    gen = OpenAIGenerator(url, tokenizer="fake", timeout=1.5)
+    started = time.monotonic()
+    _fails(lambda: gen.generate("Q"), url, "total time limit of 1.5 s", "request_timeout")
+    assert time.monotonic() - started < 10
+
+
+def test_a_silent_server_does_not_outlast_the_total_time_limit(misbehaving):
+    def silent(handler):  # one piece, then nothing at all
+        _events(handler, {"choices": [{"text": "Half"}]})
+        handler.stop.wait(30)
+
+    url = misbehaving(post=silent)
+    started = time.monotonic()
+    _fails(lambda: OpenAIGenerator(url, tokenizer="fake", timeout=1.5).generate("Q"), url, "total time limit")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("body, ctype, what", [
+    (b"<html><body>Not the API</body></html>", "text/html", "not JSON: '<html><body>Not the API"),
+    (json.dumps(MODELS).encode(), "application/json", 'expected a JSON object with a "data" list, got a list'),
+    (json.dumps({"data": {"id": "m"}}).encode(), "application/json", '"data" is an object, not a list'),
+    (json.dumps({"data": [MODELS[0], {"object": "model"}]}).encode(), "application/json",
+     'model 1 in "data" has no "id"'),
+], ids=["not-json", "a-list", "data-not-a-list", "model-without-id"])
+def test_a_malformed_model_list_is_an_error(misbehaving, body, ctype, what):
+    url = misbehaving(get=lambda h: _reply(h, body, ctype))
+    gen = OpenAIGenerator(url, tokenizer="fake")
+    _fails(gen.load, url, "/v1/models", what)
+    _fails(gen.variants, url, what)
+    _fails(lambda: gen.generate("Q"), url, what)
+
+
+@pytest.mark.parametrize("event, what", [
+    ({"choices": {"text": "x"}}, '"choices" is an object, not a list'),
+    ({"choices": ["x"]}, "choice 0 is a string, not an object"),
+    ({"choices": [{"text": 5}]}, '"text" of choice 0 is a number, not a string'),
+    ([{"text": "x"}], "an event is a list, not a JSON object"),
+    ({"choices": [], "usage": [7]}, '"usage" is a list, not an object'),
+], ids=["choices-not-a-list", "choice-not-an-object", "text-not-a-string", "event-not-an-object",
+        "usage-not-an-object"])
+def test_completion_events_of_the_wrong_type_are_errors(misbehaving, event, what):
+    url = misbehaving(post=lambda h: _events(h, event, done=True))
+    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "/v1/completions", what)
+
+
+def test_request_timeout_is_a_setting_passed_to_the_generator(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no ragqa.toml
+    assert Settings().request_timeout == 300.0
+    monkeypatch.setenv("RAGQA_REQUEST_TIMEOUT", "12.5")
+    settings = Settings.load(model="openai:http://127.0.0.1:9/v1", generator_tokenizer="fake")
+    assert settings.request_timeout == 12.5
+    gen = make_generator(settings)
+    assert isinstance(gen, OpenAIGenerator) and gen.timeout == 12.5
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="request_timeout"):
+            Settings(request_timeout=bad)

@@ -10,19 +10,23 @@ as the request's ``model``: that is how vLLM's multi-LoRA serving (``vllm serve 
 sent as the served base model (setting ``generator_base_model``, else the model the server lists
 without a ``parent``). Prompts are built here exactly as for a local model, so the tokenizer for
 the prompt budget comes from a local model (setting ``generator_tokenizer``: a packaged model
-name or a transformers directory; it must match the served base). Only the standard library is
-used (urllib); an API key comes from ``OPENAI_API_KEY``.
+name or a transformers directory; it must match the served base). HTTP goes through httpx; an
+API key comes from ``OPENAI_API_KEY``. Each request has one total time limit (setting
+``request_timeout``) for connecting and the whole reply, and a reply that is cut short, is not
+what was asked for or has fields of the wrong type is a one-line ModelError, never an answer.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import httpx
 
 from ragqa.errors import ConfigError, ModelError
 from ragqa.generators.engine import MAX_CONTEXT, GenerationResult, GenerationSettings
@@ -37,6 +41,81 @@ def base_url(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+def _kind(value) -> str:
+    """The JSON name of a value's type, for messages: "an object", "a list", "a string", ..."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {list: "a list", str: "a string", int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _snippet(raw: bytes) -> str:
+    text = " ".join(raw.decode("utf-8", "replace").split())
+    return repr(text[:100]) if text else "an empty body"
+
+
+def _head(resp: httpx.Response, limit: int = 4096) -> bytes:
+    """The first ``limit`` bytes of a reply's body (an error page need not be read to its end)."""
+    out = b""
+    for chunk in resp.iter_bytes():
+        out += chunk
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a byte stream as each one completes, split at CR / LF only (not at the other
+    line breaks ``str.splitlines`` knows, which JSON strings may hold); the last even unended."""
+    rest = b""
+    for chunk in chunks:
+        lines = (rest + chunk).splitlines(keepends=True)
+        rest = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        for line in lines:
+            yield line.rstrip(b"\r\n").decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
+
+
+class _Deadline:
+    """The total time one request may take, connecting and the whole reply together. Per-read
+    timeouts never end a server that sends a keep-alive line every second, so readers check
+    ``left()`` at each piece, and a timer shuts the connection's socket down when the time is up
+    (which also ends a read waiting on a silent server)."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+        self._sock: socket.socket | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def trace(self, event: str, info: dict) -> None:
+        """httpcore's ``trace`` extension: keeps the socket of the connection the request uses."""
+        if event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            self._sock = info["return_value"].get_extra_info("socket")
+            if self.left() <= 0:
+                self._expire()
+
+    def _expire(self) -> None:
+        try:
+            if self._sock is not None:
+                self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+
 class OpenAIGenerator:
     def __init__(self, url: str, *, tokenizer="qwen2.5-coder-0.5b-instruct", cache_dir: Path | None = None,
                  base_model: str | None = None, context_length: int | None = None, timeout: float = 300.0,
@@ -48,45 +127,96 @@ class OpenAIGenerator:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._base = base_model or None
         self._context = context_length
-        self.timeout = timeout
+        self.timeout = timeout  # seconds for one whole request: connecting and the entire reply
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator({self.url!r})"
 
     # --- HTTP ------------------------------------------------------------------------------
-    def _request(self, path: str, body: dict | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method="POST" if body is not None else "GET")
-        req.add_header("Content-Type", "application/json")
+    def _error(self, path: str, what: str) -> ModelError:
+        """A one-line ModelError naming the server, the path and what was wrong."""
+        return ModelError(" ".join(f"generator server {self.url}{path}: {what}".split()))
+
+    def _reply(self, path: str, body: dict | None = None, *, events: bool = False) -> Iterator[bytes]:
+        """The body of the reply to GET ``path`` (POST with a JSON ``body``) in pieces as they
+        arrive, all within ``timeout`` seconds. A body cut short just ends (callers check that it
+        is complete); HTTP errors, failed connections, the time limit and, with ``events``, a
+        reply that is not server-sent events raise ModelError."""
+        headers = {"Content-Type": "application/json"}
         if self.api_key:
-            req.add_header("Authorization", f"Bearer {self.api_key}")
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        content = json.dumps(body).encode() if body is not None else None
+        deadline = _Deadline(self.timeout)
         try:
-            return urllib.request.urlopen(req, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")
-            try:
-                detail = json.loads(detail).get("error", detail)
-                detail = detail.get("message", detail) if isinstance(detail, dict) else detail
-            except (ValueError, AttributeError):
-                pass
-            hint = ""
-            if exc.code == 404 and body is not None:
-                hint = f"; the server serves {', '.join(self._served()) or 'nothing'}"
-            raise ModelError(f"generator server {self.url}{path}: HTTP {exc.code} "
-                             f"({' '.join(str(detail).split())[:200]}){hint}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            with deadline, httpx.Client(timeout=self.timeout, follow_redirects=True) as client, \
+                    client.stream("POST" if body is not None else "GET", self.url + path, content=content,
+                                  headers=headers, extensions={"trace": deadline.trace}) as resp:
+                if resp.is_error:
+                    raise self._status_error(resp, path, body)
+                ctype = resp.headers.get("content-type", "")
+                if events and "text/event-stream" not in ctype.lower():
+                    raise self._error(path, f"asked for a stream (text/event-stream) but got "
+                                            f"{ctype or 'no content type'}: {_snippet(_head(resp, 200))}")
+                try:
+                    for chunk in resp.iter_bytes():
+                        if deadline.left() <= 0:
+                            break
+                        yield chunk
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    pass  # the server hung up mid-body (or the deadline shut the connection)
+                if deadline.left() <= 0:
+                    raise self._time_limit(path)
+        except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TimeoutException) or deadline.left() <= 0:
+                raise self._time_limit(path) from None
+            reason = " ".join(str(exc).split())
             raise ModelError(f"generator server {self.url}: cannot connect ({reason}); start it (e.g. "
                              "`vllm serve MODEL --enable-lora ...`) or fix --model openai:URL") from None
 
+    def _time_limit(self, path: str) -> ModelError:
+        return self._error(path, f"no complete reply within the total time limit of {self.timeout:g} s (setting "
+                                 "request_timeout, env RAGQA_REQUEST_TIMEOUT); raise it for long answers or "
+                                 "check the server")
+
+    def _status_error(self, resp: httpx.Response, path: str, body: dict | None) -> ModelError:
+        detail = _head(resp).decode("utf-8", "replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+            detail = detail.get("message", detail) if isinstance(detail, dict) else detail
+        except (ValueError, AttributeError):
+            pass
+        hint = ""
+        if resp.status_code == 404 and body is not None:
+            hint = f"; the server serves {', '.join(self._served()) or 'nothing'}"
+        return ModelError(f"generator server {self.url}{path}: HTTP {resp.status_code} "
+                          f"({' '.join(str(detail).split())[:200]}){hint}")
+
     def _models(self) -> list[dict]:
-        with self._request("/models") as resp:
-            return list(json.loads(resp.read()).get("data", []))
+        """The server's model list (GET /models): objects with an "id", checked."""
+        raw = b"".join(self._reply("/models"))
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            raise self._error("/models", f"the reply is not JSON: {_snippet(raw)}") from None
+        if not isinstance(reply, dict):
+            raise self._error("/models", f'expected a JSON object with a "data" list, got {_kind(reply)}')
+        models = reply.get("data")
+        if models is None:
+            return []
+        if not isinstance(models, list):
+            raise self._error("/models", f'"data" is {_kind(models)}, not a list')
+        for i, m in enumerate(models):
+            if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not m["id"]:
+                raise self._error("/models", f'model {i} in "data" has no "id": {json.dumps(m)[:100]}')
+            length = m.get("max_model_len")
+            if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+                raise self._error("/models", f'"max_model_len" of {m["id"]} is {_kind(length)}, not a whole number')
+        return models
 
     def _served(self) -> list[str]:
         try:
-            return [m.get("id", "?") for m in self._models()]
+            return [m["id"] for m in self._models()]
         except ModelError:
             return []
 
@@ -100,6 +230,37 @@ class OpenAIGenerator:
             if self._context is None and bases[0].get("max_model_len"):
                 self._context = int(bases[0]["max_model_len"])
         return self._base
+
+    def _event(self, data: str) -> tuple[list[str], dict]:
+        """The text pieces and the usage (maybe empty) of one completion event, checked."""
+        path = "/completions"
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise self._error(path, f"unreadable event {data[:100]!r}") from None
+        if not isinstance(event, dict):
+            raise self._error(path, f"an event is {_kind(event)}, not a JSON object: {data[:100]!r}")
+        usage = event.get("usage") or {}
+        if not isinstance(usage, dict):
+            raise self._error(path, f'"usage" is {_kind(usage)}, not an object: {data[:100]!r}')
+        for key in ("prompt_tokens", "completion_tokens"):
+            if usage.get(key) is not None and (isinstance(usage[key], bool) or not isinstance(usage[key], int)):
+                raise self._error(path, f'usage "{key}" is {_kind(usage[key])}, not a whole number')
+        choices = event.get("choices")
+        if choices is None:
+            choices = []
+        if not isinstance(choices, list):
+            raise self._error(path, f'"choices" is {_kind(choices)}, not a list: {data[:100]!r}')
+        pieces = []
+        for i, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise self._error(path, f"choice {i} is {_kind(choice)}, not an object: {data[:100]!r}")
+            text = choice.get("text")
+            if text is not None and not isinstance(text, str):
+                raise self._error(path, f'"text" of choice {i} is {_kind(text)}, not a string: {data[:100]!r}')
+            if text:
+                pieces.append(text)
+        return pieces, usage
 
     # --- the Generator interface ---------------------------------------------------------
     @property
@@ -165,32 +326,32 @@ class OpenAIGenerator:
 
     def stream(self, prompt: str, variant: str = "base",
                settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Text pieces as the server sends them (server-sent events); returns the GenerationResult."""
+        """Text pieces as the server sends them (server-sent events); returns the GenerationResult.
+        A stream that ends before ``data: [DONE]`` raises ModelError: its answer is incomplete."""
         body = self._body(prompt, variant, settings, stream=True)
         started = time.perf_counter()
         first = None
         text, usage = [], {}
-        with self._request("/completions", body) as resp:
-            for raw in resp:
-                line = raw.decode("utf-8", "replace").strip()
+        reply = self._reply("/completions", body, events=True)
+        try:
+            for line in _lines(reply):
                 if not line.startswith("data:"):
-                    continue
+                    continue  # blank lines, ": ping" comments, other event fields
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    raise ModelError(f"generator server {self.url}: unreadable event {data[:100]!r}") from None
-                if event.get("usage"):
-                    usage = event["usage"]
-                for choice in event.get("choices") or []:
-                    piece = choice.get("text") or ""
-                    if piece:
-                        if first is None:
-                            first = time.perf_counter()
-                        text.append(piece)
-                        yield piece
+                pieces, event_usage = self._event(data)
+                usage = event_usage or usage
+                for piece in pieces:
+                    if first is None:
+                        first = time.perf_counter()
+                    text.append(piece)
+                    yield piece
+            else:
+                raise self._error("/completions", f"the stream ended before [DONE] after "
+                                                  f"{sum(map(len, text))} characters; the answer is incomplete")
+        finally:
+            reply.close()
         ended = time.perf_counter()
         out = "".join(text)
         count = lambda t: len(self.tokenizer(t, add_special_tokens=False)["input_ids"])  # noqa: E731
