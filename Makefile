@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/ragqa demo
 
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m 'slow or not slow'
 
 bench-index: $(BIN)/python
 	$(BIN)/pip install -q -e ".[bench]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from collections.abc import Iterator
 
 
@@ -19,7 +20,8 @@ class WordTokenizer:
     eos_token = "</s>"
 
     def __call__(self, text: str, add_special_tokens: bool = False, **_) -> dict:
-        return {"input_ids": [hash(w) % 50000 for w in text.split()]}
+        # crc32, not hash(): ids stay the same in every process (hash() is salted per process)
+        return {"input_ids": [zlib.crc32(w.encode("utf-8", "surrogatepass")) % 50000 for w in text.split()]}
 
     def decode(self, ids, **_) -> str:
         return " ".join(map(str, ids))

@@ -36,6 +36,7 @@ def test_configs_are_valid(name, kind, processes):
     assert cfg.use_cpu == (kind == "NO")
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_single_process_launch_runs_on_cpu(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("from accelerate import PartialState\nimport ragqa\n"
@@ -46,18 +47,14 @@ def test_single_process_launch_runs_on_cpu(tmp_path):
     assert "DistributedType.NO 1 cpu" in line and str(ROOT / "ragqa") in line
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_ragqa_train_launches_under_accelerate():
-    from typer.main import get_command
-
-    from ragqa.cli import app
-
-    if "train" not in get_command(app).commands:
-        pytest.skip("`ragqa train` is not on this branch yet")
     out = _launch("cpu-single.yaml", "-m", "ragqa.cli", "train", "--help")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--data" in out.stdout and "--out" in out.stdout
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_ragqa_train_runs_unchanged_under_accelerate(tmp_path):
     """A real (tiny) training run through `accelerate launch`: the variant is written once."""
     import json

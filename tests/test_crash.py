@@ -5,6 +5,8 @@ import os
 import random
 import signal
 import subprocess
+
+import pytest
 import sys
 import time
 
@@ -32,6 +34,7 @@ def _build(corpus, idx_dir, env):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow  # kills subprocess builds
 def test_sigkill_during_builds_never_corrupts(tmp_path):
     rng = random.Random(1234)
     corpus, idx_dir = tmp_path / "docs", tmp_path / "idx"
