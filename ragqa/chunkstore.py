@@ -56,14 +56,23 @@ class ChunkStore:
         return removed
 
     def add(self, doc: Document, chunks: Sequence[Chunk], ids: Sequence[int], hashes: Sequence[bytes]) -> None:
+        """A document and all its chunks."""
+        self.add_chunks(chunks, ids, hashes)
+        self.add_document(doc, len(chunks))
+
+    def add_chunks(self, chunks: Sequence[Chunk], ids: Sequence[int], hashes: Sequence[bytes]) -> None:
+        """Chunks of documents still being chunked (``add_document`` follows for each)."""
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(int(i), c.doc_id, c.ord, c.text, c.start, c.page, h) for c, i, h in zip(chunks, ids, hashes)])
+
+    def add_document(self, doc: Document, n_chunks: int) -> None:
         with self._db:
             self._db.execute(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
                 (doc.doc_id, doc.title, doc.source, json.dumps(doc.metadata, ensure_ascii=False),
-                 doc.content_hash(), len(chunks)))
-            self._db.executemany(
-                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(int(i), c.doc_id, c.ord, c.text, c.start, c.page, h) for c, i, h in zip(chunks, ids, hashes)])
+                 doc.content_hash(), n_chunks))
 
     def vacuum(self) -> None:
         self._db.execute("VACUUM")

@@ -10,6 +10,13 @@ Bad *content* never raises: every problem becomes exactly one :class:`LoadWarnin
 the ``warn`` callback, and whatever is good in the file is still returned. Only a path the user
 named that does not exist raises (:class:`~ragqa.errors.InputNotFound`).
 
+File names need not be text: on Linux a name is any bytes, and Python hands one that is not UTF-8
+over as a str with "surrogate escapes", which UTF-8 (so JSON files and SQLite) cannot hold.
+:attr:`SourceFile.path` keeps the real name (it is what opens the file); ids, titles and
+:attr:`Document.source` use :func:`storable`, the same name with U+FFFD for each such byte, as a
+file manager shows it; messages use :func:`printable`, which spells the byte out (``\\xff``) and
+escapes control characters, so every warning is one line that tells which file it means.
+
 Supported kinds: plain text, Markdown, HTML, PDF, JSON Lines (one document per line) and
 SQuAD-format JSON (one document per paragraph).
 """
@@ -23,6 +30,7 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +44,13 @@ __all__ = [
     "SourceFile",
     "SUPPORTED_SUFFIXES",
     "discover",
+    "human_size",
     "load_file",
     "load_paths",
     "print_warning",
+    "printable",
+    "size_vs_limit",
+    "storable",
 ]
 
 Warn = Callable[["LoadWarning"], None]
@@ -59,6 +71,68 @@ _BLOCK = 1 << 20  # 1 MiB, for streamed hashing
 _SNIFF = 8192  # bytes looked at for NUL (binary) detection
 _BOM = b"\xef\xbb\xbf"
 _MAX_LINE_WARNINGS = 20  # per jsonl file; the rest are summed up in one more warning
+_MAX_LISTED = 3  # bad articles / paragraphs named in a SQuAD file's warning
+_HASH_SLICE = 1 << 20  # characters of text serialised at a time by content_hash
+
+
+# --------------------------------------------------------------------------------------------
+# names and sizes in messages
+# --------------------------------------------------------------------------------------------
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# bidirectional controls: they reorder what a terminal shows, so a name could pass for another
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def storable(s: str) -> str:
+    """``s`` with every lone surrogate (an undecodable byte of a file name, or a bad ``\\ud800``
+    escape in JSON) replaced by U+FFFD, so it can be encoded as UTF-8: written to JSON or SQLite."""
+    if s.isascii():
+        return s
+    return _SURROGATES.sub("\ufffd", s)
+
+
+def printable(s: str) -> str:
+    """``s`` for a one-line message: control characters, line and paragraph separators and
+    bidirectional controls escaped as Python writes them (``\\n``, ``\\x1b``, ``\\u2028``), an
+    undecodable file-name byte as ``\\xNN``; anything else (spaces, accents, backslashes) as is."""
+    if s.isprintable():
+        return s
+    return "".join(_escape(ch) for ch in s)
+
+
+def _escape(ch: str) -> str:
+    if ch.isprintable():
+        return ch
+    if ch in "\n\r\t":
+        return repr(ch)[1:-1]
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI:
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return ch  # other non-printables (no-break space, joiners, private use) do not break lines
+
+
+def human_size(n: int) -> str:
+    """512 bytes, 1.5 KiB, 20 MiB, 200.3 MiB."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+
+
+def size_vs_limit(size: int, limit: int) -> tuple[str, str]:
+    """``size`` and ``limit`` for "X > the limit of Y": rounded, or in exact bytes where the rounded
+    values would read the same ("20,971,521 bytes", "20,971,520 bytes (20 MiB)")."""
+    a, b = human_size(size), human_size(limit)
+    if a != b:
+        return a, b
+    return f"{size:,} bytes", f"{limit:,} bytes" + (f" ({b})" if limit >= 1024 else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,15 +153,27 @@ class Document:
     pages: list[tuple[int, int]] | None = None
 
     def content_hash(self) -> str:
-        """sha256 hex over title, text, metadata and pages; stable across runs and processes."""
-        payload = {
-            "title": self.title,
-            "text": self.text,
-            "metadata": self.metadata,
-            "pages": [list(p) for p in self.pages] if self.pages is not None else None,
-        }
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        """sha256 hex over title, text, metadata and pages; stable across runs and processes.
+
+        The bytes hashed are ``json.dumps`` of ``{"metadata", "pages", "text", "title"}`` (keys
+        sorted, compact, not ASCII-only) as UTF-8, with the text serialised a slice at a time
+        (JSON escapes each character on its own, so the bytes are the same) so that a 100 MB text
+        is not copied twice more to be hashed."""
+        h = hashlib.sha256()
+
+        def put(raw: bytes, value: Any, quoted: bool = True) -> None:
+            blob = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+            h.update(raw)
+            h.update((blob if quoted else blob[1:-1]).encode("utf-8", "surrogatepass"))  # never raises
+
+        put(b'{"metadata":', self.metadata)
+        put(b',"pages":', [list(p) for p in self.pages] if self.pages is not None else None)
+        h.update(b',"text":"')
+        for i in range(0, len(self.text), _HASH_SLICE):
+            put(b"", self.text[i:i + _HASH_SLICE], quoted=False)
+        put(b'","title":', self.title)
+        h.update(b"}")
+        return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -100,18 +186,29 @@ class LoadWarning:
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
-        return f"warning: {where}: {self.reason}"
+        return f"warning: {printable(where)}: {printable(self.reason)}"  # always one line
 
 
 @dataclass(frozen=True)
 class SourceFile:
     """A file found by :func:`discover`."""
 
-    path: Path  # absolute, resolved
+    path: Path  # absolute, resolved: the real name, for reading (see storable() for the others)
     root: Path  # the indexed root it was found under
-    rel: str  # path relative to root, "/" separators; the document id for plain files
+    rel: str  # path relative to root, "/" separators, storable(); the document id for plain files
     kind: str  # "txt" | "md" | "html" | "pdf" | "jsonl" | "json"
     size: int
+
+    @property
+    def source(self) -> str:
+        """The absolute path as text that JSON and SQLite can hold (``storable``): the documents'
+        ``source``, and the key to use for this file wherever it is stored."""
+        return storable(str(self.path))
+
+    @property
+    def title(self) -> str:
+        """The file name without its suffix (``storable``): the title when the file has none."""
+        return storable(self.path.stem)
 
     def file_hash(self) -> str:
         """sha256 hex of the raw bytes, read in 1 MiB blocks."""
@@ -165,8 +262,9 @@ def discover(paths: Sequence[str | Path], warn: Warn) -> list[SourceFile]:
         shown = str(given)
         if not os.path.exists(p):  # follows symlinks: a dangling link does not exist
             if os.path.islink(p):
-                raise InputNotFound(f"{shown}: broken symbolic link (its target does not exist); check the path")
-            raise InputNotFound(f"{shown}: no such file or directory; check the path")
+                raise InputNotFound(f"{printable(shown)}: broken symbolic link (its target does not exist); "
+                                    "check the path")
+            raise InputNotFound(f"{printable(shown)}: no such file or directory; check the path")
         if p.is_dir():
             root = p.resolve()
             try:
@@ -197,7 +295,7 @@ def discover(paths: Sequence[str | Path], warn: Warn) -> list[SourceFile]:
         except OSError as e:
             warn(LoadWarning(shown, f"skipped: cannot read file ({_os_reason(e)})"))
             continue
-        add(path, Path(os.path.abspath(p)).parent.resolve(), p.name, kind, size)
+        add(path, Path(os.path.abspath(p)).parent.resolve(), storable(p.name), kind, size)
     return out
 
 
@@ -215,7 +313,7 @@ def _walk(
         name = entry.name
         if name.startswith("."):
             continue
-        rel = f"{prefix}{name}"
+        rel = f"{prefix}{storable(name)}"
         try:
             is_dir = entry.is_dir()  # follows symlinks
             is_file = not is_dir and entry.is_file()
@@ -277,9 +375,12 @@ def _read_bytes(sf: SourceFile, max_bytes: int) -> bytes:
     try:
         size = os.stat(sf.path).st_size
         if size > max_bytes:
-            raise _Skip(f"skipped: file is {_human(size)}, larger than the {_human(max_bytes)} limit")
+            shown, limit = size_vs_limit(size, max_bytes)
+            raise _Skip(f"skipped: file is {shown}, larger than the limit of {limit}")
         with open(sf.path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(size + 1)  # (not max_bytes + 1: that much would be allocated up front)
+            if len(data) > size:  # it grew since stat: read on, up to the limit
+                data += f.read(max_bytes + 1 - len(data))
     except FileNotFoundError:
         raise _Skip("skipped: file disappeared before it could be read") from None
     except PermissionError:
@@ -287,40 +388,32 @@ def _read_bytes(sf: SourceFile, max_bytes: int) -> bytes:
     except OSError as e:
         raise _Skip(f"skipped: cannot read file ({_os_reason(e)})") from None
     if len(data) > max_bytes:  # grew since stat
-        raise _Skip(f"skipped: file is larger than the {_human(max_bytes)} limit")
+        raise _Skip(f"skipped: file is larger than the limit of {human_size(max_bytes)}")
     return data
 
 
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} bytes"  # pragma: no cover
-
-
 def _decode_text(data: bytes) -> str:
-    """Bytes of a text-like file -> str, or _Skip for empty / binary / non-UTF-8 content."""
+    """Bytes of a text-like file -> str (BOM dropped, line ends left as they are), or _Skip for
+    empty / binary / non-UTF-8 content. Makes no copy of the bytes, nor of the text."""
     if not data:
         raise _Skip("skipped: empty file")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise _Skip("skipped: UTF-16 encoded text; convert it to UTF-8")
     if b"\x00" in data[:_SNIFF]:
         raise _Skip("skipped: binary file (contains NUL bytes); not a text file")
-    offset = 0
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
-        offset = len(_BOM)
+    offset = len(_BOM) if data.startswith(_BOM) else 0
+    view = memoryview(data)[offset:]
     try:
-        text = data.decode("utf-8")
+        text = str(view, "utf-8")
     except UnicodeDecodeError as e:
-        bad = data[e.start]
         raise _Skip(
-            f"skipped: not valid UTF-8 (byte 0x{bad:02x} at offset {e.start + offset}); convert it to UTF-8"
+            f"skipped: not valid UTF-8 (byte 0x{view[e.start]:02x} at offset {e.start + offset}); convert it to UTF-8"
         ) from None
-    if not text.strip():
+    finally:
+        view.release()
+    if not text or text.isspace():
         raise _Skip("skipped: file contains only whitespace")
-    return text.replace("\r\n", "\n")
+    return text
 
 
 def _check_line_lengths(text: str, max_line_chars: int) -> None:
@@ -358,12 +451,14 @@ def load_file(
         if sf.kind == "pdf":
             return _load_pdf(sf, data, warn)
         text = _decode_text(data)
+        del data  # a big file is not kept as bytes beside its text
+        text = text.replace("\r\n", "\n")  # the same str when there is no CRLF: no copy
         if sf.kind in ("txt", "md", "html"):
             _check_line_lengths(text, max_line_chars)
         if sf.kind == "txt":
-            return [Document(sf.rel, text, title=sf.path.stem, source=shown)]
+            return [Document(sf.rel, text, title=sf.title, source=sf.source)]
         if sf.kind == "md":
-            return [Document(sf.rel, text, title=_md_title(text) or sf.path.stem, source=shown)]
+            return [Document(sf.rel, text, title=_md_title(text) or sf.title, source=sf.source)]
         if sf.kind == "html":
             return _load_html(sf, text)
         if sf.kind == "jsonl":
@@ -385,33 +480,41 @@ def _one_line(e: BaseException, limit: int = 200) -> str:
 
 # --- markdown --------------------------------------------------------------------------------
 
-_ATX_H1 = re.compile(r"^ {0,3}#[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+# the lines _md_title looks at, found by the regex engine (no Python loop over every line):
+# a code fence (group 1) or a level-1 ATX heading, "# Title" or "# Title #" (group 2)
+_MD_LINE = re.compile(r"^ {0,3}(?:(`{3,}|~{3,})|#[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$)", re.MULTILINE)
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text``, one at a time (``text.split("\\n")`` would copy all of it at once)."""
+    pos = 0
+    while (end := text.find("\n", pos)) >= 0:
+        yield text[pos:end]
+        pos = end + 1
+    yield text[pos:]
 
 
 def _md_title(text: str) -> str:
     """Text of the first level-1 ATX heading ("# Title"), ignoring fenced code blocks."""
     fence: str | None = None
-    for line in text.split("\n"):
-        m = _FENCE.match(line)
-        if m:
-            marker = m.group(1)
+    for m in _MD_LINE.finditer(text):
+        marker, heading = m.group(1), m.group(2)
+        if marker:
             if fence is None:
                 fence = marker[0] * len(marker)
             elif marker[0] == fence[0] and len(marker) >= len(fence):
                 fence = None
-            continue
-        if fence is not None:
-            continue
-        h = _ATX_H1.match(line)
-        if h and h.group(1).strip():
-            return h.group(1).strip()
+        elif fence is None and heading.strip():
+            return heading.strip()
     return ""
 
 
 # --- html ------------------------------------------------------------------------------------
 
-_DROP_TAGS = ["script", "style", "noscript", "template", "svg", "head", "title"]
+# Not "head" itself: html.parser nests a <body> in a <head> that was never closed (HTML5 closes it
+# implicitly), so dropping <head> would drop the whole page; what a head holds that is not shown is
+# these tags (title, script, style) or has no text (meta, link, base).
+_DROP_TAGS = ["script", "style", "noscript", "template", "svg", "title"]
 # Block elements end a line; "paragraph" blocks also leave a blank line around them.
 _PARA_TAGS = [
     "address", "article", "aside", "blockquote", "body", "details", "dialog", "dl", "fieldset",
@@ -467,7 +570,7 @@ def _load_html(sf: SourceFile, html: str) -> list[Document]:
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     if not text:
         raise _Skip("skipped: no visible text in this HTML file")
-    return [Document(sf.rel, text, title=title or sf.path.stem, source=str(sf.path))]
+    return [Document(sf.rel, text, title=title or sf.title, source=sf.source)]
 
 
 # --- pdf -------------------------------------------------------------------------------------
@@ -520,6 +623,7 @@ def _load_pdf(sf: SourceFile, data: bytes, warn: Warn) -> list[Document]:
                 failed.append((i + 1, _one_line(e)))
                 continue
             page_text = page_text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n").strip()
+            page_text = storable(page_text)  # a broken ToUnicode map can give lone surrogates
             if page_text:
                 texts.append((i + 1, page_text))
 
@@ -527,7 +631,7 @@ def _load_pdf(sf: SourceFile, data: bytes, warn: Warn) -> list[Document]:
         try:
             meta = reader.metadata
             if meta is not None and meta.title:
-                title = _WS.sub(" ", str(meta.title)).strip()
+                title = storable(_WS.sub(" ", str(meta.title)).strip())
         except Exception:
             title = ""
 
@@ -553,8 +657,8 @@ def _load_pdf(sf: SourceFile, data: bytes, warn: Warn) -> list[Document]:
         Document(
             sf.rel,
             "\n\n".join(parts),
-            title=title or sf.path.stem,
-            source=shown,
+            title=title or sf.title,
+            source=sf.source,
             metadata={"page_count": n_pages},
             pages=pages,
         )
@@ -572,6 +676,26 @@ def _json_safe(value: Any) -> bool:
     return True
 
 
+# a \\uXXXX escape of a UTF-16 surrogate: alone (no pair) it decodes to a str UTF-8 cannot hold
+_JSON_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _json_loads(text: str) -> Any:
+    """json.loads, with lone surrogates in the strings (and keys) made ``storable``."""
+    obj = json.loads(text)
+    return _storable_json(obj) if _JSON_SURROGATE.search(text) else obj
+
+
+def _storable_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [_storable_json(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): _storable_json(v) for k, v in value.items()}
+    return value
+
+
 def _id_str(value: Any) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -583,6 +707,7 @@ def _id_str(value: Any) -> str | None:
 
 def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
     shown = str(sf.path)
+    source = sf.source
     docs: list[Document] = []
     first_line: dict[str, int] = {}
     n_warned = 0
@@ -596,11 +721,11 @@ def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
         else:
             n_suppressed += 1
 
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = _json_loads(line)
         except json.JSONDecodeError as e:
             bad(lineno, f"line {lineno} skipped: invalid JSON ({e.msg} at column {e.colno})")
             continue
@@ -620,7 +745,7 @@ def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
             continue
         body = obj.get("text")
         if not isinstance(body, str):
-            what = "missing" if "text" not in obj else f"a {_json_type(body)}, not a string"
+            what = "missing" if "text" not in obj else f"{_a_json_type(body)}, not a string"
             bad(lineno, f'line {lineno} skipped: "text" is {what}')
             continue
         if not body.strip():
@@ -637,10 +762,15 @@ def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
         metadata = {
             k: v for k, v in obj.items() if k not in (id_key, "title", "text") and _json_safe(v)
         }
-        docs.append(Document(doc_id, body, title=title, source=shown, metadata=metadata))
+        docs.append(Document(doc_id, body, title=title, source=source, metadata=metadata))
     if n_suppressed:
         warn(LoadWarning(shown, f"{n_suppressed} more broken line(s) skipped (only the first {_MAX_LINE_WARNINGS} are listed)"))
     return docs
+
+
+def _a_json_type(v: Any) -> str:
+    kind = _json_type(v)
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _json_type(v: Any) -> str:
@@ -663,15 +793,21 @@ def _json_type(v: Any) -> str:
 
 
 def _is_squad(obj: Any) -> bool:
-    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list) or not obj["data"]:
+    """``{"data": [article, ...]}`` with at least one article that has a "paragraphs" array (the
+    others are skipped with a warning; a file with none is not SQuAD)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         return False
-    return all(isinstance(a, dict) and isinstance(a.get("paragraphs"), list) for a in obj["data"])
+    return any(isinstance(a, dict) and isinstance(a.get("paragraphs"), list) for a in obj["data"])
+
+
+def _listed(items: list[str], total: int) -> str:
+    return ", ".join(items) + (", ..." if total > len(items) else "")
 
 
 def _load_json(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
     shown = str(sf.path)
     try:
-        obj = json.loads(text)
+        obj = _json_loads(text)
     except json.JSONDecodeError as e:
         raise _Skip(f"skipped: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})", line=e.lineno) from None
     except ValueError as e:
@@ -680,20 +816,37 @@ def _load_json(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
         raise _Skip("skipped: not a SQuAD-format json file; use .jsonl with one document per line")
     docs: list[Document] = []
     seen: set[str] = set()
-    n_empty = 0
     dup_titles: list[str] = []
+    bad_articles: list[str] = []  # the first few, described; n_bad_articles counts them all
+    bad_paragraphs: list[str] = []
+    n_bad_articles = n_bad_paragraphs = 0
     for a_idx, article in enumerate(obj["data"]):
-        raw_title = article.get("title")
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        raw_title = article.get("title") if isinstance(article, dict) else None
         if not isinstance(raw_title, str) or not raw_title.strip():
             raw_title = f"article_{a_idx}"
+        if not isinstance(paragraphs, list):
+            n_bad_articles += 1
+            if len(bad_articles) < _MAX_LISTED:
+                if not isinstance(article, dict):
+                    what = f"{_a_json_type(article)}, not an object"
+                elif "paragraphs" not in article:
+                    what = 'no "paragraphs"'
+                else:
+                    what = f'"paragraphs" is {_a_json_type(paragraphs)}, not an array'
+                bad_articles.append(f"#{a_idx} {raw_title!r} ({what})")
+            continue
         if raw_title in seen:
             dup_titles.append(raw_title)
             continue
         seen.add(raw_title)
-        for p_idx, para in enumerate(article["paragraphs"]):
+        for p_idx, para in enumerate(paragraphs):
             context = para.get("context") if isinstance(para, dict) else None
             if not isinstance(context, str) or not context.strip():
-                n_empty += 1
+                n_bad_paragraphs += 1
+                if len(bad_paragraphs) < _MAX_LISTED:
+                    what = "" if isinstance(para, dict) else f" ({_a_json_type(para)}, not an object)"
+                    bad_paragraphs.append(f"{raw_title!r} #{p_idx}{what}")
                 continue
             qas = para.get("qas")
             qids = [
@@ -706,15 +859,21 @@ def _load_json(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
                     f"{raw_title}#{p_idx}",
                     context,  # kept byte-for-byte: SQuAD answer_start offsets point into it
                     title=raw_title.replace("_", " "),
-                    source=shown,
+                    source=sf.source,
                     metadata={"article": raw_title, "paragraph": p_idx, "question_ids": qids},
                 )
             )
+    if n_bad_articles:
+        warn(LoadWarning(shown, f"skipped {n_bad_articles} article(s) without a \"paragraphs\" array "
+                                f"({_listed(bad_articles, n_bad_articles)}); give each article "
+                                '"paragraphs": [{"context": ...}, ...]'))
     if dup_titles:
         names = ", ".join(repr(t) for t in dup_titles[:3]) + (" ..." if len(dup_titles) > 3 else "")
         warn(LoadWarning(shown, f"skipped {len(dup_titles)} article(s) with a title already used ({names})"))
-    if n_empty:
-        warn(LoadWarning(shown, f'skipped {n_empty} paragraph(s) with a missing or empty "context"'))
+    if n_bad_paragraphs:
+        warn(LoadWarning(shown, f'skipped {n_bad_paragraphs} paragraph(s) with a missing or empty "context" '
+                                f"({_listed(bad_paragraphs, n_bad_paragraphs)}); give each paragraph a "
+                                '"context" string'))
     return docs
 
 

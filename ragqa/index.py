@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ragqa import bm25 as bm25_mod
-from ragqa.chunking import ChunkSettings, chunk_document
+from ragqa.chunking import ChunkSettings, iter_chunks
 from ragqa.chunkstore import FILE as CHUNKS_FILE
 from ragqa.chunkstore import ChunkStore
 from ragqa.config import EMBED_BACKENDS, Settings
@@ -40,7 +40,8 @@ from ragqa import vectorstore
 from ragqa.storage import MANIFEST, IndexDir, repair_hint, version_number
 
 BM25_DIR = "bm25"
-DOC_BATCH = 256  # documents chunked and embedded per step (bounds memory, drives the progress bar)
+DOC_BATCH = 256  # documents per progress step
+CHUNK_BATCH = 256  # chunks embedded and stored per step (bounds memory whatever the file's size)
 
 Warn = Callable[[LoadWarning], None]
 Progress = Callable[[int, int], None]  # (documents done, documents to index)
@@ -439,7 +440,7 @@ class _Updater:
         to_index: dict[str, Document] = {}
         sources = {} if prune else dict(old_sources)
         for sf in files:
-            key = str(sf.path)
+            key = sf.source  # storable in JSON even when the name is not valid UTF-8
             fhash = sf.file_hash()
             prev = old_sources.get(key)
             if prev and prev["hash"] == fhash and all(d in old_docs for d in prev["documents"]):
@@ -560,30 +561,39 @@ class _Updater:
         stale = store.remove_documents([*removed, *(d for d in to_index if old and d in old["documents"])])
         vectors.remove(np.asarray(stale, dtype=np.int64))
         cache = EmbeddingCache(self.settings.cache_dir / "embeddings.sqlite") if self.settings.embedding_cache else None
-        csettings = ChunkSettings(chunk_cfg["max_tokens"], chunk_cfg["overlap"])
+        csettings = ChunkSettings(chunk_cfg["max_tokens"], chunk_cfg["overlap"],
+                                  **({"section_chars": chunk_cfg["section_chars"]} if "section_chars" in chunk_cfg else {}))
         docs = list(to_index.values())
-        done = 0
+        pending: list = []  # chunks waiting to be embedded (at most CHUNK_BATCH)
+
+        def flush() -> None:
+            nonlocal next_id
+            texts = [c.embed_text for c in pending]
+            vecs, encoded = embed_with_cache(embedder, texts, cache)
+            ids = np.arange(next_id, next_id + len(pending), dtype=np.int64)
+            next_id += len(pending)
+            vectors.add(ids, vecs)
+            store.add_chunks(pending, ids, [text_hash(t) for t in texts])
+            self.report.embedded += encoded
+            pending.clear()
+
         if self.progress:
             self.progress(0, len(docs))
-        for start in range(0, len(docs), DOC_BATCH):
-            batch = docs[start:start + DOC_BATCH]
-            per_doc = [chunk_document(d, embedder, csettings) for d in batch]
-            flat = [c for cs in per_doc for c in cs]
-            texts = [c.embed_text for c in flat]
-            vecs, encoded = embed_with_cache(embedder, texts, cache)
-            hashes = [text_hash(t) for t in texts]
-            ids = np.arange(next_id, next_id + len(flat), dtype=np.int64)
-            next_id += len(flat)
-            vectors.add(ids, vecs)
-            pos = 0
-            for doc, cs in zip(batch, per_doc):
-                store.add(doc, cs, ids[pos:pos + len(cs)], hashes[pos:pos + len(cs)])
-                final[doc.doc_id]["chunks"] = len(cs)
-                pos += len(cs)
-            self.report.embedded += encoded
-            done += len(batch)
-            if self.progress:
+        # chunks are embedded and stored CHUNK_BATCH at a time as the chunker yields them, so the
+        # memory is bounded by the batch (and the chunker's section), not by the file
+        for done, doc in enumerate(docs, 1):
+            n = 0
+            for chunk in iter_chunks(doc, embedder, csettings):
+                pending.append(chunk)
+                n += 1
+                if len(pending) >= CHUNK_BATCH:
+                    flush()
+            store.add_document(doc, n)
+            final[doc.doc_id]["chunks"] = n
+            if self.progress and (done % DOC_BATCH == 0 or done == len(docs)):
                 self.progress(done, len(docs))
+        if pending:
+            flush()
         if cache:
             cache.close()
         vectors.save(tmp)

@@ -27,6 +27,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ragqa.documents import printable, size_vs_limit
+
 UPLOAD_SUFFIXES = (".pdf", ".txt", ".text", ".md", ".markdown", ".html", ".htm")
 DEFAULT_MAX_MB = 20
 MAX_NAME_BYTES = 255
@@ -146,7 +148,7 @@ def _save_each(files, folder, max_bytes, suffixes, reserved) -> list[tuple[str, 
     reserved = set(reserved)
     out: list[tuple[str, Path | None, str | None]] = []
     for original, data in files:
-        shown = str(original) or "(no name)"
+        shown = printable(str(original)) or "(no name)"  # as uploaded, on one line
         name = safe_filename(original)
         suffix = os.path.splitext(name)[1].lower()
         problem = None
@@ -154,7 +156,8 @@ def _save_each(files, folder, max_bytes, suffixes, reserved) -> list[tuple[str, 
             kind = f"'{suffix}'" if suffix else "(no extension)"
             problem = f"{shown}: unsupported file type {kind}; allowed: {', '.join(sorted(allowed))}"
         elif len(data) > max_bytes:
-            problem = f"{shown}: too large ({_mb(len(data))} > the limit of {_mb(max_bytes)})"
+            size, limit = size_vs_limit(len(data), max_bytes)
+            problem = f"{shown}: too large ({size} > the limit of {limit}); upload a smaller file"
         elif not data:
             problem = f"{shown}: empty file"
         if problem:
@@ -167,10 +170,6 @@ def _save_each(files, folder, max_bytes, suffixes, reserved) -> list[tuple[str, 
             continue
         out.append((shown, path, None))
     return out
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB" if n >= 1024 else f"{n} bytes"
 
 
 @dataclass
@@ -217,11 +216,11 @@ def add_uploads(files: Sequence[tuple[str, bytes]], index_dir: str | Path, setti
     try:
         report = Index.add(saved, index_dir, settings, warn=warnings.append, progress=progress)
     except RagqaError as exc:
-        result.problems.append(f"the index was not changed: {exc}")
+        result.problems.append(printable(f"the index was not changed: {exc}"))
         return result
     for w in warnings:
         name = shown.get(str(Path(w.path)), Path(w.path).name)
-        result.problems.append(f"{name}: {w.reason}")
+        result.problems.append(printable(f"{name}: {w.reason}"))
     result.added, result.updated, result.unchanged = report.added, report.updated, report.unchanged
     result.documents, result.chunks, result.version = report.documents, report.chunks, report.version
     return result

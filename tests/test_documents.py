@@ -479,3 +479,231 @@ def test_sourcefile_is_frozen(tmp_path):
     assert isinstance(sf, SourceFile)
     with pytest.raises(Exception):
         sf.rel = "b"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input that used to break things
+# ---------------------------------------------------------------------------------------------
+
+
+def _make_file(folder: Path, raw_name: bytes, data: bytes) -> Path:
+    path = folder / os.fsdecode(raw_name)
+    try:
+        path.write_bytes(data)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip(f"this file system does not take the name {raw_name!r}")
+    return path
+
+
+def _storable_everywhere(doc: Document) -> None:
+    import sqlite3
+
+    for s in (doc.doc_id, doc.title, doc.source, json.dumps(doc.metadata, ensure_ascii=False)):
+        s.encode("utf-8")
+    json.dumps({"id": doc.doc_id, "source": doc.source}, ensure_ascii=False).encode("utf-8")
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE d (id TEXT, title TEXT, source TEXT, text TEXT)")
+    db.execute("INSERT INTO d VALUES (?, ?, ?, ?)", (doc.doc_id, doc.title, doc.source, doc.text))
+    assert len(doc.content_hash()) == 64
+
+
+def test_file_name_that_is_not_utf8_is_loaded_under_a_storable_id(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = _make_file(folder, b"bad\xff.txt", b"text of the badly named file")
+    (folder / "good.txt").write_text("text of the good file")
+    warnings, warn = collect()
+    files = discover([folder], warn)
+    assert sorted(f.rel for f in files) == ["bad\ufffd.txt", "good.txt"]
+    docs = [d for sf in files for d in load_file(sf, warn)]
+    assert warnings == []
+    by_id = {d.doc_id: d for d in docs}
+    assert set(by_id) == {"bad\ufffd.txt", "good.txt"}
+    d = by_id["bad\ufffd.txt"]
+    assert d.text == "text of the badly named file" and d.title == "bad\ufffd"
+    assert d.source == str(bad.resolve()).replace("\udcff", "\ufffd")
+    for doc in docs:
+        _storable_everywhere(doc)
+    (sf,) = [f for f in files if f.rel.startswith("bad")]
+    assert sf.path == bad.resolve() and sf.source == d.source  # the real name still reads the file
+    # in messages the byte is spelled out, so the user can tell which file it is
+    assert str(LoadWarning(str(sf.path), "skipped: empty file")).endswith("bad\\xff.txt: skipped: empty file")
+    assert [x.doc_id for x in load_paths([folder], warn)] == ["bad\ufffd.txt", "good.txt"]
+    assert [x.doc_id for x in load_paths([bad], warn)] == ["bad\ufffd.txt"]  # named directly
+
+
+def test_index_build_with_a_file_name_that_is_not_utf8(tmp_path):
+    from ragqa import Index
+    from ragqa.config import Settings
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _make_file(folder, b"bad\xff.txt", b"Badgers dig setts in the woods.")
+    (folder / "good.txt").write_text("Otters swim in rivers.")
+    settings = Settings(embedder="fake:32", cache_dir=tmp_path / "cache", threads=1)
+    report = Index.build([folder], tmp_path / "idx", settings)
+    assert report.documents == 2 and report.skipped == 0
+    with Index.open(tmp_path / "idx", settings) as idx:
+        assert {d["doc_id"] for d in idx.documents()} == {"bad\ufffd.txt", "good.txt"}
+
+
+def test_lone_surrogate_escapes_in_json_become_replacement_characters(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"id": "a\\udcff", "text": "broken \\ud800 pair, fine \\ud83d\\ude00", "k": ["\\udfff"]}\n')
+    (doc,), warnings = load_one(p)
+    assert warnings == []
+    assert doc.doc_id == "a\ufffd" and doc.text == "broken \ufffd pair, fine \U0001f600"
+    assert doc.metadata == {"k": ["\ufffd"]}
+    _storable_everywhere(doc)
+    q = tmp_path / "squad.json"
+    q.write_text(json.dumps({"data": [{"title": "T\ud800", "paragraphs": [{"context": "c\udc80"}]}]}))
+    (doc,), warnings = load_one(q)
+    assert warnings == [] and doc.doc_id == "T\ufffd#0" and doc.text == "c\ufffd"
+
+
+def test_content_hash_is_unchanged_and_never_raises(monkeypatch):
+    import hashlib
+
+    import ragqa.documents as documents
+
+    def before(d):  # the formula of earlier versions: indexes built by them must not re-embed
+        payload = {"title": d.title, "text": d.text, "metadata": d.metadata,
+                   "pages": [list(p) for p in d.pages] if d.pages is not None else None}
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    docs = [
+        Document("a", "", title=""),
+        Document("b", 'quote " back\\slash\n\ttab \x01 ctl é 日本 \U0001f600 \u2028', title='T "x"',
+                 metadata={"z": 1, "a": {"y": [1.5, None, True]}, "p": Path("/p")}, pages=[(1, 0), (2, 5)]),
+        Document("c", "x" * 50 + "\\" * 7 + '"' * 3),
+    ]
+    for slice_chars in (documents._HASH_SLICE, 1, 7):
+        monkeypatch.setattr(documents, "_HASH_SLICE", slice_chars)
+        for d in docs:
+            assert d.content_hash() == before(d), (slice_chars, d.doc_id)
+    assert len(Document("d", "lone \udcff surrogate", title="\ud800").content_hash()) == 64
+
+
+def test_html_without_closing_head_keeps_its_body(tmp_path):
+    p = tmp_path / "open-head.html"
+    p.write_text("<html><head><title>T</title><body><p>Visible text here.</p></body></html>")
+    (doc,), warnings = load_one(p)
+    assert warnings == []
+    assert doc.title == "T" and doc.text == "Visible text here."
+    q = tmp_path / "no-body.html"
+    q.write_text('<html><head><meta charset="utf-8"><title>Only Head</title><link rel="x" href="y">'
+                 "<style>p{}</style><script>var hidden;</script><h1>Heading</h1><p>Body text.</p>")
+    (doc,), warnings = load_one(q)
+    assert warnings == []
+    assert doc.title == "Only Head" and doc.text == "Heading\n\nBody text."
+
+
+def test_squad_bad_article_and_paragraph_skip_only_themselves(tmp_path):
+    squad = {"data": [
+        {"title": "Good", "paragraphs": [{"context": "First good paragraph.", "qas": [{"id": "q1"}]},
+                                          {"qas": [{"id": "q2"}]},  # no context
+                                          "not a paragraph",
+                                          {"context": "Third good paragraph."}]},
+        {"title": "Broken"},  # no paragraphs
+        {"title": "Odd", "paragraphs": "oops"},
+        ["not", "an", "article"],
+        {"title": "Also_Good", "paragraphs": [{"context": "Another article."}]},
+    ]}
+    p = tmp_path / "mixed-squad.json"
+    p.write_text(json.dumps(squad))
+    docs, warnings = load_one(p)
+    assert [d.doc_id for d in docs] == ["Good#0", "Good#3", "Also_Good#0"]
+    assert docs[0].metadata["question_ids"] == ["q1"]
+    assert len(warnings) == 2, [str(w) for w in warnings]
+    articles, paragraphs = (str(w) for w in warnings)
+    assert "mixed-squad.json" in articles and '3 article(s) without a "paragraphs" array' in articles
+    assert "#1 'Broken' (no \"paragraphs\")" in articles
+    assert "#2 'Odd' (\"paragraphs\" is a string, not an array)" in articles
+    assert "#3 'article_3' (an array, not an object)" in articles
+    assert "mixed-squad.json" in paragraphs and '2 paragraph(s) with a missing or empty "context"' in paragraphs
+    assert "'Good' #1" in paragraphs and "'Good' #2 (a string, not an object)" in paragraphs
+    assert all("\n" not in str(w) for w in warnings)
+
+
+def test_json_with_no_squad_article_at_all_is_not_squad(tmp_path):
+    p = tmp_path / "api.json"
+    p.write_text(json.dumps({"data": [{"id": 1}, {"id": 2}]}))
+    docs, warnings = load_one(p)
+    assert docs == [] and len(warnings) == 1 and "not a SQuAD-format json file" in warnings[0].reason
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("plain/name.txt", "plain/name.txt"),
+    ("a\nerror: b.txt", "a\\nerror: b.txt"),
+    ("tab\there\r.txt", "tab\\there\\r.txt"),
+    ("esc\x1b[31m.txt", "esc\\x1b[31m.txt"),
+    ("ls\u2028ps\u2029.txt", "ls\\u2028ps\\u2029.txt"),
+    ("rtl\u202egnp.txt", "rtl\\u202egnp.txt"),
+    (os.fsdecode(b"bad\xff.txt"), "bad\\xff.txt"),
+    ("café 日本 back\\slash.txt", "café 日本 back\\slash.txt"),
+])
+def test_printable(raw, shown):
+    from ragqa.documents import printable
+
+    assert printable(raw) == shown
+    assert len(printable(raw).splitlines()) == 1 and printable(printable(raw)) == printable(raw)
+
+
+def test_newline_in_a_file_name_gives_a_one_line_warning(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _make_file(folder, b"two\nerror: lines.txt", b"")  # empty: one warning
+    (folder / "good.txt").write_text("fine")
+    warnings, warn = collect()
+    docs = load_paths([folder], warn)
+    assert [d.doc_id for d in docs] == ["good.txt"]
+    assert len(warnings) == 1
+    text = str(warnings[0])
+    assert text.splitlines() == [text] and text.endswith("two\\nerror: lines.txt: skipped: empty file")
+    assert str(LoadWarning("/x/a\nb.jsonl", "bad\nreason", line=3)) == "warning: /x/a\\nb.jsonl:3: bad\\nreason"
+    with pytest.raises(InputNotFound) as ei:
+        discover([tmp_path / "missing\nfile.txt"], warn)
+    assert "\n" not in str(ei.value) and "missing\\nfile.txt" in str(ei.value)
+
+
+@pytest.mark.parametrize("size, limit, expected", [
+    (20 * 2**20 + 1, 20 * 2**20, ("20,971,521 bytes", "20,971,520 bytes (20 MiB)")),
+    (25 * 2**20 + 300_000, 20 * 2**20, ("25.3 MiB", "20 MiB")),
+    (2049, 2048, ("2,049 bytes", "2,048 bytes (2 KiB)")),
+    (101, 100, ("101 bytes", "100 bytes")),
+    (3 * 2**30, 200 * 2**20, ("3 GiB", "200 MiB")),
+])
+def test_size_vs_limit(size, limit, expected):
+    from ragqa.documents import size_vs_limit
+
+    assert size_vs_limit(size, limit) == expected
+
+
+def test_too_large_file_shows_the_difference(tmp_path):
+    p = tmp_path / "big.txt"
+    p.write_text("x" * 2049)
+    docs, warnings = load_one(p, max_bytes=2048)
+    assert docs == [] and warnings[0].reason == (
+        "skipped: file is 2,049 bytes, larger than the limit of 2,048 bytes (2 KiB)")
+
+
+def test_upload_just_over_the_limit_says_by_how_much(tmp_path):
+    from ragqa.uploads import save_uploads
+
+    limit = 20 * 2**20
+    saved, problems = save_uploads([("big.pdf", b"x" * (limit + 1)), ("ok.txt", b"fine")], tmp_path / "up", limit)
+    assert [p.name for p in saved] == ["ok.txt"]
+    assert problems == ["big.pdf: too large (20,971,521 bytes > the limit of 20,971,520 bytes (20 MiB)); "
+                        "upload a smaller file"]
+    _, problems = save_uploads([("huge.txt", b"x" * (limit + 5 * 2**20))], tmp_path / "up", limit)
+    assert problems == ["huge.txt: too large (25 MiB > the limit of 20 MiB); upload a smaller file"]
+
+
+def test_upload_name_with_a_newline_is_reported_on_one_line(tmp_path):
+    from ragqa.uploads import save_uploads
+
+    _, problems = save_uploads([("a\nerror: b.exe", b"MZ"), ("e\r\n.md", b"")], tmp_path / "up", 100)
+    assert len(problems) == 2 and all(len(p.splitlines()) == 1 for p in problems)
+    assert problems[0].startswith("a\\nerror: b.exe: unsupported file type")
+    assert problems[1] == "e\\r\\n.md: empty file"
