@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from ragqa.config import Settings
-from ragqa.evaluation import answer_text, exact_match, load_qa_data, sample_items, token_f1
+from ragqa.evaluation.evaluate import answer_text, exact_match, load_qa_data, sample_items, token_f1
 from ragqa.generators import GenerationSettings
-from ragqa.pipeline import RagQA, is_abstention
+from ragqa.answering.pipeline import RagQA, is_abstention
 
 
 def main() -> None:

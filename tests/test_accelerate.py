@@ -49,7 +49,7 @@ def test_single_process_launch_runs_on_cpu(tmp_path):
 
 @pytest.mark.slow  # starts a subprocess
 def test_ragqa_train_launches_under_accelerate():
-    out = _launch("cpu-single.yaml", "-m", "ragqa.cli", "train", "--help")
+    out = _launch("cpu-single.yaml", "-m", "ragqa.apps.cli", "train", "--help")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--data" in out.stdout and "--out" in out.stdout
 
@@ -68,7 +68,7 @@ def test_ragqa_train_runs_unchanged_under_accelerate(tmp_path):
     build_dataset(import_squad(tmp_path / "squad.json"), tmp_path / "data", fractions=(0.5, 0.25, 0.25),
                   settings=ExampleSettings(k=2))
     out = tmp_path / "adapters" / "acc-lora"
-    run = _launch("cpu-single.yaml", "-m", "ragqa.cli", "train", "--data", tmp_path / "data", "--out", out,
+    run = _launch("cpu-single.yaml", "-m", "ragqa.apps.cli", "train", "--data", tmp_path / "data", "--out", out,
                   "--model", base, "--max-steps", "2", "--batch-size", "2", "--eval-steps", "2",
                   "--eval-examples", "2", "--max-seq-len", "200")
     assert run.returncode == 0, run.stderr[-2000:]

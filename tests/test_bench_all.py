@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from ragqa.cli import main
+from ragqa.apps.cli import main
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def fake_training(monkeypatch):
 
 
 def test_bench_all_quick_with_fakes(tmp_path, settings, fake_training):
-    from ragqa.bench import ALL_STAGES, QUICK_PLAN, all_table_rows, bench_all
+    from ragqa.benchmarks.bench import ALL_STAGES, QUICK_PLAN, all_table_rows, bench_all
 
     out = tmp_path / "all.json"
     lines: list[str] = []
@@ -95,7 +95,7 @@ def test_bench_subcommands_still_dispatch(tmp_path, capsys):
 
 def test_bench_answers_with_fakes(tmp_path, settings):
     """The demo questions answered end to end over the demo corpus: JSON, table, the answers kept."""
-    from ragqa.bench import bench_answers, cpu_flags
+    from ragqa.benchmarks.bench import bench_answers, cpu_flags
 
     out = tmp_path / "answers.json"
     lines: list[str] = []
@@ -113,7 +113,7 @@ def test_bench_answers_with_fakes(tmp_path, settings):
 def test_bench_peer_plumbing_with_a_stand_in_peer(tmp_path, settings, monkeypatch):
     """The interleaving, medians and ratios of `ragqa bench peer`, with the fake generator and a
     stand-in for llama.cpp that is always twice as slow. No timing is asserted beyond that."""
-    import ragqa.bench as bench
+    import ragqa.benchmarks.bench as bench
     import ragqa.generators.models as models
     from ragqa.testing import FakeGenerator
 
@@ -141,7 +141,7 @@ def test_bench_peer_plumbing_with_a_stand_in_peer(tmp_path, settings, monkeypatc
 
     monkeypatch.setattr(bench, "LlamaCppPeer", SlowPeer)
     monkeypatch.setattr(models, "gguf_path", lambda name, cache_dir: tmp_path / "m.gguf")
-    monkeypatch.setattr("ragqa.pipeline.make_generator", lambda s: Timed())
+    monkeypatch.setattr("ragqa.answering.pipeline.make_generator", lambda s: Timed())
     out = tmp_path / "peer.json"
     r = bench.bench_peer(settings.replace(model="smollm2-135m-instruct"), out, runs=2,
                          regimes={"rag": {"prompt_tokens": 300, "new_tokens": 4}}, echo=lambda m: None)
@@ -155,7 +155,7 @@ def test_bench_peer_plumbing_with_a_stand_in_peer(tmp_path, settings, monkeypatc
 def test_bench_peer_without_llama_cpp_says_how_to_get_it(monkeypatch, tmp_path):
     import builtins
 
-    from ragqa.bench import LlamaCppPeer
+    from ragqa.benchmarks.bench import LlamaCppPeer
     from ragqa.errors import ConfigError
 
     real_import = builtins.__import__

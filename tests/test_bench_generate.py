@@ -1,4 +1,4 @@
-"""``ragqa.bench.bench_generate`` end to end on the packaged SmolLM2-135M-Instruct (skipped when
+"""``ragqa.benchmarks.bench.bench_generate`` end to end on the packaged SmolLM2-135M-Instruct (skipped when
 its package is absent): ragqa vs raw transformers generation, variant switching, memory."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def cache(tmp_path_factory):
 
 
 def test_bench_generate(cache, tmp_path):
-    from ragqa.bench import SWITCH_ROUNDS, bench_generate
+    from ragqa.benchmarks.bench import SWITCH_ROUNDS, bench_generate
     from ragqa.config import Settings
 
     out = tmp_path / "generate.json"

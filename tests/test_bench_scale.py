@@ -4,8 +4,8 @@ timing is asserted)."""
 import json
 
 from ragqa import Index, verify
-from ragqa.bench_scale import bench_scale, realistic_vectors, write_piece
-from ragqa.cli import main
+from ragqa.benchmarks.scale import bench_scale, realistic_vectors, write_piece
+from ragqa.apps.cli import main
 
 from conftest import write_corpus
 

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from ragqa.chunking import (
+from ragqa.indexing.chunking import (
     SECTION_CHARS,
     TITLE_MAX_TOKENS,
     ChunkSettings,
@@ -11,8 +11,8 @@ from ragqa.chunking import (
     clip_title,
     iter_chunks,
 )
-from ragqa.documents import Document
-from ragqa.embedding import FakeEmbedder
+from ragqa.indexing.documents import Document
+from ragqa.indexing.embedding import FakeEmbedder
 
 
 def words(text):
@@ -76,7 +76,7 @@ def test_real_tokenizer_no_chunk_is_truncated(minilm_dir):
     as the model itself tokenizes it (with [CLS] and [SEP])."""
     from sentence_transformers import SentenceTransformer
 
-    from ragqa.embedding import SentenceTransformerEmbedder
+    from ragqa.indexing.embedding import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder(str(minilm_dir), backend="torch", threads=1)
     model = SentenceTransformer(str(minilm_dir), device="cpu")
@@ -98,7 +98,7 @@ def _chunks_as_before(doc, tok, settings):
     """chunk_document as it was before sections: the splitter over the whole text at once."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from ragqa.chunking import SEPARATORS, _enforce_budget
+    from ragqa.indexing.chunking import SEPARATORS, _enforce_budget
 
     title = clip_title(doc.title, tok) if doc.title else ""
     budget = max(settings.max_tokens - (tok.count_tokens(title) + 1 if title else 0), 8)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ragqa.cli import main
+from ragqa.apps.cli import main
 
 from conftest import ROOT, write_corpus
 
@@ -88,10 +88,10 @@ def test_verify_fails_on_damage(tmp_path, capsys):
 
 def test_console_script_no_traceback_without_debug(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "ragqa.cli", "index", "info", "--index", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "ragqa.apps.cli", "index", "info", "--index", str(tmp_path)],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
-    proc = subprocess.run([sys.executable, "-m", "ragqa.cli", "--debug", "index", "info", "--index", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "ragqa.apps.cli", "--debug", "index", "info", "--index", str(tmp_path)],
                           capture_output=True, text=True, env=env)
     assert "Traceback" in proc.stderr
 

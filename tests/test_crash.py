@@ -11,7 +11,7 @@ import sys
 import time
 
 from ragqa import Index, verify
-from ragqa.storage import IndexDir
+from ragqa.indexing.storage import IndexDir
 
 from conftest import ROOT
 
@@ -29,7 +29,7 @@ def _state(idx_dir):
 
 
 def _build(corpus, idx_dir, env):
-    return subprocess.Popen([sys.executable, "-m", "ragqa.cli", "index", "build", str(corpus), "--index",
+    return subprocess.Popen([sys.executable, "-m", "ragqa.apps.cli", "index", "build", str(corpus), "--index",
                              str(idx_dir), "--embedder", "fake:64", "--json"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

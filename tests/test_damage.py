@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ragqa import Index, IndexCorrupt, Settings
-from ragqa.cli import main
-from ragqa.storage import IndexDir
+from ragqa.apps.cli import main
+from ragqa.indexing.storage import IndexDir
 
 from conftest import write_corpus
 
@@ -133,7 +133,7 @@ def test_old_manifests_without_checksums_still_open(pristine, tmp_path):
     are still checked."""
     import json
 
-    from ragqa.storage import file_sha256
+    from ragqa.indexing.storage import file_sha256
 
     _, clean = pristine
     idx = tmp_path / "idx"

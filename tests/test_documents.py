@@ -1,4 +1,4 @@
-"""Tests for ragqa.documents: discovery, every loader, and the broken-file warnings."""
+"""Tests for ragqa.indexing.documents: discovery, every loader, and the broken-file warnings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ragqa.documents import (
+from ragqa.indexing.documents import (
     SUPPORTED_SUFFIXES,
     Document,
     LoadWarning,
@@ -564,7 +564,7 @@ def test_lone_surrogate_escapes_in_json_become_replacement_characters(tmp_path):
 def test_content_hash_is_unchanged_and_never_raises(monkeypatch):
     import hashlib
 
-    import ragqa.documents as documents
+    import ragqa.indexing.documents as documents
 
     def before(d):  # the formula of earlier versions: indexes built by them must not re-embed
         payload = {"title": d.title, "text": d.text, "metadata": d.metadata,
@@ -644,7 +644,7 @@ def test_json_with_no_squad_article_at_all_is_not_squad(tmp_path):
     ("café 日本 back\\slash.txt", "café 日本 back\\slash.txt"),
 ])
 def test_printable(raw, shown):
-    from ragqa.documents import printable
+    from ragqa.indexing.documents import printable
 
     assert printable(raw) == shown
     assert len(printable(raw).splitlines()) == 1 and printable(printable(raw)) == printable(raw)
@@ -675,7 +675,7 @@ def test_newline_in_a_file_name_gives_a_one_line_warning(tmp_path):
     (3 * 2**30, 200 * 2**20, ("3 GiB", "200 MiB")),
 ])
 def test_size_vs_limit(size, limit, expected):
-    from ragqa.documents import size_vs_limit
+    from ragqa.indexing.documents import size_vs_limit
 
     assert size_vs_limit(size, limit) == expected
 
@@ -689,7 +689,7 @@ def test_too_large_file_shows_the_difference(tmp_path):
 
 
 def test_upload_just_over_the_limit_says_by_how_much(tmp_path):
-    from ragqa.uploads import save_uploads
+    from ragqa.apps.uploads import save_uploads
 
     limit = 20 * 2**20
     saved, problems = save_uploads([("big.pdf", b"x" * (limit + 1)), ("ok.txt", b"fine")], tmp_path / "up", limit)
@@ -701,7 +701,7 @@ def test_upload_just_over_the_limit_says_by_how_much(tmp_path):
 
 
 def test_upload_name_with_a_newline_is_reported_on_one_line(tmp_path):
-    from ragqa.uploads import save_uploads
+    from ragqa.apps.uploads import save_uploads
 
     _, problems = save_uploads([("a\nerror: b.exe", b"MZ"), ("e\r\n.md", b"")], tmp_path / "up", 100)
     assert len(problems) == 2 and all(len(p.splitlines()) == 1 for p in problems)

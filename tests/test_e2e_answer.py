@@ -7,7 +7,7 @@ import pytest
 
 from ragqa import Index
 from ragqa.config import Settings
-from ragqa.pipeline import RagQA
+from ragqa.answering.pipeline import RagQA
 
 from conftest import ROOT
 

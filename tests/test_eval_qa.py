@@ -1,9 +1,9 @@
 import json
 
 from ragqa import Index
-from ragqa.cli import main
-from ragqa.evaluation import bootstrap_ci, evaluate_qa, load_qa_data, sample_items
-from ragqa.pipeline import RagQA
+from ragqa.apps.cli import main
+from ragqa.evaluation.evaluate import bootstrap_ci, evaluate_qa, load_qa_data, sample_items
+from ragqa.answering.pipeline import RagQA
 from ragqa.testing import FakeGenerator
 
 
@@ -120,7 +120,7 @@ def test_qa_jsonl_and_bad_line(tmp_path):
 
 
 def test_paired_and_latency_known_values():
-    from ragqa.evaluation import latency_summary, paired_vs_base
+    from ragqa.evaluation.evaluate import latency_summary, paired_vs_base
 
     rows = [{"id": i, "variant": v, "f1": f1, "faith": faith}
             for i, v, f1, faith in [("a", "base", 0.0, 1.0), ("a", "t", 1.0, None),
@@ -140,7 +140,7 @@ def test_paired_and_latency_known_values():
 
 
 def test_charts_are_pngs(tmp_path):
-    from ragqa.charts import latency_chart, metric_chart
+    from ragqa.evaluation.charts import latency_chart, metric_chart
 
     summary = {v: {"em": {"mean": m, "ci95": [m - 0.1, m + 0.1]}, "f1": {"mean": m, "ci95": [m, m]},
                    "latency": {"retrieve_ms": {"mean": 5.0}, "first_token_ms": {"mean": 900.0},
@@ -153,7 +153,7 @@ def test_charts_are_pngs(tmp_path):
 
 
 def test_eval_retrieval_limit_and_seed(tmp_path, capsys, monkeypatch):
-    from ragqa.evaluation import sample_queries
+    from ragqa.evaluation.evaluate import sample_queries
 
     queries = [(f"q{i}", f"text {i}") for i in range(10)]
     qrels = {f"q{i}": {f"d{i}": 1} for i in range(0, 10, 2)}
@@ -178,7 +178,7 @@ def test_eval_retrieval_limit_and_seed(tmp_path, capsys, monkeypatch):
 
 
 def test_contenders_of_several_base_models():
-    from ragqa.evaluation import contenders
+    from ragqa.evaluation.evaluate import contenders
 
     bases = {"squad-lora-qwen": "small-model"}
     one = contenders(["base", "squad-lora-qwen"], "small-model", variant_base=bases.get)
@@ -191,7 +191,7 @@ def test_contenders_of_several_base_models():
 
 
 def test_evaluate_qa_across_base_models_one_model_at_a_time(tmp_path, settings):
-    from ragqa.evaluation import Contender, which_to_pick, write_qa_report
+    from ragqa.evaluation.evaluate import Contender, which_to_pick, write_qa_report
 
     class Big(FakeGenerator):
         model_name = "big"
@@ -228,7 +228,7 @@ def test_evaluate_qa_across_base_models_one_model_at_a_time(tmp_path, settings):
 
 
 def test_evaluate_summaries_across_base_models():
-    from ragqa.evaluation import Contender, evaluate_summaries, write_summary_report
+    from ragqa.evaluation.evaluate import Contender, evaluate_summaries, write_summary_report
 
     class Big(FakeGenerator):
         model_name = "big"

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from ragqa.evaluation import (exact_match, mrr_at_k, ndcg_at_k, normalize_answer, recall_at_k, retrieval_scores,
+from ragqa.evaluation.evaluate import (exact_match, mrr_at_k, ndcg_at_k, normalize_answer, recall_at_k, retrieval_scores,
                               read_qrels, token_f1)
 
 
@@ -51,7 +51,7 @@ def test_retrieval_scores_and_qrels(tmp_path):
 
 
 def test_citations_are_not_scored():
-    from ragqa.evaluation import answer_text
+    from ragqa.evaluation.evaluate import answer_text
 
     assert answer_text("Paris [2].") == "Paris."
     assert exact_match(answer_text("Denver Broncos [1][3]"), ["Denver Broncos"]) == 1.0
@@ -61,7 +61,7 @@ def test_rouge_matches_rouge_score_reference_example():
     """The example in rouge-score's README (without stemming it gives 0.7059 / 0.2667 / 0.5882)."""
     from rouge_score import rouge_scorer
 
-    from ragqa.evaluation import rouge
+    from ragqa.evaluation.evaluate import rouge
 
     ref, pred = "The quick brown fox jumps over the lazy dog", "The quick brown dog jumps on the log."
     plain = rouge_scorer.RougeScorer(["rouge1", "rougeL"]).score(ref, pred)
@@ -76,7 +76,7 @@ def test_bleu_matches_sacrebleu_reference_example():
     alone, corpus BLEU equals sacrebleu's own computation."""
     import sacrebleu
 
-    from ragqa.evaluation import bleu
+    from ragqa.evaluation.evaluate import bleu
 
     sys_ = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
     refs = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
@@ -86,7 +86,7 @@ def test_bleu_matches_sacrebleu_reference_example():
 
 
 def test_faithfulness_and_abstention_pr():
-    from ragqa.evaluation import abstention_precision_recall, faithfulness
+    from ragqa.evaluation.evaluate import abstention_precision_recall, faithfulness
 
     assert faithfulness("Paris [1]", ["The tower is in Paris."]) == 1.0
     assert faithfulness("Berlin", ["The tower is in Paris."]) == 0.0

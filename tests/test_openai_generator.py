@@ -13,7 +13,8 @@ from ragqa.config import Settings
 from ragqa.errors import ConfigError
 from ragqa.generators import GenerationSettings
 from ragqa.generators.openai_client import OpenAIGenerator
-from ragqa.pipeline import RagQA, make_generator
+from ragqa.testing import WordTokenizer
+from ragqa.answering.pipeline import RagQA, make_generator
 
 MODELS = [{"id": "Qwen/Qwen2.5-0.5B-Instruct", "object": "model", "root": "Qwen/Qwen2.5-0.5B-Instruct",
            "parent": None, "max_model_len": 4096},
@@ -135,7 +136,7 @@ def _fails(call, url, *parts) -> str:
 
 
 def test_variant_is_the_request_model(server):
-    gen = OpenAIGenerator(server + "/v1", tokenizer="fake")
+    gen = OpenAIGenerator(server + "/v1", tokenizer=WordTokenizer())
     out = gen.generate("Question?", variant="squad-lora", settings=GenerationSettings(max_new_tokens=10))
     assert out.text == "Answer from squad-lora [1]" and out.new_tokens == 4 and out.prompt_tokens == 7
     assert out.variant == "squad-lora" and out.generate_ms > 0
@@ -150,7 +151,7 @@ def test_variant_is_the_request_model(server):
 
 
 def test_stream_pieces_join_to_the_text(server):
-    gen = OpenAIGenerator(server, tokenizer="fake", api_key="secret")  # /v1 is added
+    gen = OpenAIGenerator(server, tokenizer=WordTokenizer(), api_key="secret")  # /v1 is added
     pieces = list(gen.stream("Q", variant="squad-lora"))
     assert "".join(pieces) == "Answer from squad-lora [1]" and len(pieces) == 4
     assert FakeVLLM.requests[-1]["auth"] == "Bearer secret"
@@ -158,7 +159,7 @@ def test_stream_pieces_join_to_the_text(server):
 
 def test_pipeline_answers_through_the_server(tmp_path, corpus, settings, server):
     Index.build([corpus], tmp_path / "idx", settings)
-    s = settings.replace(model=f"openai:{server}/v1", generator_tokenizer="fake", abstain_threshold=0.0)
+    s = settings.replace(model=f"openai:{server}/v1", generator_tokenizer=WordTokenizer(), abstain_threshold=0.0)
     gen = make_generator(s)
     assert isinstance(gen, OpenAIGenerator)
     with RagQA.open(tmp_path / "idx", s) as qa:
@@ -171,14 +172,14 @@ def test_pipeline_answers_through_the_server(tmp_path, corpus, settings, server)
 
 
 def test_errors_are_one_line(server):
-    gen = OpenAIGenerator(server, tokenizer="fake")
+    gen = OpenAIGenerator(server, tokenizer=WordTokenizer())
     with pytest.raises(ModelError, match="HTTP 404.*does not exist.*serves Qwen/Qwen2.5-0.5B-Instruct, squad-lora"):
         gen.generate("Q", variant="nope")
-    down = OpenAIGenerator("http://127.0.0.1:9", tokenizer="fake", timeout=2)
+    down = OpenAIGenerator("http://127.0.0.1:9", tokenizer=WordTokenizer(), timeout=2)
     with pytest.raises(ModelError, match="cannot connect"):
         down.generate("Q")
     with pytest.raises(Exception, match="give the server's URL"):
-        OpenAIGenerator("localhost:8000", tokenizer="fake")
+        OpenAIGenerator("localhost:8000", tokenizer=WordTokenizer())
 
 
 def test_a_stream_cut_before_done_is_an_error(misbehaving):
@@ -186,7 +187,7 @@ def test_a_stream_cut_before_done_is_an_error(misbehaving):
         _events(handler, {"choices": [{"text": "Half"}]}, {"choices": [{"text": " an answer"}]})
 
     url = misbehaving(post=cut)
-    gen = OpenAIGenerator(url, tokenizer="fake")
+    gen = OpenAIGenerator(url, tokenizer=WordTokenizer())
     _fails(lambda: gen.generate("Q"), url, "/v1/completions", "before [DONE] after 14 characters", "incomplete")
     pieces = gen.stream("Q")
     assert next(pieces) == "Half" and next(pieces) == " an answer"
@@ -206,20 +207,20 @@ def test_a_chunked_stream_cut_mid_body_is_an_error(misbehaving):
         handler.close_connection = True
 
     url = misbehaving(post=cut)
-    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "before [DONE] after 4 characters")
+    _fails(lambda: OpenAIGenerator(url, tokenizer=WordTokenizer()).generate("Q"), url, "before [DONE] after 4 characters")
 
 
 def test_an_html_page_instead_of_a_stream_is_an_error(misbehaving):
     page = b"<!DOCTYPE html>\n<html><body><h1>Sign in to the proxy</h1></body></html>"
     url = misbehaving(post=lambda h: _reply(h, page, "text/html; charset=utf-8"))
-    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "/v1/completions", "text/html",
+    _fails(lambda: OpenAIGenerator(url, tokenizer=WordTokenizer()).generate("Q"), url, "/v1/completions", "text/html",
            "Sign in to the proxy")
 
 
 def test_a_json_reply_instead_of_a_stream_is_an_error(misbehaving):
     body = json.dumps({"choices": [{"text": "Answer", "index": 0}]}).encode()
     url = misbehaving(post=lambda h: _reply(h, body, "application/json"))
-    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "application/json", "Answer")
+    _fails(lambda: OpenAIGenerator(url, tokenizer=WordTokenizer()).generate("Q"), url, "application/json", "Answer")
 
 
 def test_keep_alive_lines_do_not_outlast_the_total_time_limit(misbehaving):
@@ -230,7 +231,7 @@ def test_keep_alive_lines_do_not_outlast_the_total_time_limit(misbehaving):
             handler.wfile.flush()
 
     url = misbehaving(post=pings)
-    gen = OpenAIGenerator(url, tokenizer="fake", timeout=1.5)
+    gen = OpenAIGenerator(url, tokenizer=WordTokenizer(), timeout=1.5)
     started = time.monotonic()
     _fails(lambda: gen.generate("Q"), url, "total time limit of 1.5 s", "request_timeout")
     assert time.monotonic() - started < 10
@@ -243,7 +244,7 @@ def test_a_silent_server_does_not_outlast_the_total_time_limit(misbehaving):
 
     url = misbehaving(post=silent)
     started = time.monotonic()
-    _fails(lambda: OpenAIGenerator(url, tokenizer="fake", timeout=1.5).generate("Q"), url, "total time limit")
+    _fails(lambda: OpenAIGenerator(url, tokenizer=WordTokenizer(), timeout=1.5).generate("Q"), url, "total time limit")
     assert time.monotonic() - started < 10
 
 
@@ -256,7 +257,7 @@ def test_a_silent_server_does_not_outlast_the_total_time_limit(misbehaving):
 ], ids=["not-json", "a-list", "data-not-a-list", "model-without-id"])
 def test_a_malformed_model_list_is_an_error(misbehaving, body, ctype, what):
     url = misbehaving(get=lambda h: _reply(h, body, ctype))
-    gen = OpenAIGenerator(url, tokenizer="fake")
+    gen = OpenAIGenerator(url, tokenizer=WordTokenizer())
     _fails(gen.load, url, "/v1/models", what)
     _fails(gen.variants, url, what)
     _fails(lambda: gen.generate("Q"), url, what)
@@ -272,14 +273,14 @@ def test_a_malformed_model_list_is_an_error(misbehaving, body, ctype, what):
         "usage-not-an-object"])
 def test_completion_events_of_the_wrong_type_are_errors(misbehaving, event, what):
     url = misbehaving(post=lambda h: _events(h, event, done=True))
-    _fails(lambda: OpenAIGenerator(url, tokenizer="fake").generate("Q"), url, "/v1/completions", what)
+    _fails(lambda: OpenAIGenerator(url, tokenizer=WordTokenizer()).generate("Q"), url, "/v1/completions", what)
 
 
 def test_request_timeout_is_a_setting_passed_to_the_generator(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no ragqa.toml
     assert Settings().request_timeout == 300.0
     monkeypatch.setenv("RAGQA_REQUEST_TIMEOUT", "12.5")
-    settings = Settings.load(model="openai:http://127.0.0.1:9/v1", generator_tokenizer="fake")
+    settings = Settings.load(model="openai:http://127.0.0.1:9/v1", generator_tokenizer=WordTokenizer())
     assert settings.request_timeout == 12.5
     gen = make_generator(settings)
     assert isinstance(gen, OpenAIGenerator) and gen.timeout == 12.5

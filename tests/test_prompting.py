@@ -1,4 +1,4 @@
-"""ragqa.prompting: exact layouts, token budget, templates, few-shot selection. No model hub."""
+"""ragqa.answering.prompting: exact layouts, token budget, templates, few-shot selection. No model hub."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ragqa.errors import ConfigError  # noqa: E402
-from ragqa.prompting import (  # noqa: E402
+from ragqa.answering.prompting import (  # noqa: E402
     CUT_MARKER,
     MIN_CUT_ROOM,
     Example,

@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("qdrant_client")
 
 from ragqa import ConfigError, Index, IndexCorrupt, verify  # noqa: E402
-from ragqa.cli import main  # noqa: E402
-from ragqa.index import migrate  # noqa: E402
-from ragqa.storage import IndexDir  # noqa: E402
+from ragqa.apps.cli import main  # noqa: E402
+from ragqa.indexing.index import migrate  # noqa: E402
+from ragqa.indexing.storage import IndexDir  # noqa: E402
 
 from conftest import ROOT, write_corpus  # noqa: E402
 
@@ -110,7 +110,7 @@ def test_sync_add_remove_and_old_readers(tmp_path, corpus, settings):
     # points no kept version sees were purged: the collection holds the two kept versions' points
     from qdrant_client import QdrantClient
 
-    from ragqa import qdrant_store
+    from ragqa.indexing import qdrant_store
 
     assert not qdrant_store._CLIENTS  # every client was released
     client = QdrantClient(path=str(idx_dir / "qdrant"))
@@ -122,7 +122,7 @@ def test_sync_add_remove_and_old_readers(tmp_path, corpus, settings):
 
 
 def test_crashed_write_is_invisible_and_cleaned(tmp_path, corpus, settings):
-    from ragqa import vectorstore
+    from ragqa.indexing import vectorstore
 
     s = settings.replace(vector_backend="qdrant")
     idx_dir = tmp_path / "idx"

@@ -60,7 +60,7 @@ QUESTION = "When was the Eiffel Tower built?"
 
 
 def _prompt(gen, template_name: str) -> str:
-    from ragqa.prompting import Passage, build_plain_prompt, build_prompt, load_template
+    from ragqa.answering.prompting import Passage, build_plain_prompt, build_prompt, load_template
 
     tmpl = load_template(template_name)
     budget = gen.context_length - 16

@@ -119,7 +119,7 @@ def test_examples_never_mix_splits_and_cite_the_gold(squad_file):
 
 
 def test_examples_use_the_index_retriever(tmp_path, squad_file, settings):
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     Index.build([squad_file], tmp_path / "idx", settings)
     records = import_squad(squad_file)
@@ -147,7 +147,7 @@ def test_build_dataset_writes_manifest(tmp_path, squad_file):
 
 
 def test_cli_data_import(tmp_path, squad_file):
-    from ragqa.cli import main
+    from ragqa.apps.cli import main
 
     assert main(["data", "import", "squad", str(squad_file), "--out", str(tmp_path / "d"),
                  "--split", "0.5,0.25,0.25", "--idk-share", "0.2"]) == 0
@@ -197,7 +197,7 @@ class ScriptedGenerator:
 
 
 def test_synthesize_filters(tmp_path, squad_file, settings):
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
     from ragqa.training.synthesize import copies_passage, is_duplicate, parse_proposal, synthesize
 
     assert parse_proposal("Answer: 1889.\nQuestion: When was it built") == ("1889", "When was it built?")
@@ -352,7 +352,7 @@ def test_prompt_learning_methods_give_servable_variants(tiny_world, tmp_path, me
 
 
 def test_inspect_lora_and_cli(tiny_world, tmp_path):
-    from ragqa.cli import main
+    from ragqa.apps.cli import main
     from ragqa.generators.inspect import format_inspection, inspect_variant
     from ragqa.training.trainer import train
 
@@ -395,7 +395,7 @@ def test_bench_train_plumbing(tiny_world, tmp_path):
 def test_a_variant_picks_its_own_base_model(tmp_path):
     from ragqa.config import Settings
     from ragqa.generators.registry import Card
-    from ragqa.pipeline import model_for_variants
+    from ragqa.answering.pipeline import model_for_variants
 
     adapters = tmp_path / "adapters"
     (adapters / "v").mkdir(parents=True)

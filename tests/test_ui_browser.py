@@ -75,8 +75,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def server(tmp_path, settings):
-    from ragqa.index import Index
-    from ragqa.ui_launch import command
+    from ragqa.indexing.index import Index
+    from ragqa.apps.ui_launch import command
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -25,7 +25,7 @@ def make_tiny_lm(directory: Path, texts=(), seed: int = 0, hidden: int = 32,
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from ragqa.prompting import list_templates, load_template
+    from ragqa.answering.prompting import list_templates, load_template
 
     # the vocabulary: every word of the texts and of ragqa's templates, plus digits and citations
     template_words = []

@@ -1,12 +1,12 @@
 """ragqa's Streamlit UI: chat with your documents.
 
-Started by ``ragqa ui [--index DIR] [--port N]`` (``ragqa.ui_launch``), or directly with
+Started by ``ragqa ui [--index DIR] [--port N]`` (``ragqa.apps.ui_launch``), or directly with
 ``streamlit run ui/app.py -- --index DIR``. The index may also come from env ``RAGQA_UI_INDEX``;
 every index under ``indexes/`` (env ``RAGQA_UI_INDEXES``) is offered too. Settings come from
 ``Settings.load()`` (ragqa.toml, ``RAGQA_*``), e.g. ``RAGQA_MODEL=smollm2-135m-instruct``.
 
 Only presentation lives here; answering, indexing uploads and recording feedback are library
-calls (``RagQA``, ``ragqa.uploads``, ``ragqa.feedback``). One generator (one base model in
+calls (``RagQA``, ``ragqa.apps.uploads``, ``ragqa.apps.feedback``). One generator (one base model in
 memory, every variant) is shared by all sessions through ``st.cache_resource``.
 """
 
@@ -24,11 +24,11 @@ import streamlit as st
 
 from ragqa.config import RETRIEVAL_MODES, Settings
 from ragqa.errors import EmbedderMismatch, RagqaError
-from ragqa.feedback import feedback_entry, record_feedback
+from ragqa.apps.feedback import feedback_entry, record_feedback
 from ragqa.generators.engine import describe_timings
-from ragqa.pipeline import Answer, RagQA, Status, make_generator
-from ragqa.storage import IndexDir
-from ragqa.uploads import DEFAULT_MAX_MB, UPLOAD_SUFFIXES, add_uploads
+from ragqa.answering.pipeline import Answer, RagQA, Status, make_generator
+from ragqa.indexing.storage import IndexDir
+from ragqa.apps.uploads import DEFAULT_MAX_MB, UPLOAD_SUFFIXES, add_uploads
 
 HISTORY_TURNS = 4  # previous turns given to the pipeline to rewrite a follow-up
 
@@ -87,7 +87,7 @@ def _embedders(index_dir: str) -> dict:
 @st.cache_resource(show_spinner=False, max_entries=6)
 def _pipeline(index_dir: str, version: str, key: str, _settings: Settings) -> RagQA:
     """The pipeline over one version of an index (a new version after an upload opens anew)."""
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     held = _embedders(index_dir)
     index = None

@@ -330,21 +330,14 @@ class Generator:
                              "(`ragqa variants list`)")
 
     def variant_template(self, name_or_dir: str) -> str | None:
-        """The prompt template a variant was trained with (its card's ``template``), if any and
-        if it is a QA template ragqa can load; None for base. Never loads the model."""
+        """The name of the prompt template a variant was trained with (its card's ``template``),
+        if it has one; None for base. Never loads the model (which templates answer questions is
+        for ``answering`` to say)."""
         if name_or_dir == "base":
             return None
         loaded = self._variants.get(name_or_dir)
         card = loaded.card if loaded is not None else Card.load(self._find_variant_dir(name_or_dir))
-        name = (card.template or "").strip() if card else ""
-        if not name:
-            return None
-        from ragqa.prompting import load_template
-
-        try:
-            return name if load_template(name).kind == "qa" else None
-        except ConfigError:
-            return None
+        return (card.template or "").strip() or None if card else None
 
     def load_variant(self, name_or_dir: str) -> str:
         """Loads a variant once (a name under variants_dir, or a directory); returns its name."""

@@ -266,15 +266,9 @@ class OpenAIGenerator:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            spec = self._tokenizer_spec
-            if spec == "fake":
-                from ragqa.testing import WordTokenizer
+            from ragqa.generators.models import load_tokenizer, resolve_model
 
-                self._tokenizer = WordTokenizer()
-            else:
-                from ragqa.generators.models import load_tokenizer, resolve_model
-
-                self._tokenizer = load_tokenizer(resolve_model(spec, self.cache_dir or Path(".cache")))
+            self._tokenizer = load_tokenizer(resolve_model(self._tokenizer_spec, self.cache_dir or Path(".cache")))
         return self._tokenizer
 
     @property

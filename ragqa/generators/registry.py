@@ -151,33 +151,54 @@ def is_variant_dir(path: Path) -> bool:
     return path.is_dir() and (path / ADAPTER_CONFIG).is_file()
 
 
+DEFAULT_VARIANTS_DIR = Path("adapters")
+
+
+def variant_dirs(variants_dir: Path) -> list[Path]:
+    """Where variants are looked for: ``variants_dir``; with the default (``./adapters``, where
+    ``ragqa train`` puts new ones) also the variants shipped with ragqa (``resources``), so they
+    are found from any folder. A variant in the first folder hides a shipped one of its name."""
+    from ragqa import resources
+
+    dirs = [Path(variants_dir)]
+    shipped = resources.shipped_variants()
+    if Path(variants_dir) == DEFAULT_VARIANTS_DIR and shipped.is_dir() and not (
+            dirs[0].is_dir() and dirs[0].resolve() == shipped.resolve()):
+        dirs.append(shipped)
+    return dirs
+
+
+def _variant_subdirs(variants_dir: Path) -> list[Path]:
+    return [sub for d in variant_dirs(variants_dir) if d.is_dir() for sub in sorted(d.iterdir())
+            if is_variant_dir(sub)]
+
+
 def find_variant_dir(name_or_dir: str, variants_dir: Path) -> Path:
     """The directory of a variant: ``name_or_dir`` itself when it is a variant directory, else
-    ``variants_dir/name``, else the directory under ``variants_dir`` whose card has that name."""
+    ``DIR/name``, else the directory whose card has that name, for DIR in ``variant_dirs``."""
     path = Path(name_or_dir).expanduser()
     if is_variant_dir(path):
         return path
-    variants_dir = Path(variants_dir)
-    candidate = variants_dir / name_or_dir
-    if is_variant_dir(candidate):
-        return candidate
-    if variants_dir.is_dir():  # a card may name its variant differently from its dir
-        for sub in sorted(variants_dir.iterdir()):
-            if is_variant_dir(sub):
-                with contextlib.suppress(ModelError):
-                    if Card.load(sub).name == name_or_dir:
-                        return sub
+    for directory in variant_dirs(variants_dir):
+        candidate = directory / name_or_dir
+        if is_variant_dir(candidate):
+            return candidate
+    for sub in _variant_subdirs(variants_dir):  # a card may name its variant differently from its dir
+        with contextlib.suppress(ModelError):
+            if Card.load(sub).name == name_or_dir:
+                return sub
     known = [v["name"] for v in list_variants(variants_dir, [])]
+    where = " or ".join(str(d) for d in variant_dirs(variants_dir))
     raise ModelError(f"variant {name_or_dir!r}: not a variant directory and not found under "
-                     f"{variants_dir} (known: {', '.join(known) or 'none'})")
+                     f"{where} (known: {', '.join(known) or 'none'})")
 
 
 def list_variants(variants_dir: Path, base_models: list[str], *,
                   cache_dir: Path | None = None) -> list[dict]:
-    """``{"name", "kind", "base_model", "path"}`` for every variant directory under
-    ``variants_dir`` (unreadable ones are skipped), plus a ``"base"`` entry for each available
-    base model; its path is the converted directory when there is one, else the name (listing
-    never converts)."""
+    """``{"name", "kind", "base_model", "path"}`` for every variant directory in
+    ``variant_dirs(variants_dir)`` (unreadable ones are skipped; the first of a name wins), plus a
+    ``"base"`` entry for each available base model; its path is the converted directory when
+    there is one, else the name (listing never converts)."""
     from ragqa.generators.models import converted_path, is_available
 
     out = []
@@ -186,17 +207,17 @@ def list_variants(variants_dir: Path, base_models: list[str], *,
             path = converted_path(model, cache_dir)
             out.append({"name": "base", "kind": "base", "base_model": model,
                         "path": str(path) if path else model})
-    variants_dir = Path(variants_dir)
-    if variants_dir.is_dir():
-        for sub in sorted(variants_dir.iterdir()):
-            if not is_variant_dir(sub):
-                continue
-            try:
-                card = Card.load(sub)
-            except ModelError:
-                continue
-            out.append({"name": card.name, "kind": card.kind, "base_model": card.base_model,
-                        "path": str(sub)})
+    seen = set()
+    for sub in _variant_subdirs(variants_dir):
+        try:
+            card = Card.load(sub)
+        except ModelError:
+            continue
+        if card.name in seen:
+            continue
+        seen.add(card.name)
+        out.append({"name": card.name, "kind": card.kind, "base_model": card.base_model,
+                    "path": str(sub)})
     return out
 
 

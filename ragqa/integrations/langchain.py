@@ -10,7 +10,7 @@ Needs ``pip install langchain-core`` (importing this module without it raises Im
 - ``RagqaChatModel(generator=..., variant="base", max_new_tokens=128, ...)`` -- a
   ``BaseChatModel`` over a ragqa generator (the real ``ragqa.generators.Generator`` or
   ``ragqa.testing.FakeGenerator``). Messages are rendered with the generator tokenizer's chat
-  template (``ragqa.prompting.render``); ``variant`` picks the base model or an adapter.
+  template (``ragqa.answering.prompting.render``); ``variant`` picks the base model or an adapter.
   ``stop`` strings cut the answer before the first one. Per-call keyword arguments override the
   generation fields: ``chat.invoke(messages, variant="my-lora", max_new_tokens=32)``.
   ``RagqaChatModel.from_settings(settings)`` builds the generator the settings describe.
@@ -105,7 +105,7 @@ class RagqaRetriever(BaseRetriever):
     @classmethod
     def from_index_dir(cls, path: str | Path, settings: Any = None, **kw: Any) -> RagqaRetriever:
         """Open the index at ``path`` (``Index.open(path, settings)``) and wrap it."""
-        from ragqa.index import Index
+        from ragqa.indexing.index import Index
 
         return cls(index=Index.open(path, settings), **kw)
 
@@ -176,12 +176,12 @@ class RagqaChatModel(BaseChatModel):
 
     @classmethod
     def from_settings(cls, settings: Any = None, **kw: Any) -> RagqaChatModel:
-        """The generator ``settings`` describe (``ragqa.pipeline.make_generator``; lazy, nothing
+        """The generator ``settings`` describe (``ragqa.answering.pipeline.make_generator``; lazy, nothing
         loads before the first call) with the settings' generation defaults; ``kw`` overrides."""
         import dataclasses
 
         from ragqa.config import Settings
-        from ragqa.pipeline import generation_settings, make_generator
+        from ragqa.answering.pipeline import generation_settings, make_generator
 
         settings = settings or Settings.load()
         defaults = dataclasses.asdict(generation_settings(settings))
@@ -205,7 +205,7 @@ class RagqaChatModel(BaseChatModel):
     def _prepare(self, messages: list[BaseMessage], kwargs: dict) -> tuple[str, str, Any]:
         """(prompt, variant, GenerationSettings) for a call; kwargs override the fields."""
         from ragqa.generators.engine import GenerationSettings
-        from ragqa.prompting import render
+        from ragqa.answering.prompting import render
 
         variant = kwargs.get("variant") or self.variant
         values = {f: kwargs[f] if kwargs.get(f) is not None else getattr(self, f) for f in _GEN_FIELDS}

@@ -100,9 +100,9 @@ def synthesize(index, generator, *, n_passages: int = 50, variant: str = "base",
                summarize_over: int = 0, min_words: int = 40, max_new_tokens: int = 64,
                log: Callable[[str], None] | None = None) -> tuple[list[Record], dict]:
     """(records, stats) for up to ``n_passages`` passages sampled from ``index`` (see module doc)."""
-    from ragqa.evaluation import answer_text, token_f1
+    from ragqa.evaluation.evaluate import answer_text, token_f1
     from ragqa.generators.engine import GenerationSettings
-    from ragqa.prompting import Passage, build_plain_prompt, build_prompt, load_template, render
+    from ragqa.answering.prompting import Passage, build_plain_prompt, build_prompt, load_template, render
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.0)
     qa_template, sum_template = load_template("qa"), load_template("summarize")

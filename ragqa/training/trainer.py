@@ -159,7 +159,7 @@ def _phrased(template, example_id: str, seed: int, share: float):
 
 def build_prompt_for(example, template, tokenizer, max_prompt_tokens: int):
     """The inference prompt of a training example (the very code answering uses)."""
-    from ragqa.prompting import Passage, build_plain_prompt, build_prompt
+    from ragqa.answering.prompting import Passage, build_plain_prompt, build_prompt
 
     if template.kind == "qa":
         passages = [Passage(text=p["text"], title=p.get("title", ""), doc_id=p.get("doc_id", ""))
@@ -174,7 +174,7 @@ def featurize(examples, tokenizer, *, max_seq_len: int, virtual_tokens: int = 0,
     """Examples -> [{"input_ids", "labels", "prompt_len", "example"}], with counts of what was
     dropped. Labels are -100 over the prompt: the loss is on the answer only. A qa example whose
     gold passage does not fit the budget (or loses its answer when cut) is dropped."""
-    from ragqa.prompting import load_template
+    from ragqa.answering.prompting import load_template
 
     templates: dict[str, Any] = {}
     rows, stats = [], {"kept": 0, "gold_dropped": 0, "too_long": 0}
@@ -255,7 +255,7 @@ class _Rows:
 def score_outputs(task: str, predictions: list[str], examples) -> dict[str, float]:
     """The task metric of generated outputs: qa -> f1 and em (citations stripped); summarize /
     instruct -> rouge1 / rouge2 / rougeL."""
-    from ragqa.evaluation import answer_text, exact_match, rouge, token_f1
+    from ragqa.evaluation.evaluate import answer_text, exact_match, rouge, token_f1
 
     if not predictions:
         return {}

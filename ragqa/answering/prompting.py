@@ -196,7 +196,7 @@ def _fields_of(fmt: str, where: str, name: str) -> list[str]:
 
 
 def list_templates() -> list[str]:
-    """Names of the built-in templates (``ragqa/templates/*.toml``)."""
+    """Names of the built-in templates (``ragqa/answering/templates/*.toml``)."""
     return sorted(p.stem for p in TEMPLATES_DIR.glob("*.toml"))
 
 

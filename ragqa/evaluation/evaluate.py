@@ -71,7 +71,7 @@ def faithfulness(answer: str, passages: Sequence[str]) -> float:
     >>> faithfulness("Paris, in France", ["The tower is in Paris."])
     0.5
     """
-    from ragqa.pipeline import _content_words
+    from ragqa.answering.pipeline import _content_words
 
     words = _content_words(normalize_answer(answer_text(answer)))
     if not words:
@@ -463,8 +463,8 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender
 
 def _answer_item(rag, item: QAItem, entries: Sequence[Contender], *, gold_context: bool, k, template) -> list[dict]:
     """One question answered by each contender on ``rag.generator`` (one prompt for all of them)."""
-    from ragqa.pipeline import is_abstention
-    from ragqa.prompting import Passage
+    from ragqa.answering.pipeline import is_abstention
+    from ragqa.answering.prompting import Passage
 
     if gold_context and not item.context:
         raise ConfigError(f"question {item.id}: --gold-context needs the gold paragraph (SQuAD json)")
@@ -679,7 +679,7 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
     lines += ["Per generated answer (questions the retrieval gate abstained on generate nothing and are left "
               "out); retrieval runs once per question and is shared by every variant.", ""]
     if charts:
-        from ragqa.charts import latency_chart, metric_chart
+        from ragqa.evaluation.charts import latency_chart, metric_chart
 
         metric_chart(summary, QA_CHART_METRICS, report_dir / "metrics.png", title=Path(meta.get("data", "")).name,
                      scale=100.0, ylabel="%")
@@ -723,7 +723,7 @@ def evaluate_summaries(generator, items: Sequence[tuple[str, str, str]], variant
     ``variants``: names served by ``generator``, or ``Contender`` entries; contenders on other
     base models are served one model at a time by ``generator_for(model)``, each on prompts built
     with its own tokenizer (as ``evaluate_qa``)."""
-    from ragqa.prompting import build_plain_prompt, load_template
+    from ragqa.answering.prompting import build_plain_prompt, load_template
 
     tmpl = load_template(template)
     own = getattr(generator, "model_name", "")
@@ -802,7 +802,7 @@ def write_summary_report(report_dir: str | Path, summary: dict, rows: list[dict]
                                       ("decode_ms", "remaining tokens ms"), ("prompt_tokens", "prompt tokens"),
                                       ("new_tokens", "new tokens")))
     if charts:
-        from ragqa.charts import latency_chart, metric_chart
+        from ragqa.evaluation.charts import latency_chart, metric_chart
 
         metric_chart(summary, SUMMARY_CHART_METRICS, report_dir / "metrics.png",
                      title=Path(meta.get("data", "")).name)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragqa.config import Settings
-from ragqa.index import Index
-from ragqa.retrieval import Retrieval, dataclass_json
-from ragqa.prompting import (Passage, Prompt, build_prompt, load_examples, load_template, render,
+from ragqa.errors import ConfigError
+from ragqa.indexing.index import Index
+from ragqa.indexing.retrieval import Retrieval, dataclass_json
+from ragqa.answering.prompting import (Passage, Prompt, build_prompt, load_examples, load_template, render,
                              rewrite_messages, select_examples)
 
 ABSTAIN_TEXT = "I don't know."
@@ -127,7 +128,12 @@ def make_generator(settings: Settings):
     if settings.model.startswith("openai:"):
         from ragqa.generators.openai_client import OpenAIGenerator
 
-        return OpenAIGenerator(settings.model[len("openai:"):], tokenizer=settings.generator_tokenizer,
+        tokenizer = settings.generator_tokenizer
+        if tokenizer == "fake":  # the tests' whitespace tokenizer
+            from ragqa.testing import WordTokenizer
+
+            tokenizer = WordTokenizer()
+        return OpenAIGenerator(settings.model[len("openai:"):], tokenizer=tokenizer,
                                cache_dir=settings.cache_dir, base_model=settings.generator_base_model or None,
                                timeout=float(settings.request_timeout))
     from ragqa.generators import Generator
@@ -222,9 +228,16 @@ class RagQA:
             return template
         if variant != "base":
             trained = getattr(self.generator, "variant_template", lambda name: None)(variant)
-            if trained:
+            if trained and self._is_qa_template(trained):
                 return trained
         return self.settings.template
+
+    def _is_qa_template(self, name: str) -> bool:
+        """A template that answers questions (a card may name a summarisation or plain one)."""
+        try:
+            return self._template(name).kind == "qa"
+        except ConfigError:
+            return False
 
     def _template(self, name: str | None):
         name = name or self.settings.template

@@ -13,18 +13,20 @@ import sys
 from pathlib import Path
 
 from ragqa.errors import RagqaError
-from ragqa.uploads import DEFAULT_MAX_MB
+from ragqa.apps.uploads import DEFAULT_MAX_MB
+from ragqa import resources
 
 DEFAULT_PORT = 8501
 
 
 def app_path() -> Path:
-    """``ui/app.py`` of this checkout (``RAGQA_UI_APP`` overrides)."""
+    """The Streamlit app: ``ui/app.py`` of the checkout or the wheel's copy (``RAGQA_UI_APP``
+    overrides)."""
     override = os.environ.get("RAGQA_UI_APP")
-    path = Path(override) if override else Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    path = Path(override) if override else resources.ui_app()
     if not path.is_file():
-        raise RagqaError(f"{path}: the Streamlit app was not found; `ragqa ui` needs the source checkout "
-                         "(pip install -e .) or RAGQA_UI_APP=/path/to/ui/app.py")
+        raise RagqaError(f"{path}: the Streamlit app was not found; reinstall ragqa (its wheel carries "
+                         "the app) or set RAGQA_UI_APP=/path/to/ui/app.py")
     return path
 
 

@@ -11,8 +11,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ragqa.chunking import Chunk
-from ragqa.documents import Document
+from ragqa.indexing.chunking import Chunk
+from ragqa.indexing.documents import Document
 
 FILE = "chunks.sqlite"
 

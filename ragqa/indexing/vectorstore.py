@@ -6,7 +6,7 @@ same whichever engine holds the vectors.
 64-bit ids and can be removed and replaced. HNSW cannot delete in place: a removal rebuilds the
 graph from the stored vectors.
 
-``QdrantStore`` (``ragqa.qdrant_store``): a Qdrant collection, on a server (``--qdrant-url``) or in
+``QdrantStore`` (``ragqa.indexing.qdrant_store``): a Qdrant collection, on a server (``--qdrant-url``) or in
 qdrant-client's embedded local mode (``--qdrant-path``). The collection lives outside the
 versions; each point records the version that added it and the one that removed it, so every
 index version keeps seeing exactly its own vectors (see that module).
@@ -146,7 +146,7 @@ def new_config(settings, index_dir: Path, backend: str | None = None) -> dict:
     if backend == "faiss":
         return {"kind": "faiss", "index_type": settings.index_type, "metric": "inner_product",
                 "hnsw_m": settings.hnsw_m}
-    from ragqa.qdrant_store import qdrant_config
+    from ragqa.indexing.qdrant_store import qdrant_config
 
     return qdrant_config(settings, index_dir)
 
@@ -164,7 +164,7 @@ def open_store(cfg: dict, version: Path | None, dim: int, settings, *, index_dir
         store.ef_construction = settings.hnsw_ef_construction
         return store
     if cfg["kind"] == "qdrant":
-        from ragqa.qdrant_store import QdrantStore
+        from ragqa.indexing.qdrant_store import QdrantStore
 
         return QdrantStore.open(cfg, dim, settings, index_dir=index_dir, version=version,
                                 write_version=write_version, visible=visible)

@@ -188,7 +188,7 @@ class SentenceTransformerEmbedder:
                     raise ModelError(f"embedder {self.name!r}: cannot load from {self.path} "
                                      f"({type(exc).__name__}: {exc})") from None
             else:
-                from ragqa.onnx_encoder import OnnxEncoder, check_supported
+                from ragqa.indexing.onnx_encoder import OnnxEncoder, check_supported
 
                 if self._dir is None:
                     raise ModelError(f"embedder {self.name!r}: the {self.backend} backend needs a "

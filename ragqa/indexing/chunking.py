@@ -24,7 +24,7 @@ from typing import Iterator, Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from ragqa.documents import Document
+from ragqa.indexing.documents import Document
 
 TITLE_MAX_TOKENS = 32
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]

@@ -1,5 +1,5 @@
 """``ragqa data ...`` and ``ragqa train``: thin Typer commands over ragqa.training (registered on
-the main app in ragqa/cli.py)."""
+the main app in ragqa/apps/cli.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ragqa.errors import ConfigError
+from ragqa.apps.common import command_settings
 
 data_app = typer.Typer(no_args_is_help=True, help="Training data: import QA / summarisation data, "
                        "synthesize QA pairs from an index, split by document.")
@@ -51,10 +52,9 @@ def _summary(manifest: dict, out: Path) -> None:
 def _open_index(index: Path | None, threads: int | None):
     if index is None:
         return None
-    from ragqa.cli import _settings
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
-    return Index.open(index, _settings(threads=threads))
+    return Index.open(index, command_settings(threads=threads))
 
 
 @data_app.command("import")
@@ -104,12 +104,11 @@ def data_synthesize(
 ) -> None:
     """Make question/answer pairs from an index's passages with the generator, filter them, and
     write training data like `data import`."""
-    from ragqa.cli import _settings
-    from ragqa.pipeline import make_generator
+    from ragqa.answering.pipeline import make_generator
     from ragqa.training.data import ExampleSettings, build_dataset
     from ragqa.training.synthesize import synthesize
 
-    settings = _settings(threads=threads, model=model)
+    settings = command_settings(threads=threads, model=model)
     idx = _open_index(index, threads)
     generator = make_generator(settings)
     records, stats = synthesize(idx, generator, n_passages=passages, variant=variant, seed=seed,
@@ -165,11 +164,10 @@ def train_command(
 ) -> None:
     """Train a variant (LoRA, soft prompt or prefix) on the training data, with validation,
     early stopping and the best checkpoint kept; the result appears in `ragqa variants list`."""
-    from ragqa.cli import _settings
     from ragqa.generators.models import FAST_MODEL
     from ragqa.training.trainer import DEFAULT_INIT_TEXT, TrainConfig, train
 
-    settings = _settings(threads=threads)
+    settings = command_settings(threads=threads)
     cfg = TrainConfig(
         data=data, out=out, method=method, model=model or FAST_MODEL, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr, max_seq_len=max_seq_len,
@@ -194,12 +192,11 @@ def bench_train_command(
     threads: ThreadsOpt = None,
 ) -> None:
     """Training steps/s: ragqa's Trainer path vs a bare PEFT loop on the same batch."""
-    from ragqa.bench import machine_info
-    from ragqa.cli import _settings
+    from ragqa.benchmarks.bench import machine_info
     from ragqa.generators.models import FAST_MODEL
     from ragqa.training.throughput import bench_train
 
-    settings = _settings(threads=threads)
+    settings = command_settings(threads=threads)
     result = bench_train(model=model or FAST_MODEL, cache_dir=settings.cache_dir, threads=settings.threads,
                          steps=steps, batch_size=batch_size, seq_len=seq_len,
                          log=lambda m: typer.echo(m, err=True))

@@ -64,7 +64,7 @@ def write_piece(path: Path, start: int, n: int, words_per_doc: int = 12) -> None
 
 def bench_stream(total: int, pieces: int, settings: Settings, work: Path, echo: Callable[[str], None],
                  checks_at: int = 1_000_000) -> dict:
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     s = settings.replace(embedding_cache=False)
     per = -(-total // pieces)
@@ -109,8 +109,8 @@ def bench_stream(total: int, pieces: int, settings: Settings, work: Path, echo: 
 
 def _open_costs(directory: Path, settings: Settings) -> dict:
     """Seconds to open the index (the checks included) and of that the checksum of every file."""
-    from ragqa.index import Index
-    from ragqa.storage import IndexDir
+    from ragqa.indexing.index import Index
+    from ragqa.indexing.storage import IndexDir
 
     t0 = time.perf_counter()
     Index.open(directory, settings).close()
@@ -129,7 +129,7 @@ def _checks_at(chunks: int, bytes_per_chunk: float, work: Path, echo: Callable[[
     """The open-time checks of a live version of ``chunks`` chunks at the measured bytes per chunk:
     files of that total size are written and checked (page cache warm, as right after a build; a
     cold open also reads them from disk)."""
-    from ragqa.storage import CHECKSUM, IndexDir, file_checksum
+    from ragqa.indexing.storage import CHECKSUM, IndexDir, file_checksum
 
     version = work / "checks" / "v-000001"
     version.mkdir(parents=True)
@@ -174,15 +174,15 @@ def bench_hnsw(vectors_from: Path, n: int, queries: Path | None, settings: Setti
                n_queries: int = 200, seed: int = 0) -> dict:
     import faiss
 
-    from ragqa.index import Index
-    from ragqa.vectorstore import FaissStore
+    from ragqa.indexing.index import Index
+    from ragqa.indexing.vectorstore import FaissStore
 
     faiss.omp_set_num_threads(settings.threads)
     with Index.open(vectors_from, settings) as idx:
         seeds = np.concatenate([v for _, v in idx.vectors.iter_vectors()])
         qv = None
         if queries is not None and queries.is_file():
-            from ragqa.evaluation import read_queries
+            from ragqa.evaluation.evaluate import read_queries
 
             texts = [t for _, t in read_queries(queries)][:n_queries]
             qv = idx.embedder.encode(texts)
@@ -259,7 +259,7 @@ def bench_hnsw(vectors_from: Path, n: int, queries: Path | None, settings: Setti
 def bench_scale(settings: Settings, out: Path, *, stream_chunks: int, pieces: int, hnsw_n: int,
                 vectors_from: Path | None, queries: Path | None, ef_construction: int = 64,
                 checks_at: int = 1_000_000, echo: Callable[[str], None] = print) -> dict:
-    from ragqa.bench import machine_info
+    from ragqa.benchmarks.bench import machine_info
 
     results: dict = {"machine": machine_info(settings.threads)}
     work = Path(tempfile.mkdtemp(prefix="ragqa-scale-"))

@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ragqa import resources
+from ragqa.apps.common import command_settings
 from ragqa.config import Settings
 from ragqa.errors import ConfigError, RagqaError
 
@@ -24,7 +26,7 @@ bench_app = typer.Typer(invoke_without_command=True, help="Benchmarks: print a t
 app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 
-from ragqa.training.cli import (bench_train_command, data_app,  # noqa: E402  (own module:
+from ragqa.apps.train_cli import (bench_train_command, data_app,  # noqa: E402  (own module:
                                 train_command)                  # cli.py stays small)
 
 app.add_typer(data_app, name="data")
@@ -50,17 +52,11 @@ QdrantCollectionOpt = Annotated[Optional[str], typer.Option("--qdrant-collection
                                 "(default ragqa-<index dir name>).")]
 
 
-def _settings(config: Path | None = None, **overrides) -> Settings:
-    settings = Settings.load(config, **overrides)
-    os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
-    return settings
-
-
 def _for_variants(settings: Settings, model_flag: str | None, variants: list[str]) -> Settings:
     """Without --model, serve a variant on the base model its card names (and say so)."""
     if model_flag:
         return settings
-    from ragqa.pipeline import model_for_variants
+    from ragqa.answering.pipeline import model_for_variants
 
     switched = model_for_variants(settings, variants)
     if switched.model != settings.model:
@@ -143,9 +139,9 @@ def index_add(
 
 
 def _build(paths, index, json_out, prune, rebuild, embedder, config, **overrides) -> None:
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
-    settings = _settings(config, **overrides)
+    settings = command_settings(config, **overrides)
     with _progress("indexing") as progress:
         report = Index.build(paths, index, settings, embedder=embedder, prune=prune, rebuild=rebuild,
                              warn=_warn, progress=progress, embed_backend=overrides.get("embed_backend"))
@@ -170,9 +166,9 @@ def index_remove(
     json_out: JsonOpt = False,
 ) -> None:
     """Remove documents from the index by id."""
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
-    _print_report(Index.remove(doc_ids, index, _settings()), index, json_out)
+    _print_report(Index.remove(doc_ids, index, command_settings()), index, json_out)
 
 
 @index_app.command("info")
@@ -182,10 +178,10 @@ def index_info(
     documents: Annotated[bool, typer.Option("--documents", help="List the documents too.")] = False,
 ) -> None:
     """What an index holds and how it was built."""
-    from ragqa.index import Index
-    from ragqa.vectorstore import describe
+    from ragqa.indexing.index import Index
+    from ragqa.indexing.vectorstore import describe
 
-    with Index.open(index, _settings()) as idx:
+    with Index.open(index, command_settings()) as idx:
         info = idx.info()
         if documents:
             info["documents_list"] = idx.documents()
@@ -213,9 +209,9 @@ def index_migrate(
     json_out: JsonOpt = False,
 ) -> None:
     """Move an index's vectors to another store without re-embedding (chunks and BM25 are shared)."""
-    from ragqa.index import migrate
+    from ragqa.indexing.index import migrate
 
-    report = migrate(source, target, out, _settings(), collection=qdrant_collection)
+    report = migrate(source, target, out, command_settings(), collection=qdrant_collection)
     for w in report.warnings:
         _err(f"warning: {w}")
     if json_out:
@@ -228,8 +224,8 @@ def index_migrate(
 @index_app.command("verify")
 def index_verify(index: IndexOpt) -> None:
     """Exit 0 when FAISS, the chunk store, BM25 and the manifest agree (and checksums match)."""
-    from ragqa.index import verify
-    from ragqa.storage import repair_hint
+    from ragqa.indexing.index import verify
+    from ragqa.indexing.storage import repair_hint
 
     problems = verify(index)
     for p in problems:
@@ -257,11 +253,11 @@ def search(
 ) -> None:
     """Find the chunks most similar to a question. --embedder / --embed-backend, when given, must
     match what built the index (refused otherwise); by default the index's own embedder is used."""
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     if (question is None) == (queries is None):
         raise ConfigError("give either a QUESTION or --queries FILE")
-    settings = _settings(threads=threads)
+    settings = command_settings(threads=threads)
     with Index.open(index, settings, embedder=embedder, embed_backend=embed_backend) as idx:
         if queries is None:
             hits = idx.search(question, k=k, mode=mode, per_doc=per_doc)
@@ -272,7 +268,7 @@ def search(
                 text = " ".join(h.text.split())
                 typer.echo(f"{rank:2d}. {h.score:.4f}  {h.doc_id}  {h.title}\n    {text[:200]}")
             return
-        from ragqa.evaluation import read_queries
+        from ragqa.evaluation.evaluate import read_queries
 
         items = read_queries(queries)
         for start in range(0, len(items), 64):
@@ -297,10 +293,10 @@ def eval_retrieval(
     threads: ThreadsOpt = None,
 ) -> None:
     """nDCG@k, Recall@k and MRR@10 of the index's document rankings against qrels."""
-    from ragqa.evaluation import evaluate_retrieval, read_qrels, read_queries, sample_queries
-    from ragqa.index import Index
+    from ragqa.evaluation.evaluate import evaluate_retrieval, read_qrels, read_queries, sample_queries
+    from ragqa.indexing.index import Index
 
-    settings = _settings(threads=threads)
+    settings = command_settings(threads=threads)
     items, judged = sample_queries(read_queries(queries), read_qrels(qrels), limit, seed)
     results = {}
     with Index.open(index, settings) as idx:
@@ -336,11 +332,11 @@ def eval_qa(
     """EM / F1 / gold passage in sources / abstention per variant, on the same retrieved passages.
     Variants of different base models compare in one report: --variants
     qwen2.5-coder-1.5b-instruct:base,squad-lora-qwen (quality, seconds, memory and size side by side)."""
-    from ragqa.evaluation import contenders, evaluate_qa, load_qa_data, sample_items, write_qa_report
-    from ragqa.pipeline import RagQA, make_generator, model_for_variants
+    from ragqa.evaluation.evaluate import contenders, evaluate_qa, load_qa_data, sample_items, write_qa_report
+    from ragqa.answering.pipeline import RagQA, make_generator, model_for_variants
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    settings = _settings(threads=threads, model=model)
+    settings = command_settings(threads=threads, model=model)
     if not any(":" in n for n in names):  # one base: the one the variants were trained on
         settings = _for_variants(settings, model, names)
     entries = contenders(names, settings.model,
@@ -383,12 +379,12 @@ def eval_summarize(
 ) -> None:
     """ROUGE-1/2/L (95% CIs) and BLEU per variant on the same summarisation prompts. Variants of
     different base models compare in one report, as in `eval qa` (MODEL:base, MODEL:NAME)."""
-    from ragqa.evaluation import (contenders, evaluate_summaries, load_summarization_data, sample_items,
+    from ragqa.evaluation.evaluate import (contenders, evaluate_summaries, load_summarization_data, sample_items,
                                   write_summary_report)
-    from ragqa.pipeline import generation_settings, make_generator, model_for_variants
+    from ragqa.answering.pipeline import generation_settings, make_generator, model_for_variants
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    settings = _settings(threads=threads, model=model)
+    settings = command_settings(threads=threads, model=model)
     if not any(":" in n for n in names):  # one base: the one the variants were trained on
         settings = _for_variants(settings, model, names)
     entries = contenders(names, settings.model,
@@ -431,12 +427,12 @@ def ask(
     config: ConfigOpt = None,
 ) -> None:
     """Answer a question from the index, citing the passages used."""
-    from ragqa.evaluation import read_queries
-    from ragqa.pipeline import RagQA
+    from ragqa.evaluation.evaluate import read_queries
+    from ragqa.answering.pipeline import RagQA
 
     if (question is None) == (questions is None):
         raise ConfigError("give either a QUESTION or --questions FILE")
-    settings = _for_variants(_settings(config, threads=threads, max_new_tokens=max_new_tokens, model=model),
+    settings = _for_variants(command_settings(config, threads=threads, max_new_tokens=max_new_tokens, model=model),
                              model, [variant])
     with RagQA.open(index, settings) as qa:
         qa.check_variant(variant)  # an unknown variant is refused before retrieval and model loading
@@ -484,7 +480,7 @@ def _echo_stream(pieces, prefix: str = ""):
     """Print streamed text as it comes (``prefix`` before the first piece); return the final
     Answer (whose text may end with a citation ragqa added after the model finished: print that
     rest too)."""
-    from ragqa.pipeline import Answer
+    from ragqa.answering.pipeline import Answer
 
     shown, ans = "", None
     for piece in pieces:
@@ -527,7 +523,7 @@ def variants_list(
     """Variants in the variants directory, plus a `base` entry for each available base model."""
     from ragqa.generators import BASE_MODELS, list_variants
 
-    settings = _settings(model=model)
+    settings = command_settings(model=model)
     bases = [settings.model] if model else list(BASE_MODELS)
     rows = list_variants(settings.variants_dir, bases)
     if json_out:
@@ -550,7 +546,7 @@ def variants_inspect(
     from ragqa.generators.models import resolve_model
     from ragqa.generators.registry import Card, find_variant_dir
 
-    settings = _settings(model=model)
+    settings = command_settings(model=model)
     directory = find_variant_dir(name, settings.variants_dir)
     card = Card.load(directory)
     base = None
@@ -560,7 +556,7 @@ def variants_inspect(
     typer.echo(json.dumps(info, ensure_ascii=False) if json_out else format_inspection(info))
 
 
-SHARED_SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scifact"
+SHARED_SCIFACT = resources.SHARED_DATA / "scifact"
 
 
 @bench_app.command("index")
@@ -574,12 +570,12 @@ def bench_index(
     threads: ThreadsOpt = None,
 ) -> None:
     """Index build vs LangChain vs raw encode; incremental rebuilds; query latency."""
-    from ragqa.bench import bench_index as run_bench
+    from ragqa.benchmarks.bench import bench_index as run_bench
 
     if not corpus.is_file():
         raise RagqaError(f"{corpus}: no such corpus; pass --corpus FILE.jsonl")
     run_bench(corpus, queries if queries and queries.is_file() else None, limit,
-              _settings(embed_backend=embed_backend, threads=threads), out, skip_langchain=skip_langchain,
+              command_settings(embed_backend=embed_backend, threads=threads), out, skip_langchain=skip_langchain,
               echo=typer.echo)
 
 
@@ -592,9 +588,9 @@ def bench_generate_cmd(
     threads: ThreadsOpt = None,
 ) -> None:
     """ragqa generation vs raw model.generate, time to first token, variant switch time and memory."""
-    from ragqa.bench import bench_generate
+    from ragqa.benchmarks.bench import bench_generate
 
-    bench_generate(_settings(threads=threads, model=model), out, max_new_tokens=max_new_tokens, runs=runs,
+    bench_generate(command_settings(threads=threads, model=model), out, max_new_tokens=max_new_tokens, runs=runs,
                    echo=typer.echo)
 
 
@@ -638,9 +634,9 @@ def bench_answers_cmd(
 ) -> None:
     """The demo questions answered end to end as `ragqa ask` answers them: seconds per answer p50 / p95,
     prompt reading and decoding apart, the CPU's flags."""
-    from ragqa.bench import bench_answers
+    from ragqa.benchmarks.bench import bench_answers
 
-    settings = _for_variants(_settings(threads=threads, model=model), model, [variant])
+    settings = _for_variants(command_settings(threads=threads, model=model), model, [variant])
     bench_answers(settings, out, index=index, variant=variant, echo=_err)
 
 
@@ -654,9 +650,9 @@ def bench_peer_cmd(
 ) -> None:
     """ragqa against llama.cpp (llama-cpp-python) on the packaged model's own GGUF: the same prompt tokens,
     greedy, the same new tokens, interleaved, in two regimes (RAG: ~900 prompt / 20 new; long: ~500 / 96)."""
-    from ragqa.bench import bench_peer
+    from ragqa.benchmarks.bench import bench_peer
 
-    settings = _for_variants(_settings(threads=threads, model=model), model, [variant])
+    settings = _for_variants(command_settings(threads=threads, model=model), model, [variant])
     bench_peer(settings, out, runs=runs, variant=variant, echo=_err)
 
 
@@ -678,12 +674,12 @@ def _bench_all(quick, model, corpus, queries, out, stages, threads) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ragqa.bench import QUICK_MODEL, all_table_rows, bench_all, format_all_table
+    from ragqa.benchmarks.bench import QUICK_MODEL, all_table_rows, bench_all, format_all_table
 
     if corpus is None and not quick and (SHARED_SCIFACT / "corpus.jsonl").is_file():
         corpus = SHARED_SCIFACT / "corpus.jsonl"
         queries = queries or SHARED_SCIFACT / "queries.jsonl"
-    settings = _settings(threads=threads, model=model or (QUICK_MODEL if quick else None))
+    settings = command_settings(threads=threads, model=model or (QUICK_MODEL if quick else None))
     r = bench_all(settings, out, quick=quick, corpus=corpus, queries=queries,
                   stages=tuple(x.strip() for x in stages.split(",") if x.strip()), echo=_err)
     typer.echo(format_all_table(r).splitlines()[0])
@@ -718,9 +714,9 @@ def bench_scale_cmd(
 ) -> None:
     """Peak memory and open time while streaming a large generated corpus into an index; HNSW vs
     exact latency and recall."""
-    from ragqa.bench_scale import bench_scale
+    from ragqa.benchmarks.scale import bench_scale
 
-    bench_scale(_settings(threads=threads, vector_backend=backend), out, stream_chunks=stream_chunks,
+    bench_scale(command_settings(threads=threads, vector_backend=backend), out, stream_chunks=stream_chunks,
                 pieces=pieces, hnsw_n=hnsw_n, vectors_from=vectors_from, queries=queries,
                 ef_construction=ef_construction, checks_at=checks_at, echo=typer.echo)
 
@@ -733,7 +729,7 @@ def ui(
     browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open a browser tab.")] = False,
 ) -> None:
     """Chat with your documents in the browser (Streamlit) on http://127.0.0.1:PORT."""
-    from ragqa.ui_launch import launch
+    from ragqa.apps.ui_launch import launch
 
     code = launch(index, port, headless=not browser)
     if code:
@@ -752,13 +748,13 @@ def demo(
     threads: ThreadsOpt = None,
 ) -> None:
     """Index the bundled demo corpus (data/demo) and answer a question from it, with sources."""
-    from ragqa.index import Index
-    from ragqa.pipeline import RagQA
+    from ragqa.indexing.index import Index
+    from ragqa.answering.pipeline import RagQA
 
-    corpus = Path(__file__).resolve().parent.parent / "data" / "demo"
+    corpus = resources.demo_corpus()
     if not corpus.is_dir():
-        raise RagqaError(f"{corpus}: the demo corpus is missing; run from a ragqa checkout")
-    settings = _settings(threads=threads, model=model)
+        raise RagqaError(f"{corpus}: the demo corpus is missing; reinstall ragqa (its wheel carries it)")
+    settings = command_settings(threads=threads, model=model)
     with _progress("indexing") as progress:
         report = Index.build([corpus], index, settings, warn=_warn, progress=progress)
     _print_report(report, index, False)
@@ -778,11 +774,11 @@ def generate(
     threads: ThreadsOpt = None,
 ) -> None:
     """Plain generation with a template (summarisation, QA-data synthesis): one output per input line."""
-    from ragqa.evaluation import read_queries
-    from ragqa.pipeline import generation_settings, make_generator
-    from ragqa.prompting import build_plain_prompt, load_template
+    from ragqa.evaluation.evaluate import read_queries
+    from ragqa.answering.pipeline import generation_settings, make_generator
+    from ragqa.answering.prompting import build_plain_prompt, load_template
 
-    settings = _for_variants(_settings(threads=threads, model=model, max_new_tokens=max_new_tokens),
+    settings = _for_variants(command_settings(threads=threads, model=model, max_new_tokens=max_new_tokens),
                              model, [variant])
     tmpl = load_template(template)
     gen = make_generator(settings)

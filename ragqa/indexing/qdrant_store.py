@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ragqa.errors import ConfigError, IndexCorrupt, IndexError_, IndexLocked, RagqaError
-from ragqa.storage import version_number
+from ragqa.indexing.storage import version_number
 
 PAGE = 512  # points per upsert / scroll / set_payload call
 

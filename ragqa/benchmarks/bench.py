@@ -36,6 +36,7 @@ import numpy as np
 from ragqa.config import Settings
 from ragqa.memory import rss_mb as _rss_mb
 from ragqa.memory import settle as _settle_memory
+from ragqa import resources
 
 
 def _dtype(setting: str) -> str:
@@ -83,7 +84,7 @@ def _write_jsonl(path: Path, docs: list[dict]) -> None:
 
 def bench_index(corpus: Path, queries: Path | None, limit: int, settings: Settings, out: Path,
                 n_queries: int = 100, skip_langchain: bool = False, echo: Callable[[str], None] = print) -> dict:
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
     work = Path(tempfile.mkdtemp(prefix="ragqa-bench-"))
@@ -96,7 +97,7 @@ def bench_index(corpus: Path, queries: Path | None, limit: int, settings: Settin
         s = settings.replace(cache_dir=work / "cache")  # an empty embedding cache: a true full build
         # the one-time ONNX export (cached on disk) and model loading are not part of a build,
         # as the raw-encode baseline's model load is not part of its time
-        from ragqa.embedding import get_embedder
+        from ragqa.indexing.embedding import get_embedder
 
         get_embedder(s).encode(["warm up"])
 
@@ -236,9 +237,9 @@ SWITCH_VARIANTS = ("lora-a", "lora-b", "soft-prompt")
 
 
 def _demo_passages(n: int = 3) -> list:
-    from ragqa.prompting import Passage
+    from ragqa.answering.prompting import Passage
 
-    doc = Path(__file__).resolve().parent.parent / "data" / "demo" / "apollo_program.md"
+    doc = resources.demo_corpus() / "apollo_program.md"
     paragraphs = [p.strip() for p in doc.read_text(encoding="utf-8").split("\n\n")
                   if p.strip() and not p.strip().startswith("#")]
     return [Passage(text=t, title="Apollo program", doc_id=doc.name) for t in paragraphs[:n]]
@@ -288,7 +289,7 @@ def _make_bench_adapters(model, work: Path, base_model: str, fingerprint: str) -
     kinds = {"lora-a": "lora", "lora-b": "lora", "soft-prompt": "prompt-tuning"}
     for name, directory in dirs.items():
         Card(name=name, kind=kinds[name], base_model=base_model, base_fingerprint=fingerprint,
-             command="ragqa.bench.bench_generate (random weights)").save(directory)
+             command="ragqa.benchmarks.bench.bench_generate (random weights)").save(directory)
     return dirs
 
 
@@ -310,8 +311,8 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
 
     from ragqa.generators import GenerationSettings
     from ragqa.generators.models import model_fingerprint, resolve_model, torch_dtype
-    from ragqa.pipeline import make_generator
-    from ragqa.prompting import build_prompt, load_template
+    from ragqa.answering.pipeline import make_generator
+    from ragqa.answering.prompting import build_prompt, load_template
 
     runs = max(1, int(runs))
     n_max = int(max_new_tokens)
@@ -481,7 +482,7 @@ def format_generate_table(r: dict) -> str:
 
 # ------------------------------------------------------------------------------ all in one go
 
-DEMO_CORPUS = Path(__file__).resolve().parent.parent / "data" / "demo"
+DEMO_CORPUS = resources.demo_corpus()
 QUICK_MODEL = "smollm2-135m-instruct"
 # questions about the demo corpus, cycled for the query-latency stage when no queries file is given
 BENCH_QUESTIONS = (
@@ -530,8 +531,8 @@ def _run_stage(name: str, fn: Callable[[], dict], echo: Callable[[str], None]) -
 def stage_index(paths: list[Path], settings: Settings, directory: Path) -> dict:
     """A full build (no embedding cache; the embedder's one-time ONNX export is done before the
     clock starts, its loading is part of the build) and an unchanged rebuild."""
-    from ragqa.embedding import get_embedder
-    from ragqa.index import Index
+    from ragqa.indexing.embedding import get_embedder
+    from ragqa.indexing.index import Index
 
     s = settings.replace(embedding_cache=False)
     get_embedder(s).encode(["warm up"])
@@ -545,7 +546,7 @@ def stage_index(paths: list[Path], settings: Settings, directory: Path) -> dict:
 def stage_query(directory: Path, settings: Settings, texts: list[str],
                 modes: tuple[str, ...] = ("dense", "bm25", "hybrid"), k: int = 10) -> dict:
     """Per mode: single-query latency (p50 / p95 / mean) of ``Index.search`` after 3 warm-up queries."""
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     out: dict = {"queries": len(texts), "k": k}
     with Index.open(directory, settings) as idx:
@@ -562,7 +563,7 @@ def stage_generate(gen, *, max_new_tokens: int, runs: int) -> dict:
     """``generate`` on the benchmark RAG prompt (the ``qa`` template, 3 demo passages), after a
     warm-up: medians of tokens/s, first token and the whole call."""
     from ragqa.generators import GenerationSettings
-    from ragqa.prompting import build_prompt, load_template
+    from ragqa.answering.prompting import build_prompt, load_template
 
     t_load = _timed(gen.load)[0] if hasattr(gen, "load") else 0.0
     prompt = build_prompt(GEN_QUESTION, _demo_passages(3), load_template("qa"), gen.tokenizer,
@@ -685,7 +686,7 @@ def bench_all(settings: Settings, out: Path, *, quick: bool = False, corpus: Pat
             st["query"] = (_run_stage("query", lambda: stage_query(work / "idx", settings, texts), echo)
                            if st["index"]["status"] == "ok" else {"status": "skipped (no index)"})
         if "generate" in stages or "switch" in stages:
-            from ragqa.pipeline import make_generator
+            from ragqa.answering.pipeline import make_generator
 
             gen = make_generator(settings)
             if "generate" in stages:
@@ -799,8 +800,8 @@ def bench_answers(settings: Settings, out: Path, *, index: Path | None = None,
     generation, citation) over ``index`` (default: the demo corpus indexed into a temporary
     directory), after one warm-up answer: seconds per answer p50 / p95 with the prompt reading
     and the decoding apart. The answers are kept in the JSON so speed is never read without them."""
-    from ragqa.index import Index
-    from ragqa.pipeline import RagQA
+    from ragqa.indexing.index import Index
+    from ragqa.answering.pipeline import RagQA
 
     work = None
     if index is None:
@@ -894,7 +895,7 @@ PEER_REGIMES = {
 def _peer_prompt(gen, prompt_tokens: int) -> str:
     """The demo corpus's Apollo passages under the qa-short template, filled up to about
     ``prompt_tokens`` tokens (the RAG prompt a user's question builds)."""
-    from ragqa.prompting import build_prompt, load_template
+    from ragqa.answering.prompting import build_prompt, load_template
 
     return build_prompt(GEN_QUESTION, _demo_passages(40), load_template("qa-short"), gen.tokenizer,
                         max_prompt_tokens=prompt_tokens).text
@@ -946,7 +947,7 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
     faster)."""
     from ragqa.generators import GenerationSettings
     from ragqa.generators.models import BASE_MODELS, gguf_path
-    from ragqa.pipeline import make_generator
+    from ragqa.answering.pipeline import make_generator
 
     if settings.model not in BASE_MODELS:
         from ragqa.errors import ConfigError

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ragqa.errors import ConfigError, ModelError
-from ragqa.storage import fsync_path
+from ragqa.indexing.storage import fsync_path
 
 SUPPORTED = ("onnx", "onnx-int8", "onnx-int8-fast")
 

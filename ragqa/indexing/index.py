@@ -26,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ragqa import bm25 as bm25_mod
-from ragqa.chunking import ChunkSettings, iter_chunks
-from ragqa.chunkstore import FILE as CHUNKS_FILE
-from ragqa.chunkstore import ChunkStore
+from ragqa.indexing import bm25 as bm25_mod
+from ragqa.indexing.chunking import ChunkSettings, iter_chunks
+from ragqa.indexing.chunkstore import FILE as CHUNKS_FILE
+from ragqa.indexing.chunkstore import ChunkStore
 from ragqa.config import EMBED_BACKENDS, Settings
-from ragqa.documents import Document, LoadWarning, discover, load_file
-from ragqa.embedding import Embedder, EmbeddingCache, embed_with_cache, get_embedder, text_hash
+from ragqa.indexing.documents import Document, LoadWarning, discover, load_file
+from ragqa.indexing.embedding import Embedder, EmbeddingCache, embed_with_cache, get_embedder, text_hash
 from ragqa.errors import (ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, IndexWriteError,
                           RagqaError)
-from ragqa.retrieval import Hit, Retrieval, best_per_doc, rrf
-from ragqa import vectorstore
-from ragqa.storage import MANIFEST, IndexDir, repair_hint, version_number
+from ragqa.indexing.retrieval import Hit, Retrieval, best_per_doc, rrf
+from ragqa.indexing import vectorstore
+from ragqa.indexing.storage import MANIFEST, IndexDir, repair_hint, version_number
 
 BM25_DIR = "bm25"
 DOC_BATCH = 256  # documents per progress step
@@ -367,7 +367,7 @@ class _Updater:
                               "or start over with --rebuild")
         cfg = old["vector_store"]
         if kind == "qdrant":
-            from ragqa.qdrant_store import qdrant_config
+            from ragqa.indexing.qdrant_store import qdrant_config
 
             asked = qdrant_config(s, self.idir.path)
             given = [k for k, v in (("url", s.qdrant_url), ("path", s.qdrant_path),
@@ -660,7 +660,7 @@ def collect_garbage(idir: IndexDir, settings: Settings) -> list[str]:
                and not any(_same_collection(c, k) for k in qdrant_kept)]
     if not qdrant_kept and not dropped:
         return []
-    from ragqa.qdrant_store import QdrantStore
+    from ragqa.indexing.qdrant_store import QdrantStore
 
     oldest = min((version_number(idir.path / n) for n in kept), default=0)
     warnings, seen = [], []
@@ -688,7 +688,7 @@ def migrate(source: str | Path, target: str, out: str | Path | None = None, sett
     version, and so its store, is kept until the next build); with ``out`` a new index is written
     there (chunk store and BM25 hard-linked) and ``source`` is left as it was. Crash-safe like a
     build: the target is live only once its version is committed."""
-    from ragqa.qdrant_store import parse_target, qdrant_config
+    from ragqa.indexing.qdrant_store import parse_target, qdrant_config
 
     settings = settings or Settings.load()
     t0 = time.perf_counter()

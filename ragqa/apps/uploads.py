@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragqa.documents import printable, size_vs_limit
+from ragqa.indexing.documents import printable, size_vs_limit
 
 UPLOAD_SUFFIXES = (".pdf", ".txt", ".text", ".md", ".markdown", ".html", ".htm")
 DEFAULT_MAX_MB = 20
@@ -191,7 +191,7 @@ def add_uploads(files: Sequence[tuple[str, bytes]], index_dir: str | Path, setti
     index cannot read are reported by their uploaded name; the others are indexed."""
     from ragqa.config import Settings
     from ragqa.errors import RagqaError
-    from ragqa.index import Index
+    from ragqa.indexing.index import Index
 
     settings = settings or Settings.load()
     index_dir = Path(index_dir)
