@@ -405,3 +405,20 @@ def test_a_variant_picks_its_own_base_model(tmp_path):
     assert model_for_variants(s, ["base", "v"]).model == "smollm2-135m-instruct"
     assert model_for_variants(s, ["base"]).model == s.model
     assert model_for_variants(s, ["missing"]).model == s.model
+
+
+def test_each_method_is_its_kind_s_own_file():
+    """The methods `ragqa train` offers, their default learning rates and hyperparameters come
+    from the kind modules in ragqa/generators/ (one file per kind serves and trains it)."""
+    from ragqa.generators.registry import kind_from_peft_type, trainable_kinds
+    from ragqa.training.trainer import METHODS, TrainConfig
+
+    assert METHODS == ("lora", "prompt-tuning", "prefix-tuning")
+    assert {m: TrainConfig(data="d", out="o", method=m).lr for m in METHODS} == {
+        "lora": 2e-4, "prompt-tuning": 3e-2, "prefix-tuning": 5e-3}
+    hp = TrainConfig(data="d", out="o", method="lora").hyperparameters()
+    assert {"lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora"} <= set(hp)
+    assert "num_virtual_tokens" in TrainConfig(data="d", out="o", method="prefix-tuning").hyperparameters()
+    assert {cls.peft_type: name for name, cls in trainable_kinds().items()} == {
+        "LORA": "lora", "PROMPT_TUNING": "prompt-tuning", "PREFIX_TUNING": "prefix-tuning"}
+    assert kind_from_peft_type("PREFIX_TUNING") == "prefix-tuning" and kind_from_peft_type("IA3") == "ia3"

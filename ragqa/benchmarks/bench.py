@@ -145,7 +145,7 @@ def bench_index(corpus: Path, queries: Path | None, limit: int, settings: Settin
             for q in qtexts[:5]:  # warm up both paths
                 idx.search(q, k=10, mode="dense")
             ragqa_ms = [1000 * _timed(lambda q=q: idx.search(q, k=10, mode="dense"))[0] for q in qtexts]
-            raw_index = idx.vectors._index
+            raw_index = idx.vectors.faiss_index
 
             def raw_query(q: str) -> None:
                 v = st.encode([q], normalize_embeddings=True, show_progress_bar=False)
@@ -395,8 +395,7 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
         echo("creating 2 random LoRA adapters and a 20-token soft prompt ...")
         dirs = _make_bench_adapters(raw, work, settings.model, fingerprint)
         del raw
-        host = gen._host
-        model_id, ptrs = id(host.model), _base_weight_ptrs(host.model)
+        model_id, ptrs = id(gen.model), _base_weight_ptrs(gen.model)
         short = gen.chat_prompt("Who flew to the Moon first?")
         check = GenerationSettings(max_new_tokens=16)  # 8 tokens can coincide by chance
         base_before = gen.generate(short, "base", check).token_ids
@@ -429,8 +428,8 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
             "variant_switch_ms_mean": {v: statistics.fmean(switch[v]) for v in SWITCH_VARIANTS},
             "variant_switch_ms_max": {v: max(switch[v]) for v in SWITCH_VARIANTS},
             "one_token_call_ms_median": {v: statistics.median(call[v]) for v in order},
-            "base_model_object_unchanged": gen._host is host and id(gen._host.model) == model_id,
-            "base_weight_ptrs_unchanged": _base_weight_ptrs(gen._host.model) == ptrs,
+            "base_model_object_unchanged": id(gen.model) == model_id,
+            "base_weight_ptrs_unchanged": _base_weight_ptrs(gen.model) == ptrs,
             "base_output_unchanged": base_after == base_before,
             "variant_changes_output": changes}
         sw = results["switching"]

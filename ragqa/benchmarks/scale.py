@@ -233,8 +233,7 @@ def bench_hnsw(vectors_from: Path, n: int, queries: Path | None, settings: Setti
     del x
     gc.collect()
     for ef in ef_search:
-        hnsw.ef_search = ef
-        hnsw._tune()
+        hnsw.set_ef_search(ef)
         got = [[c for c, _ in hits] for hits in hnsw.search_many(qv, 10)]
         recall = float(np.mean([len(set(g) & set(t)) / max(1, len(t)) for g, t in zip(got, truth)]))
         # the same at the level of the real vectors the copies came from (near-duplicate copies

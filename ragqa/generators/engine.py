@@ -270,6 +270,12 @@ class Generator:
             self._by_dir = {}
         return self._host
 
+    @property
+    def model(self):
+        """The one shared base module (a transformers model), None until the first load; every
+        variant runs on this object (benchmarks check it is never replaced or copied)."""
+        return self._host.model if self._host is not None else None
+
     def unload(self) -> None:
         """Drops the model and its variants from memory; the next use loads them again."""
         with self._locked():

@@ -12,8 +12,28 @@ from __future__ import annotations
 from ragqa.generators.registry import VariantKind, register_kind
 
 
+# attention projections per architecture (config.model_type); anything else: "all-linear"
+LORA_TARGETS = {
+    "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "gemma3_text": ["q_proj", "v_proj"],
+    "phi3": ["qkv_proj"], "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"], "opt": ["q_proj", "v_proj"],
+}
+
+
 @register_kind("lora")
 class LoraKind(VariantKind):
+    peft_type = "LORA"
+    default_lr = 2e-4  # LoRA's usual 1e-4..3e-4
+    train_settings = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora")
+
+    @classmethod
+    def peft_config(cls, cfg, model, model_path):
+        from peft import LoraConfig, TaskType
+
+        targets = cfg.target_modules or LORA_TARGETS.get(model.config.model_type, "all-linear")
+        return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, task_type=TaskType.CAUSAL_LM)
+
     def load(self) -> None:
         self.host.attach_adapter(self.path, self.adapter_name, self.name)
 

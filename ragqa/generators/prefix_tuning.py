@@ -19,6 +19,16 @@ from ragqa.generators.registry import VariantKind, read_adapter_config, register
 
 @register_kind("prefix-tuning")
 class PrefixTuningKind(VariantKind):
+    peft_type = "PREFIX_TUNING"
+    default_lr = 5e-3
+    train_settings = ("num_virtual_tokens",)
+
+    @classmethod
+    def peft_config(cls, cfg, model, model_path):
+        from peft import PrefixTuningConfig, TaskType
+
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
+
     def load(self) -> None:
         from peft import PeftModel
 

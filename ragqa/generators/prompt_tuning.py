@@ -34,6 +34,22 @@ def read_prompt_embeddings(path, label: str):
 @register_kind("prompt-tuning")
 class PromptTuningKind(VariantKind):
     prompt = None  # [1, num_virtual_tokens, hidden]
+    peft_type = "PROMPT_TUNING"
+    # prompt learning trains few parameters from a poor start and needs far larger steps (the
+    # prompt-tuning paper uses 0.3 with Adafactor)
+    default_lr = 3e-2
+    train_settings = ("num_virtual_tokens", "prompt_init_text")
+
+    @classmethod
+    def peft_config(cls, cfg, model, model_path):
+        from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+        if cfg.prompt_init_text:  # start from the embeddings of a task description
+            return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens,
+                                      prompt_tuning_init=PromptTuningInit.TEXT,
+                                      prompt_tuning_init_text=cfg.prompt_init_text,
+                                      tokenizer_name_or_path=str(model_path))
+        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
 
     def load(self) -> None:
         config = read_adapter_config(self.path)

@@ -1,9 +1,11 @@
 """Variants: the card, the kinds registry and the shared model host.
 
 A variant is a directory holding a PEFT adapter (``adapter_config.json`` +
-``adapter_model.safetensors``) and ``ragqa_variant.json`` (the ``Card``). Each kind (how a
-variant is served on the shared base) lives in its own module and registers itself here with
-``@register_kind("name")``:
+``adapter_model.safetensors``) and ``ragqa_variant.json`` (the ``Card``). Each kind lives in its
+own module, carries both how a variant is served on the shared base and, for the kinds
+``ragqa train`` makes, how it is trained (``peft_type``, ``default_lr``, ``train_settings``,
+``peft_config``), and registers itself here with ``@register_kind("name")``. Adding a kind is one
+new module plus its name in ``_BUILTIN_KIND_MODULES``:
 
     base            the base model, every adapter disabled            (base.py)
     lora            PEFT load_adapter/set_adapter on one PeftModel     (lora.py; also other
@@ -33,8 +35,6 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 KINDS: dict[str, type[VariantKind]] = {}
-PEFT_TYPE_TO_KIND = {"LORA": "lora", "PROMPT_TUNING": "prompt-tuning",
-                     "PREFIX_TUNING": "prefix-tuning"}
 _BUILTIN_KIND_MODULES = ("base", "lora", "prompt_tuning", "prefix_tuning")
 
 
@@ -50,6 +50,15 @@ def register_kind(name: str):
 def _ensure_builtin_kinds() -> None:
     for module in _BUILTIN_KIND_MODULES:
         importlib.import_module(f"ragqa.generators.{module}")
+
+
+def trainable_kinds() -> dict[str, type[VariantKind]]:
+    """The kinds ``ragqa train --method`` makes (those that say how to build their PEFT config)."""
+    _ensure_builtin_kinds()
+    order = [f"ragqa.generators.{m}" for m in _BUILTIN_KIND_MODULES]
+    ranked = sorted(KINDS.items(), key=lambda kv: order.index(kv[1].__module__)
+                    if kv[1].__module__ in order else len(order))
+    return {name: cls for name, cls in ranked if cls.peft_type}
 
 
 def get_kind(kind: str) -> type[VariantKind]:
@@ -70,7 +79,11 @@ PROMPT_LEARNING_TYPES = {"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "MULTITAS
 
 
 def kind_from_peft_type(peft_type: str) -> str:
-    return PEFT_TYPE_TO_KIND.get(peft_type, peft_type.lower().replace("_", "-"))
+    _ensure_builtin_kinds()
+    for name, cls in KINDS.items():
+        if cls.peft_type and cls.peft_type == peft_type:
+            return name
+    return peft_type.lower().replace("_", "-")
 
 
 # ---------------------------------------------------------------------------------- card
@@ -276,6 +289,16 @@ class VariantKind:
 
     kind: ClassVar[str] = ""
     virtual_tokens: int = 0  # context positions the variant uses on top of the prompt
+    # training (kinds ``ragqa train`` makes): PEFT's peft_type, the default learning rate and
+    # the TrainConfig fields that are this kind's hyperparameters
+    peft_type: ClassVar[str] = ""
+    default_lr: ClassVar[float] = 0.0
+    train_settings: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def peft_config(cls, cfg, model, model_path):
+        """The PEFT config that trains a new variant of this kind (``cfg``: a TrainConfig)."""
+        raise NotImplementedError(f"kind {cls.kind!r} is served, not trained, by ragqa")
 
     def __init__(self, host: ModelHost, name: str, path: Path | None, card: Card | None,
                  adapter_name: str):

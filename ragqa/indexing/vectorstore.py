@@ -67,6 +67,16 @@ class FaissStore:
         if self.kind == "hnsw":
             faiss.downcast_index(self._index.index).hnsw.efSearch = self.ef_search
 
+    def set_ef_search(self, ef: int) -> None:
+        """HNSW's efSearch for the next searches (accuracy against speed)."""
+        self.ef_search = int(ef)
+        self._tune()
+
+    @property
+    def faiss_index(self):
+        """The FAISS index itself (benchmarks compare ragqa's search with a bare FAISS call)."""
+        return self._index
+
     def __len__(self) -> int:
         return int(self._index.ntotal)
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragqa.training.trainer import Collator, TrainConfig, _Rows, _trainer_class, peft_config
+from ragqa.training.trainer import Collator, Rows, TrainConfig, peft_config, trainer_class
 
 
 def _batch_rows(vocab: int, batch_size: int, seq_len: int, seed: int = 0) -> list[dict]:
@@ -98,8 +98,8 @@ def bench_train(*, model: str, cache_dir: Path, threads: int = 1, steps: int = 4
 
         opt_cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, bare_model)
         opt = opt_cls([p for p in bare_model.parameters() if p.requires_grad], **opt_kwargs)
-        trainer = _trainer_class()(model=trainer_model, args=args, train_dataset=_Rows(rows * total),
-                                   data_collator=collate, callbacks=[timer])
+        trainer = trainer_class()(model=trainer_model, args=args, train_dataset=Rows(rows * total),
+                                  data_collator=collate, callbacks=[timer])
         bare_times = bare_steps(1)[1:]  # warm-up
         started = time.perf_counter()
         bare_times += bare_steps(steps)

@@ -37,18 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from ragqa.errors import ConfigError, ModelError
+from ragqa.generators.registry import trainable_kinds
 from ragqa.training.data import read_examples, read_manifest
 
-METHODS = ("lora", "prompt-tuning", "prefix-tuning")
-# low defaults: LoRA's usual 1e-4..3e-4; prompt-learning methods train few parameters from a
-# poor start and need far larger steps (the prompt-tuning paper uses 0.3 with Adafactor)
-DEFAULT_LR = {"lora": 2e-4, "prompt-tuning": 3e-2, "prefix-tuning": 5e-3}
-# attention projections per architecture (config.model_type); anything else: "all-linear"
-LORA_TARGETS = {
-    "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
-    "mistral": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "gemma3_text": ["q_proj", "v_proj"],
-    "phi3": ["qkv_proj"], "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"], "opt": ["q_proj", "v_proj"],
-}
+# the methods are the kinds that say how they are trained (one file per kind in ragqa/generators/)
+METHODS = tuple(trainable_kinds())
 TASK_METRIC = {"qa": "f1", "summarize": "rouge1", "instruct": "rougeL"}
 DEFAULT_INIT_TEXT = ("Answer the question briefly from the numbered passages and cite the passage "
                      "number in brackets.")
@@ -64,7 +57,7 @@ class TrainConfig:
     max_steps: int = -1              # > 0 overrides epochs
     batch_size: int = 4
     grad_accum: int = 1
-    learning_rate: float | None = None  # None: DEFAULT_LR[method]
+    learning_rate: float | None = None  # None: the kind's default_lr
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_seq_len: int = 768           # prompt + answer tokens; passages beyond the budget drop
@@ -80,7 +73,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: LORA_TARGETS by architecture
+    target_modules: list[str] | None = None  # None: generators.lora.LORA_TARGETS by architecture
     num_virtual_tokens: int = 20
     prompt_init_text: str | None = DEFAULT_INIT_TEXT  # prompt tuning; None: random init
     qlora: bool = False
@@ -111,15 +104,13 @@ class TrainConfig:
 
     @property
     def lr(self) -> float:
-        return self.learning_rate or DEFAULT_LR[self.method]
+        return self.learning_rate or trainable_kinds()[self.method].default_lr
 
     def hyperparameters(self) -> dict:
         keys = ["method", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_steps",
                 "weight_decay", "max_seq_len", "limit_train", "eval_steps", "eval_examples",
                 "patience", "seed", "phrasing_share"]
-        keys += {"lora": ["lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora"],
-                 "prompt-tuning": ["num_virtual_tokens", "prompt_init_text"],
-                 "prefix-tuning": ["num_virtual_tokens"]}[self.method]
+        keys += list(trainable_kinds()[self.method].train_settings)
         return {"learning_rate": self.lr, **{k: getattr(self, k) for k in keys}}
 
 
@@ -236,7 +227,7 @@ class Collator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class _Rows:
+class Rows:
     """A list of feature rows as a map-style dataset Trainer accepts."""
 
     def __init__(self, rows):
@@ -292,17 +283,20 @@ def generate_outputs(model, tokenizer, rows, max_new_tokens: int) -> list[str]:
     return outputs
 
 
-def _trainer_class():
+def trainer_class():
+    """transformers' Trainer with ragqa's evaluation (imported on use: transformers is heavy)."""
     from transformers import Trainer
 
     class RagqaTrainer(Trainer):
         """Trainer whose evaluation adds the task metric (by greedy generation) to the loss, so
-        best-checkpoint selection and early stopping use F1 / ROUGE."""
+        best-checkpoint selection and early stopping use F1 / ROUGE: ``task``, the rows scored
+        (``metric_rows``, with their examples), new tokens per output and the tokenizer."""
 
-        task = "qa"
-        metric_rows: list = []
-        gen_tokens = 48
-        gen_tokenizer = None
+        def __init__(self, *args, task: str = "qa", metric_rows: list | None = None,
+                     gen_tokens: int = 48, gen_tokenizer=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.task, self.metric_rows = task, list(metric_rows or [])
+            self.gen_tokens, self.gen_tokenizer = gen_tokens, gen_tokenizer
 
         def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
             output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
@@ -317,21 +311,8 @@ def _trainer_class():
 # ----------------------------------------------------------------------------- peft
 
 def peft_config(cfg: TrainConfig, model, model_path):
-    from peft import (LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit,
-                      TaskType)
-
-    if cfg.method == "lora":
-        targets = cfg.target_modules or LORA_TARGETS.get(model.config.model_type, "all-linear")
-        return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, task_type=TaskType.CAUSAL_LM)
-    if cfg.method == "prompt-tuning":
-        if cfg.prompt_init_text:
-            return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens,
-                                      prompt_tuning_init=PromptTuningInit.TEXT,
-                                      prompt_tuning_init_text=cfg.prompt_init_text,
-                                      tokenizer_name_or_path=str(model_path))
-        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
-    return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
+    """The PEFT config of ``cfg.method``, from that kind's own module."""
+    return trainable_kinds()[cfg.method].peft_config(cfg, model, model_path)
 
 
 def load_training_model(cfg: TrainConfig, path):
@@ -482,12 +463,11 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         metric_for_best_model=metric, greater_is_better=True, seed=cfg.seed, data_seed=cfg.seed,
         report_to="none", use_cpu=use_cpu, dataloader_num_workers=0, remove_unused_columns=False,
         bf16=bool(cfg.qlora), disable_tqdm=False)
-    trainer_cls = _trainer_class()
-    trainer = trainer_cls(model=model, args=args, train_dataset=_Rows(train_rows),
-                          eval_dataset=_Rows(metric_rows), data_collator=Collator(tokenizer.pad_token_id),
-                          callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience), *callbacks])
-    trainer.task, trainer.metric_rows = task, metric_rows
-    trainer.gen_tokens, trainer.gen_tokenizer = cfg.eval_max_new_tokens, tokenizer
+    trainer = trainer_class()(model=model, args=args, train_dataset=Rows(train_rows),
+                              eval_dataset=Rows(metric_rows), data_collator=Collator(tokenizer.pad_token_id),
+                              callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience), *callbacks],
+                              task=task, metric_rows=metric_rows, gen_tokens=cfg.eval_max_new_tokens,
+                              gen_tokenizer=tokenizer)
     started = time.perf_counter()
     log(f"training up to {total_steps} steps, evaluating every {cfg.eval_steps} on "
         f"{len(metric_rows)} of {len(val_examples)} validation examples (loss and {metric})")
