@@ -774,19 +774,14 @@ def generate(
     threads: ThreadsOpt = None,
 ) -> None:
     """Plain generation with a template (summarisation, QA-data synthesis): one output per input line."""
+    from ragqa.answering.pipeline import make_generator
+    from ragqa.answering.plain import plain_outputs
     from ragqa.evaluation.evaluate import read_queries
-    from ragqa.answering.pipeline import generation_settings, make_generator
-    from ragqa.answering.prompting import build_plain_prompt, load_template
 
     settings = _for_variants(command_settings(threads=threads, model=model, max_new_tokens=max_new_tokens),
                              model, [variant])
-    tmpl = load_template(template)
-    gen = make_generator(settings)
-    gs = generation_settings(settings)
-    budget = gen.context_length - settings.max_new_tokens
-    for item_id, text in read_queries(input_file, text_key="input"):
-        prompt = build_plain_prompt(text, tmpl, gen.tokenizer, max_prompt_tokens=budget)
-        out = gen.generate(prompt.text, variant=variant, settings=gs).text.strip()
+    items = read_queries(input_file, text_key="input")
+    for item_id, out in plain_outputs(make_generator(settings), settings, template, items, variant):
         typer.echo(json.dumps({"id": item_id, "output": out}, ensure_ascii=False) if json_out else out)
 
 
