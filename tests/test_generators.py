@@ -544,3 +544,23 @@ def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path,
     want = expected_ids(ref_base, adapter, prompt, dtype="float32")
     got = g.generate(prompt, variant=name, settings=SETTINGS).token_ids
     assert got == want
+
+
+def test_every_generator_offers_the_generator_interface():
+    """Generator, OpenAIGenerator and the FakeGenerator implement generators.protocol.TextGenerator
+    (checked on the classes: an instance check would load the model to read its properties)."""
+    import inspect
+
+    from ragqa.generators.openai_client import OpenAIGenerator
+    from ragqa.generators.protocol import TextGenerator
+    from ragqa.testing import FakeGenerator
+
+    members = {"context_length", "tokenizer", "variants", "generate", "stream"}
+    assert members <= set(vars(TextGenerator)) and "model_name" in TextGenerator.__annotations__
+    for cls in (Generator, OpenAIGenerator, FakeGenerator):
+        where = FakeGenerator() if cls is FakeGenerator else cls  # its tokenizer is set in __init__
+        for name in members:
+            assert hasattr(where, name), (cls.__name__, name)
+        for name in ("generate", "stream"):
+            assert list(inspect.signature(getattr(cls, name)).parameters)[:4] == ["self", "prompt", "variant", "settings"]
+        assert "model_name" in inspect.getsource(cls), cls.__name__
