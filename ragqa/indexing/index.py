@@ -37,6 +37,7 @@ from ragqa.errors import (ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotF
                           RagqaError)
 from ragqa.indexing.retrieval import Hit, Retrieval, best_per_doc, rrf
 from ragqa.indexing import vectorstore
+from ragqa.indexing.manifest import EmbedderRecord, Manifest
 from ragqa.indexing.storage import MANIFEST, IndexDir, repair_hint, version_number
 
 BM25_DIR = "bm25"
@@ -72,13 +73,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _embedder_json(embedder: Embedder) -> dict:
+def _embedder_json(embedder: Embedder) -> EmbedderRecord:
     return {"name": embedder.name, "path": embedder.path, "dim": embedder.dim,
             "fingerprint": embedder.fingerprint, "backend": embedder.backend,
             "max_tokens": embedder.max_tokens}
 
 
-def _embedder_for(manifest: dict, settings: Settings, name: str | None, backend: str | None = None) -> Embedder:
+def _embedder_for(manifest: Manifest, settings: Settings, name: str | None, backend: str | None = None) -> Embedder:
     """The embedder to use with an existing index: the one that built it (by its recorded path,
     else its name), or ``name`` / ``backend`` when given, which must then produce the same vectors
     (the caller checks with ``_check_embedder``)."""
@@ -94,7 +95,7 @@ def _embedder_for(manifest: dict, settings: Settings, name: str | None, backend:
     return get_embedder(settings, name)
 
 
-def _check_embedder(manifest: dict, embedder: Embedder, where: Path) -> None:
+def _check_embedder(manifest: Manifest, embedder: Embedder, where: Path) -> None:
     rec = manifest["embedder"]
     if embedder.fingerprint != rec["fingerprint"]:
         raise EmbedderMismatch(
@@ -106,7 +107,7 @@ def _check_embedder(manifest: dict, embedder: Embedder, where: Path) -> None:
 class Index:
     """A loaded, read-only index version."""
 
-    def __init__(self, directory: Path, version: Path, manifest: dict, settings: Settings,
+    def __init__(self, directory: Path, version: Path, manifest: Manifest, settings: Settings,
                  embedder: Embedder):
         self.directory = directory
         self.version = version
@@ -344,7 +345,7 @@ class _Updater:
         if self._user_warn:
             self._user_warn(w)
 
-    def _embedder(self, old: dict | None) -> Embedder:
+    def _embedder(self, old: Manifest | None) -> Embedder:
         arg = self.embedder_arg
         if arg is not None and not isinstance(arg, str):
             emb = arg
@@ -357,7 +358,7 @@ class _Updater:
             _check_embedder(old, emb, self.idir.path)
         return emb
 
-    def _check_backend(self, old: dict) -> None:
+    def _check_backend(self, old: Manifest) -> None:
         """A backend setting that differs from the index's is an error, not a silent choice."""
         s, kind = self.settings, old["vector_store"]["kind"]
         wanted = s.vector_backend or ("qdrant" if s.qdrant_url or s.qdrant_path else None)
@@ -428,7 +429,7 @@ class _Updater:
         else:
             self.report.warnings += collect_garbage(self.idir, self.settings)
 
-    def _sync(self, files, old: dict | None, prune: bool, remove: Sequence[str]) -> str | None:
+    def _sync(self, files, old: Manifest | None, prune: bool, remove: Sequence[str]) -> str | None:
         report = self.report
         old_docs: dict[str, dict] = dict(old["documents"]) if old else {}
         old_sources: dict[str, dict] = dict(old["sources"]) if old else {}
