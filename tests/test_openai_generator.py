@@ -159,7 +159,7 @@ def test_stream_pieces_join_to_the_text(server):
 
 def test_pipeline_answers_through_the_server(tmp_path, corpus, settings, server):
     Index.build([corpus], tmp_path / "idx", settings)
-    s = settings.replace(model=f"openai:{server}/v1", generator_tokenizer=WordTokenizer(), abstain_threshold=0.0)
+    s = settings.replace(model=f"openai:{server}/v1", generator_tokenizer="fake", abstain_threshold=0.0)
     gen = make_generator(s)
     assert isinstance(gen, OpenAIGenerator)
     with RagQA.open(tmp_path / "idx", s) as qa:
@@ -280,7 +280,7 @@ def test_request_timeout_is_a_setting_passed_to_the_generator(monkeypatch, tmp_p
     monkeypatch.chdir(tmp_path)  # no ragqa.toml
     assert Settings().request_timeout == 300.0
     monkeypatch.setenv("RAGQA_REQUEST_TIMEOUT", "12.5")
-    settings = Settings.load(model="openai:http://127.0.0.1:9/v1", generator_tokenizer=WordTokenizer())
+    settings = Settings.load(model="openai:http://127.0.0.1:9/v1", generator_tokenizer="fake")
     assert settings.request_timeout == 12.5
     gen = make_generator(settings)
     assert isinstance(gen, OpenAIGenerator) and gen.timeout == 12.5

@@ -9,14 +9,16 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ragqa import resources
 from ragqa.apps.common import command_settings
-from ragqa.config import Settings
 from ragqa.errors import ConfigError, RagqaError
+
+if TYPE_CHECKING:  # the settings (pydantic) load with the first command that needs them
+    from ragqa.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Offline retrieval-augmented question answering over your documents.")
