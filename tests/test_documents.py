@@ -425,7 +425,7 @@ def _broken_cases():
         ("onebad.jsonl", ("\n".join(_GOOD_JSONL[:2] + ['{"id": "b", "text": ']
                                     + _GOOD_JSONL[2:]) + "\n").encode(), 3, "line 3"),
         ("minified.txt", b"a" * 2_000_000, 1, "2,000,000"),
-        ("invalid.json", b'{\n  "data": [\n    {"title": "x",,}\n  ]\n}\n', 3, "invalid JSON"),
+        ("invalid.json", b'{\n  "data": [\n    {"title": "x",,}\n  ]\n}\n', 3, "not valid JSON"),
     ]
 
 

@@ -261,3 +261,44 @@ def test_eval_summarize_cli_takes_model_prefixed_contenders(tmp_path, capsys, mo
     assert code == 0
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "## Quality and cost" in report and "| base | fake |" in report and "| fake-lora | fake |" in report
+
+
+def test_eval_scores_exactly_what_ask_returns(tmp_path, settings):
+    """evaluate_qa scores the Answer RagQA.ask returns (auto-citation, abstention flag and all),
+    without its citation markers; abstention comes from the Answer, not from a literal."""
+    from ragqa.evaluation.evaluate import answer_text
+
+    class Picky(FakeGenerator):
+        def _answer(self, prompt, variant):
+            if "Question: What does the Moon orbit?" in prompt:
+                return "I do not know that."  # the model abstains, not in ragqa's words
+            if "Question: Where is the Eiffel Tower?" in prompt:
+                return "in Paris"  # cites nothing: ragqa adds [1] (auto_cited)
+            return super()._answer(prompt, variant)
+
+    data = squad_file(tmp_path / "s.json")
+    Index.build([data], tmp_path / "idx", settings)
+    items = load_qa_data(data)
+    for threshold in (0.0, 0.99):  # 0.99: the retrieval gate abstains on everything, nothing is generated
+        with RagQA.open(tmp_path / "idx", settings.replace(abstain_threshold=threshold), generator=Picky()) as qa:
+            summary, rows = evaluate_qa(qa, items, ["base", "fake-lora"])
+            asked = {(i.id, v): qa.ask(i.question, variant=v) for i in items for v in ("base", "fake-lora")}
+        assert len(rows) == 4
+        for r in rows:
+            ans = asked[(r["id"], r["variant"])]
+            assert r["prediction"] == ans.text
+            assert answer_text(r["prediction"]) == answer_text(ans.text) and "[" not in answer_text(ans.text)
+            assert r["abstained"] == float(ans.abstained)
+        by = {(r["id"], r["variant"]): r for r in rows}
+        if threshold == 0.0:
+            eiffel = asked[("q1", "base")]
+            assert eiffel.auto_cited and eiffel.text == "in Paris [1]" and not eiffel.abstained
+            assert by[("q1", "base")]["em"] == 1.0 and by[("q1", "base")]["f1"] == 1.0
+            moon = asked[("q2", "base")]
+            assert moon.abstained and moon.text == "I do not know that."
+            assert by[("q2", "base")]["abstained"] == 1.0 and by[("q2", "base")]["em"] == 0.0
+            assert by[("q2", "base")]["faithfulness"] is None
+        else:
+            assert all(a.abstained and a.reason and "threshold" in a.reason for a in asked.values())
+            assert all(r["generate_s"] == 0.0 and r["new_tokens"] == 0 for r in rows)
+            assert summary["base"]["abstained"]["mean"] == 1.0

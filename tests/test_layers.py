@@ -9,7 +9,7 @@ from conftest import ROOT
 
 # lowest first; a package may import itself and any layer before it
 LAYERS = [
-    {"ragqa.config", "ragqa.errors", "ragqa.memory", "ragqa.resources"},  # may use each other
+    {"ragqa.config", "ragqa.errors", "ragqa.files", "ragqa.memory", "ragqa.resources"},  # may use each other
     {"ragqa.indexing"},
     {"ragqa.generators"},
     {"ragqa.testing"},  # the fakes: a generator without a model

@@ -349,7 +349,7 @@ def test_load_examples(tmp_path):
     with pytest.raises(ConfigError, match=r"ex\.jsonl:2: 'answer'"):
         load_examples(f)
     f.write_text("not json\n")
-    with pytest.raises(ConfigError, match=r"ex\.jsonl:1: invalid JSON"):
+    with pytest.raises(ConfigError, match=r"ex\.jsonl:1: not valid JSON"):
         load_examples(f)
 
 

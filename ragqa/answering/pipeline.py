@@ -24,7 +24,8 @@ from ragqa.answering.prompting import (Passage, Prompt, build_prompt, load_examp
 
 ABSTAIN_TEXT = "I don't know."
 _ABSTAIN_RE = re.compile(r"^\W*(i\s+(do\s+not|don't|don’t)\s+know|i\s+cannot\s+answer|unknown)\b", re.I)
-_CITE_RE = re.compile(r"\[(\d{1,2})\]")
+_CITE_RE = re.compile(r"\[(\d{1,2})\]")  # a citation marker: [1] .. [99], the passage numbers of a prompt
+_CITE_STRIP_RE = re.compile(r"\s*\[\d{1,2}\]")
 
 
 @dataclass
@@ -87,7 +88,9 @@ _STOP = frozenset("a an the of in on at to for by with and or is are was were be
                   "from which who what when where how did does do has have had not no".split())
 
 
-def _content_words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
+    """The lower-cased words of ``text`` without stopwords: what ``attribute`` matches answers to
+    passages by (and evaluation's faithfulness counts)."""
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
 
 
@@ -98,12 +101,12 @@ def attribute(answer: str, passages: Sequence[str], min_overlap: float = 0.5) ->
     >>> attribute("Armstrong and Aldrin landed in 1969", ["Gemini flights", "Armstrong and Aldrin landed on July 20, 1969"])
     2
     """
-    words = _content_words(answer)
+    words = content_words(answer)
     if not words:
         return None
     best, best_n = 0.0, None
     for n, text in enumerate(passages, 1):
-        share = len(words & _content_words(text)) / len(words)
+        share = len(words & content_words(text)) / len(words)
         if share > best:
             best, best_n = share, n
     return best_n if best >= min_overlap else None
@@ -115,6 +118,12 @@ def is_abstention(text: str) -> bool:
 
 def cited_numbers(text: str) -> set[int]:
     return {int(n) for n in _CITE_RE.findall(text)}
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without its citation markers and the space before each ("Paris [2]." -> "Paris."):
+    an answer as it is scored (SQuAD normalisation drops the brackets but not the digits)."""
+    return _CITE_STRIP_RE.sub("", text).strip()
 
 
 def make_generator(settings: Settings):
@@ -361,7 +370,23 @@ class RagQA:
             answer.reason = "the model found no answer in the passages"
         if result is not None:
             answer.timings.update(result.timings())
+            if getattr(result, "switch_ms", None) is not None:  # activating the variant's adapter
+                answer.timings["switch_ms"] = round(float(result.switch_ms), 3)
         return answer
+
+    def complete(self, answer: Answer, prompt: Prompt | None, variant: str | None = None,
+                 **generation) -> Answer:
+        """The rest of ``ask`` after ``prepare`` (or ``shell_for``): generate from ``prompt`` with
+        ``variant`` (default: the answer's) and ``finish``. A shell without a prompt (it abstained)
+        is returned as it is. ``answer`` is filled in: pass a copy to complete one shell for several
+        variants."""
+        if variant is not None:
+            answer.variant = variant
+        if prompt is None:
+            return answer
+        result = self.generator.generate(prompt.text, variant=answer.variant,
+                                         settings=self._gen_settings(answer.template, **generation))
+        return self.finish(answer, result.text, result)
 
     # --- asking ------------------------------------------------------------------------
     def ask(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
@@ -370,11 +395,7 @@ class RagQA:
         """The answer to ``question`` from the index; ``status`` hears each stage as it starts."""
         answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template,
                                       variant=variant, status=status)
-        if prompt is None:
-            return answer
-        result = self.generator.generate(prompt.text, variant=variant,
-                                         settings=self._gen_settings(answer.template, **generation))
-        return self.finish(answer, result.text, result)
+        return self.complete(answer, prompt, **generation)
 
     def stream(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
                history: Sequence[tuple[str, str]] = (), template: str | None = None,

@@ -65,7 +65,6 @@ search), never once per passage.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import string
 import tomllib
@@ -77,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from ragqa.errors import ConfigError
+from ragqa.files import read_jsonl
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 HISTORY_TURNS = 3  # chat turns kept before the question
@@ -244,23 +244,9 @@ def load_examples(path: str | Path) -> list[Example]:
     """Few-shot examples from JSONL: one object per line with string keys ``question``,
     ``answer`` and optional ``context`` (other keys are ignored; blank lines are skipped)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: examples file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read examples file ({exc})") from None
     out = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for lineno, obj in read_jsonl(path, "examples file", missing=ConfigError):
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: invalid JSON ({exc.msg}); write one JSON object per line") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{where}: expected a JSON object with question and answer")
         for key in ("question", "answer"):
             if not isinstance(obj.get(key), str):
                 raise ConfigError(f"{where}: {key!r} must be present and a string")

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ragqa.files import read_jsonl
+
 VERDICTS = ("up", "down")
 
 
@@ -65,14 +67,8 @@ def record_feedback(index_dir: str | Path, entry: dict) -> Path:
 
 
 def read_feedback(index_dir: str | Path) -> list[dict]:
-    """Every recorded entry (a damaged line is skipped)."""
+    """Every recorded entry (a damaged line, such as one a crash cut, is skipped)."""
     path = feedback_path(index_dir)
     if not path.is_file():
         return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+    return [obj for _, obj in read_jsonl(path, "feedback file", skip_bad=True)]

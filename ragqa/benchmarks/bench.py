@@ -20,6 +20,7 @@ token, variant switching, and training throughput (``ragqa.training.throughput``
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ from ragqa.config import Settings
 from ragqa.memory import rss_mb as _rss_mb
 from ragqa.memory import settle as _settle_memory
 from ragqa import resources
+from ragqa.files import read_jsonl, write_atomic, write_jsonl_atomic
 
 
 def _dtype(setting: str) -> str:
@@ -77,16 +79,14 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def _write_jsonl(path: Path, docs: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for d in docs:
-            fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+    write_jsonl_atomic(path, docs)
 
 
 def bench_index(corpus: Path, queries: Path | None, limit: int, settings: Settings, out: Path,
                 n_queries: int = 100, skip_langchain: bool = False, echo: Callable[[str], None] = print) -> dict:
     from ragqa.indexing.index import Index
 
-    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    rows = [o for _, o in read_jsonl(corpus, "corpus")][:limit]
     work = Path(tempfile.mkdtemp(prefix="ragqa-bench-"))
     results: dict = {"corpus": str(corpus), "documents": len(rows), "machine": machine_info(settings.threads),
                      "settings": {"embedder": settings.embedder, "embed_backend": settings.embed_backend,
@@ -140,7 +140,7 @@ def bench_index(corpus: Path, queries: Path | None, limit: int, settings: Settin
                 results["langchain_s"] = t_lc
                 results["langchain_chunks"] = n_lc
 
-            qtexts = [json.loads(line)["text"] for line in queries.read_text().splitlines()[:n_queries]] \
+            qtexts = [o["text"] for _, o in itertools.islice(read_jsonl(queries, "queries file"), n_queries)] \
                 if queries else [r["title"] or r["text"][:100] for r in rows[:n_queries]]
             for q in qtexts[:5]:  # warm up both paths
                 idx.search(q, k=10, mode="dense")
@@ -164,7 +164,7 @@ def bench_index(corpus: Path, queries: Path | None, limit: int, settings: Settin
         shutil.rmtree(work, ignore_errors=True)
     _ratios(results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_atomic(out, json.dumps(results, indent=1) + "\n")
     echo(format_index_table(results))
     echo(f"wrote {out}")
     return results
@@ -437,7 +437,7 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_atomic(out, json.dumps(results, indent=1) + "\n")
     echo(format_generate_table(results))
     echo(f"wrote {out}")
     return results
@@ -671,15 +671,14 @@ def bench_all(settings: Settings, out: Path, *, quick: bool = False, corpus: Pat
     try:
         paths = [corpus]
         if corpus.is_file() and corpus.suffix == ".jsonl":
-            rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [o for _, o in read_jsonl(corpus, "corpus")]
             paths = [work / "corpus.jsonl"]
             _write_jsonl(paths[0], rows[:plan.documents])
         if "index" in stages or "query" in stages:
             st["index"] = _run_stage("index", lambda: stage_index(paths, settings, work / "idx"), echo)
         if "query" in stages:
             if queries:
-                texts = [json.loads(line)["text"] for line in queries.read_text(encoding="utf-8").splitlines()
-                         if line.strip()][:plan.queries]
+                texts = [o["text"] for _, o in read_jsonl(queries, "queries file")][:plan.queries]
             else:
                 texts = [BENCH_QUESTIONS[i % len(BENCH_QUESTIONS)] for i in range(plan.queries)]
             st["query"] = (_run_stage("query", lambda: stage_query(work / "idx", settings, texts), echo)
@@ -709,8 +708,8 @@ def bench_all(settings: Settings, out: Path, *, quick: bool = False, corpus: Pat
     results["total_s"] = time.perf_counter() - t0
     results["load_avg_at_end"] = os.getloadavg()[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    out.with_suffix(".md").write_text(format_all_table(results) + "\n")
+    write_atomic(out, json.dumps(results, indent=1) + "\n")
+    write_atomic(out.with_suffix(".md"), format_all_table(results) + "\n")
     return results
 
 
@@ -855,8 +854,8 @@ def bench_answers(settings: Settings, out: Path, *, index: Path | None = None,
 def _write_results(out: Path, results: dict, table: str, echo: Callable[[str], None]) -> None:
     """A benchmark's JSON at ``out`` and its table beside it as ``.md``; the table is echoed."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    out.with_suffix(".md").write_text(table + "\n")
+    write_atomic(out, json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(out.with_suffix(".md"), table + "\n")
     echo(table)
     echo(f"wrote {out} and {out.with_suffix('.md')}")
 

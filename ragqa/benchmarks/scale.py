@@ -32,6 +32,7 @@ import numpy as np
 
 from ragqa.config import Settings
 from ragqa.memory import rss_mb as _rss_mb
+from ragqa.files import write_atomic
 
 
 
@@ -277,7 +278,7 @@ def bench_scale(settings: Settings, out: Path, *, stream_chunks: int, pieces: in
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_atomic(out, json.dumps(results, indent=1) + "\n")
     echo(f"wrote {out}")
     return results
 

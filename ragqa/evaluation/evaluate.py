@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragqa.errors import ConfigError, InputNotFound
+from ragqa.files import read_jsonl, write_atomic, write_jsonl_atomic
 from ragqa.memory import rss_mb as _rss_mb
 from ragqa.memory import settle
 
@@ -39,12 +40,12 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-_CITATION = re.compile(r"\s*\[\d{1,2}\]")
-
-
 def answer_text(prediction: str) -> str:
-    """The answer without its citation markers ("Paris [2]." -> "Paris."), as it is scored."""
-    return _CITATION.sub("", prediction).strip()
+    """The answer without ragqa's citation markers ("Paris [2]." -> "Paris."), as it is scored
+    (``ragqa.answering.pipeline.strip_citations``: SQuAD normalisation would keep the digits)."""
+    from ragqa.answering.pipeline import strip_citations
+
+    return strip_citations(prediction)
 
 
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
@@ -71,12 +72,12 @@ def faithfulness(answer: str, passages: Sequence[str]) -> float:
     >>> faithfulness("Paris, in France", ["The tower is in Paris."])
     0.5
     """
-    from ragqa.answering.pipeline import _content_words
+    from ragqa.answering.pipeline import content_words
 
-    words = _content_words(normalize_answer(answer_text(answer)))
+    words = content_words(normalize_answer(answer_text(answer)))
     if not words:
         return 1.0
-    seen = set().union(*(_content_words(normalize_answer(p)) for p in passages)) if passages else set()
+    seen = set().union(*(content_words(normalize_answer(p)) for p in passages)) if passages else set()
     return len(words & seen) / len(words)
 
 
@@ -166,18 +167,14 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
 
 
 def _jsonl(path: str | Path, expected: str, parse):
-    """``parse(line_number, object)`` for each non-blank line of a JSONL file; a bad line is a
+    """``parse(line_number, object)`` for each non-blank line of a JSONL file (read by
+    ``ragqa.files.read_jsonl``, whose errors name ``path:line``); a line ``parse`` cannot use is a
     ConfigError naming ``path:line`` and what was ``expected``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFound(f"{path}: no such file")
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, obj in read_jsonl(path):
         try:
-            items.append(parse(n, json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            items.append(parse(n, obj))
+        except (KeyError, TypeError, AttributeError):
             raise ConfigError(f"{path}:{n}: expected a JSON object with {expected}") from None
     return items
 
@@ -224,26 +221,25 @@ class QAItem:
 
 
 def load_qa_data(path: str | Path) -> list[QAItem]:
-    """SQuAD-format json (gold document id ``<title>#<paragraph index>``, as ragqa indexes it) or
-    JSONL with ``question`` and ``answers`` (list) or ``answer`` (string), optional ``id``,
-    ``doc_id``, ``context``."""
+    """SQuAD-format json (read by ``ragqa.indexing.squad``: the gold document id is the id the
+    index gives the paragraph, ``<title>#<paragraph index>``) or JSONL with ``question`` and
+    ``answers`` (list) or ``answer`` (string), optional ``id``, ``doc_id``, ``context``."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFound(f"{path}: no such QA data file")
     items: list[QAItem] = []
     if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))["data"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ConfigError(f"{path}: not a SQuAD-format json file (needs a top-level 'data' list)") from None
-        for article in data:
-            for i, para in enumerate(article["paragraphs"]):
-                for qa in para["qas"]:
-                    answers = list(dict.fromkeys(a["text"] for a in qa.get("answers", [])))
-                    if qa.get("is_impossible"):
-                        answers = []
-                    items.append(QAItem(str(qa["id"]), qa["question"], answers, f"{article['title']}#{i}",
-                                        para["context"], article["title"].replace("_", " ")))
+        from ragqa.indexing.squad import load_squad
+
+        for article in load_squad(path):
+            for para in article.paragraphs or []:
+                for q in para.questions:
+                    if q.id is None or q.question is None:
+                        missing = "an \"id\"" if q.id is None else "a \"question\" string"
+                        raise ConfigError(f"{path}: question #{q.position} of paragraph {para.id!r} has no {missing}; "
+                                          "give every question an id and a question")
+                    items.append(QAItem(q.id, q.question, [] if q.impossible else list(q.answers), para.id,
+                                        para.context, article.display_title))
         return items
 
     def parse(n, obj):
@@ -462,8 +458,10 @@ def evaluate_qa(rag, items: Sequence[QAItem], variants: Sequence[str | Contender
 
 
 def _answer_item(rag, item: QAItem, entries: Sequence[Contender], *, gold_context: bool, k, template) -> list[dict]:
-    """One question answered by each contender on ``rag.generator`` (one prompt for all of them)."""
-    from ragqa.answering.pipeline import is_abstention
+    """One question answered by each contender on ``rag.generator`` (one prompt for all of them).
+    Each answer is the ``Answer`` the pipeline's public steps return (``prepare`` / ``shell_for``,
+    then ``complete``: what ``RagQA.ask`` does), scored without its citation markers; abstention
+    is the answer's ``abstained`` flag."""
     from ragqa.answering.prompting import Passage
 
     if gold_context and not item.context:
@@ -485,32 +483,39 @@ def _answer_item(rag, item: QAItem, entries: Sequence[Contender], *, gold_contex
     rows = []
     for e in entries:
         shell, prompt = prepare(e.variant)
-        retrieve_ms = None if gold_context else shell.timings.get("retrieve_ms")
-        sources = [s.doc_id for s in shell.sources]
-        passages = [p.text for p in prompt.passages] if prompt is not None else []
-        if prompt is None:  # nothing relevant retrieved: abstained without generating
-            text, result, abstained = shell.text, None, True
-        else:
-            result = gen.generate(prompt.text, variant=e.variant, settings=rag._gen_settings(shell.template))
-            answer = rag.finish(copy.deepcopy(shell), result.text, result)
-            text, abstained = answer.text, answer.abstained or is_abstention(answer.text)
+        answer = rag.complete(copy.deepcopy(shell), prompt, variant=e.variant)
+        generated = prompt is not None  # else the retrieval gate abstained without generating
+        t = answer.timings
+        abstained = answer.abstained
+        scored = answer_text(answer.text)
         golds = item.answers
         variant_dir = ""
         if e.variant != "base" and hasattr(gen, "_find_variant_dir"):
             variant_dir = str(gen._find_variant_dir(e.variant))
         rows.append({
-            "id": item.id, "variant": e.label, "model": e.model, "question": item.question, "prediction": text,
-            "answers": golds, "em": exact_match(answer_text(text), golds) if golds else float(abstained),
-            "f1": token_f1(answer_text(text), golds) if golds else float(abstained),
+            "id": item.id, "variant": e.label, "model": e.model, "question": item.question,
+            "prediction": answer.text, "answers": golds,
+            "em": exact_match(scored, golds) if golds else float(abstained),
+            "f1": token_f1(scored, golds) if golds else float(abstained),
             "abstained": float(abstained), "answerable": bool(golds),
-            "faithfulness": None if abstained else faithfulness(text, passages),
-            "gold_in_sources": (float(item.gold_doc in sources) if item.gold_doc else None),
-            "generate_s": result.generate_ms / 1000 if result else 0.0,
-            "tokens_per_s": result.tokens_per_s if result else None,
-            "prompt_tokens": prompt.tokens if prompt else 0,
-            "retrieve_ms": retrieve_ms, "model_dir": model_dir, "variant_dir": variant_dir,
-            **_generation_timings(result)})
+            "faithfulness": None if abstained else faithfulness(answer.text, [s.text for s in answer.sources]),
+            "gold_in_sources": (float(item.gold_doc in {s.doc_id for s in answer.sources}) if item.gold_doc else None),
+            "generate_s": t["generate_ms"] / 1000 if generated else 0.0,
+            "tokens_per_s": t.get("tokens_per_s") if generated else None,
+            "prompt_tokens": prompt.tokens if generated else 0,
+            "retrieve_ms": None if gold_context else t.get("retrieve_ms"), "model_dir": model_dir,
+            "variant_dir": variant_dir, **_answer_timings(answer, generated)})
     return rows
+
+
+def _answer_timings(answer, generated: bool) -> dict:
+    """An Answer's per-stage generation numbers for a prediction row (None when nothing was generated)."""
+    if not generated:
+        return _generation_timings(None)
+    t = answer.timings
+    return {"first_token_ms": t.get("first_token_ms"), "decode_ms": t.get("decode_ms"),
+            "generate_ms": t.get("generate_ms"), "new_tokens": t.get("new_tokens", 0),
+            "switch_ms": t.get("switch_ms", 0.0)}
 
 
 def which_to_pick(summary: dict, metric: str = "f1", label: str = "F1", scale: float = 100.0) -> str:
@@ -651,9 +656,9 @@ def _start_report(report_dir, summary: dict, rows: list[dict], meta: dict, predi
     and report.md's first lines (title, settings)."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "results.json").write_text(json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
+    write_atomic(report_dir / "results.json", json.dumps({"meta": meta, "variants": summary}, indent=1) + "\n")
     if predictions:
-        _write_predictions(report_dir / "predictions.jsonl", rows)
+        write_jsonl_atomic(report_dir / "predictions.jsonl", rows)
     return report_dir, [f"# {title}: {meta.get('data', '')}", "",
                         " ".join(f"{k}={v}" for k, v in meta.items() if k != "data"), ""]
 
@@ -688,12 +693,6 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
     lines += _examples_table(rows, list(summary), "f1", 100.0, question="question", gold="gold")
     (report_dir / "report.md").write_text("\n".join(lines))
     return report_dir
-
-
-def _write_predictions(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 # --- summarisation ---------------------------------------------------------------------------

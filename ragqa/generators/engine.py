@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragqa.errors import ConfigError, ModelError
+from ragqa.files import one_line
 from ragqa.generators.models import (BASE_MODELS, DEFAULT_MODEL, converted_path, load_base,
-                                     load_tokenizer, model_fingerprint, one_line, resolve_dtype,
+                                     load_tokenizer, model_fingerprint, resolve_dtype,
                                      resolve_model)
 from ragqa.generators.registry import (CARD_FILE, Card, ModelHost, VariantKind, find_variant_dir,
                                        get_kind, kind_from_peft_type, list_variants,

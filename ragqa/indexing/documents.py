@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ragqa.errors import InputNotFound
+from ragqa.files import a_json_type, describe_json_error, file_sha256, json_type, one_line
 
 __all__ = [
     "Document",
@@ -67,7 +68,6 @@ SUPPORTED_SUFFIXES: dict[str, str] = {
     ".json": "json",
 }
 
-_BLOCK = 1 << 20  # 1 MiB, for streamed hashing
 _SNIFF = 8192  # bytes looked at for NUL (binary) detection
 _BOM = b"\xef\xbb\xbf"
 _MAX_LINE_WARNINGS = 20  # per jsonl file; the rest are summed up in one more warning
@@ -212,11 +212,7 @@ class SourceFile:
 
     def file_hash(self) -> str:
         """sha256 hex of the raw bytes, read in 1 MiB blocks."""
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            while chunk := f.read(_BLOCK):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self.path)
 
 
 def print_warning(w: LoadWarning) -> None:
@@ -469,13 +465,8 @@ def load_file(
     except _Skip as s:
         warn(LoadWarning(shown, s.reason, s.line))
     except Exception as e:  # a loader bug or a library surprise must not stop the whole run
-        warn(LoadWarning(shown, f"skipped: could not be read ({type(e).__name__}: {_one_line(e)})"))
+        warn(LoadWarning(shown, f"skipped: could not be read ({one_line(e, 200)})"))
     return []
-
-
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    msg = " ".join(str(e).split()) or type(e).__name__
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 # --- markdown --------------------------------------------------------------------------------
@@ -610,7 +601,7 @@ def _load_pdf(sf: SourceFile, data: bytes, warn: Warn) -> list[Document]:
         except _Skip:
             raise
         except Exception as e:
-            raise _Skip(f"skipped: corrupt or truncated PDF ({_one_line(e)})") from None
+            raise _Skip(f"skipped: corrupt or truncated PDF ({one_line(e, 200, type_name=False)})") from None
         if n_pages == 0:
             raise _Skip("skipped: PDF has no pages")
 
@@ -620,7 +611,7 @@ def _load_pdf(sf: SourceFile, data: bytes, warn: Warn) -> list[Document]:
             try:
                 page_text = reader.pages[i].extract_text() or ""
             except Exception as e:
-                failed.append((i + 1, _one_line(e)))
+                failed.append((i + 1, one_line(e, 200, type_name=False)))
                 continue
             page_text = page_text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n").strip()
             page_text = storable(page_text)  # a broken ToUnicode map can give lone surrogates
@@ -680,8 +671,9 @@ def _json_safe(value: Any) -> bool:
 _JSON_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def _json_loads(text: str) -> Any:
-    """json.loads, with lone surrogates in the strings (and keys) made ``storable``."""
+def loads_storable(text: str) -> Any:
+    """json.loads, with lone surrogates in the strings (and keys) made ``storable`` (as every JSON
+    input ragqa indexes or scores is read, so ids from it match)."""
     obj = json.loads(text)
     return _storable_json(obj) if _JSON_SURROGATE.search(text) else obj
 
@@ -725,15 +717,12 @@ def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
         if not line.strip():
             continue
         try:
-            obj = _json_loads(line)
-        except json.JSONDecodeError as e:
-            bad(lineno, f"line {lineno} skipped: invalid JSON ({e.msg} at column {e.colno})")
-            continue
-        except ValueError as e:  # e.g. numbers with too many digits
-            bad(lineno, f"line {lineno} skipped: invalid JSON ({_one_line(e)})")
+            obj = loads_storable(line)
+        except ValueError as e:  # JSONDecodeError, or e.g. a number with too many digits
+            bad(lineno, f"line {lineno} skipped: {describe_json_error(e, in_line=True)}")
             continue
         if not isinstance(obj, dict):
-            bad(lineno, f"line {lineno} skipped: expected a JSON object, got {_json_type(obj)}")
+            bad(lineno, f"line {lineno} skipped: expected a JSON object, got {json_type(obj)}")
             continue
         id_key = "_id" if "_id" in obj else "id" if "id" in obj else None
         if id_key is None:
@@ -745,7 +734,7 @@ def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
             continue
         body = obj.get("text")
         if not isinstance(body, str):
-            what = "missing" if "text" not in obj else f"{_a_json_type(body)}, not a string"
+            what = "missing" if "text" not in obj else f"{a_json_type(body)}, not a string"
             bad(lineno, f'line {lineno} skipped: "text" is {what}')
             continue
         if not body.strip():
@@ -768,36 +757,7 @@ def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
     return docs
 
 
-def _a_json_type(v: Any) -> str:
-    kind = _json_type(v)
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
-
-
-def _json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "object"
-    return type(v).__name__  # pragma: no cover
-
-
 # --- json (SQuAD) ----------------------------------------------------------------------------
-
-
-def _is_squad(obj: Any) -> bool:
-    """``{"data": [article, ...]}`` with at least one article that has a "paragraphs" array (the
-    others are skipped with a warning; a file with none is not SQuAD)."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
-        return False
-    return any(isinstance(a, dict) and isinstance(a.get("paragraphs"), list) for a in obj["data"])
 
 
 def _listed(items: list[str], total: int) -> str:
@@ -805,62 +765,48 @@ def _listed(items: list[str], total: int) -> str:
 
 
 def _load_json(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
+    """One document per SQuAD paragraph, with the id rule and parser of ``ragqa.indexing.squad``."""
+    from ragqa.indexing.squad import is_squad, parse_squad
+
     shown = str(sf.path)
     try:
-        obj = _json_loads(text)
+        obj = loads_storable(text)
     except json.JSONDecodeError as e:
-        raise _Skip(f"skipped: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})", line=e.lineno) from None
+        raise _Skip(f"skipped: {describe_json_error(e)}", line=e.lineno) from None
     except ValueError as e:
-        raise _Skip(f"skipped: invalid JSON ({_one_line(e)})") from None
-    if not _is_squad(obj):
+        raise _Skip(f"skipped: {describe_json_error(e)}") from None
+    if not is_squad(obj):
         raise _Skip("skipped: not a SQuAD-format json file; use .jsonl with one document per line")
     docs: list[Document] = []
-    seen: set[str] = set()
     dup_titles: list[str] = []
     bad_articles: list[str] = []  # the first few, described; n_bad_articles counts them all
     bad_paragraphs: list[str] = []
     n_bad_articles = n_bad_paragraphs = 0
-    for a_idx, article in enumerate(obj["data"]):
-        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
-        raw_title = article.get("title") if isinstance(article, dict) else None
-        if not isinstance(raw_title, str) or not raw_title.strip():
-            raw_title = f"article_{a_idx}"
-        if not isinstance(paragraphs, list):
+    for article in parse_squad(obj):
+        title = article.title
+        if article.paragraphs is None:
             n_bad_articles += 1
             if len(bad_articles) < _MAX_LISTED:
-                if not isinstance(article, dict):
-                    what = f"{_a_json_type(article)}, not an object"
-                elif "paragraphs" not in article:
-                    what = 'no "paragraphs"'
-                else:
-                    what = f'"paragraphs" is {_a_json_type(paragraphs)}, not an array'
-                bad_articles.append(f"#{a_idx} {raw_title!r} ({what})")
+                bad_articles.append(f"#{article.position} {title!r} ({article.problem})")
             continue
-        if raw_title in seen:
-            dup_titles.append(raw_title)
+        if article.duplicate:
+            dup_titles.append(title)
             continue
-        seen.add(raw_title)
-        for p_idx, para in enumerate(paragraphs):
-            context = para.get("context") if isinstance(para, dict) else None
-            if not isinstance(context, str) or not context.strip():
+        for para in article.paragraphs:
+            if not para.has_text:
                 n_bad_paragraphs += 1
                 if len(bad_paragraphs) < _MAX_LISTED:
-                    what = "" if isinstance(para, dict) else f" ({_a_json_type(para)}, not an object)"
-                    bad_paragraphs.append(f"{raw_title!r} #{p_idx}{what}")
+                    what = "" if para.is_object else f" ({para.problem})"
+                    bad_paragraphs.append(f"{title!r} #{para.position}{what}")
                 continue
-            qas = para.get("qas")
-            qids = [
-                str(qa["id"])
-                for qa in (qas if isinstance(qas, list) else [])
-                if isinstance(qa, dict) and _id_str(qa.get("id")) is not None
-            ]
             docs.append(
                 Document(
-                    f"{raw_title}#{p_idx}",
-                    context,  # kept byte-for-byte: SQuAD answer_start offsets point into it
-                    title=raw_title.replace("_", " "),
+                    para.id,
+                    para.context,  # kept byte-for-byte: SQuAD answer_start offsets point into it
+                    title=article.display_title,
                     source=sf.source,
-                    metadata={"article": raw_title, "paragraph": p_idx, "question_ids": qids},
+                    metadata={"article": title, "paragraph": para.position,
+                              "question_ids": [q.id for q in para.questions if q.id is not None]},
                 )
             )
     if n_bad_articles:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ragqa.errors import ConfigError, ModelError
-from ragqa.indexing.storage import fsync_path
+from ragqa.files import one_line, publish
 
 SUPPORTED = ("onnx", "onnx-int8", "onnx-int8-fast")
 
@@ -167,25 +167,6 @@ def _tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}.onnx")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened; os.replace is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    fsync_path(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
 def _remove_quietly(path: Path) -> None:
     try:
         path.unlink()
@@ -206,11 +187,6 @@ def _clean_stale_temporaries(cache_dir: Path) -> None:
                     p.unlink()
             except OSError:
                 pass
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,13 +266,13 @@ class OnnxEncoder:
                 import onnxruntime  # noqa: F401
                 import tokenizers  # noqa: F401
             except ImportError as exc:
-                raise ModelError(f"the ONNX backend needs onnxruntime and tokenizers ({_one_line(exc)}); "
+                raise ModelError(f"the ONNX backend needs onnxruntime and tokenizers ({one_line(exc)}); "
                                  "install them or use backend 'torch'") from None
             try:
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ModelError(f"cannot create the ONNX cache directory {self.cache_dir} "
-                                 f"({_one_line(exc)})") from None
+                                 f"({one_line(exc)})") from None
             _clean_stale_temporaries(self.cache_dir)
             tokenizer, pad_id = self._load_tokenizer()
             session = self._open_session()
@@ -405,7 +381,7 @@ class OnnxEncoder:
                                             providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
                 if attempt == 2:
-                    raise ModelError(f"onnxruntime cannot load {path} ({_one_line(exc)}); delete "
+                    raise ModelError(f"onnxruntime cannot load {path} ({one_line(exc)}); delete "
                                      f"{self.cache_dir} or use backend 'torch'") from None
         raise AssertionError("unreachable")
 
@@ -435,7 +411,7 @@ class OnnxEncoder:
             try:
                 tok = Tokenizer.from_file(str(path))
             except Exception as exc:  # noqa: BLE001
-                raise ModelError(f"cannot read the tokenizer {path} ({_one_line(exc)}); delete "
+                raise ModelError(f"cannot read the tokenizer {path} ({one_line(exc)}); delete "
                                  f"{self.cache_dir} or use backend 'torch'") from None
         pad_id = int((tok.padding or {}).get("pad_id", 0) or 0)
         tok.no_padding()
@@ -466,15 +442,15 @@ class OnnxEncoder:
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"cannot load the tokenizer of {self._hf_dir} ({_one_line(exc)}); "
+            raise ModelError(f"cannot load the tokenizer of {self._hf_dir} ({one_line(exc)}); "
                              "use backend 'torch'") from None
         tmp = _tmp_path(path)
         try:
             backend.save(str(tmp))
-            _publish(tmp, path)
+            publish(tmp, path)
         except OSError as exc:
             _remove_quietly(tmp)
-            raise ModelError(f"cannot write {path} ({_one_line(exc)})") from None
+            raise ModelError(f"cannot write {path} ({one_line(exc)})") from None
         type(self).exports += 1
 
     @staticmethod
@@ -497,7 +473,7 @@ class OnnxEncoder:
             from transformers import AutoModel
         except ImportError as exc:
             raise ModelError(f"exporting {self.model_dir} to ONNX needs torch and transformers "
-                             f"({_one_line(exc)}); use backend 'torch'") from None
+                             f"({one_line(exc)}); use backend 'torch'") from None
         tmp = _tmp_path(final)
         old_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
@@ -514,13 +490,13 @@ class OnnxEncoder:
                         do_constant_folding=True,
                     )
                 self._verify_export(torch, wrapper, tmp, names, check)
-            _publish(tmp, final)
+            publish(tmp, final)
         except ModelError:
             _remove_quietly(tmp)
             raise
         except Exception as exc:  # noqa: BLE001 - anything the exporter throws
             _remove_quietly(tmp)
-            raise ModelError(f"cannot export {self.model_dir} to ONNX ({_one_line(exc)}); use backend "
+            raise ModelError(f"cannot export {self.model_dir} to ONNX ({one_line(exc)}); use backend "
                              "'torch'") from None
         finally:
             torch.set_num_threads(old_threads)
@@ -608,7 +584,7 @@ class OnnxEncoder:
             from onnxruntime.quantization import QuantType, quantize_dynamic
         except ImportError as exc:
             raise ModelError(f"int8 quantisation needs onnxruntime's quantization tools and onnx "
-                             f"({_one_line(exc)}); use backend 'onnx' or 'torch'") from None
+                             f"({one_line(exc)}); use backend 'onnx' or 'torch'") from None
         tmp = _tmp_path(final)
         try:
             graph = onnx.load(str(fp32), load_external_data=False).graph
@@ -623,10 +599,10 @@ class OnnxEncoder:
                                  op_types_to_quantize=["MatMul"],
                                  nodes_to_exclude=[] if every_matmul else expanding,
                                  extra_options={"MatMulConstBOnly": True})
-            _publish(tmp, final)
+            publish(tmp, final)
         except Exception as exc:  # noqa: BLE001
             _remove_quietly(tmp)
-            raise ModelError(f"cannot quantise {fp32} to int8 ({_one_line(exc)}); use backend 'onnx'") from None
+            raise ModelError(f"cannot quantise {fp32} to int8 ({one_line(exc)}); use backend 'onnx'") from None
         type(self).exports += 1
 
 

@@ -21,7 +21,6 @@ that repairs it (a ``--rebuild``, which needs only the documents and works from 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ragqa.errors import IndexCorrupt, IndexLocked, IndexNotFound
+from ragqa.files import file_sha256, fsync_path, write_atomic, write_json_atomic  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -50,27 +50,11 @@ def version_number(version: Path) -> int:
     return int(m.group(1))
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(path: Path) -> None:
     for root, dirs, files in os.walk(path):
         for name in files:
             fsync_path(Path(root) / name)
         fsync_path(Path(root))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_checksum(path: Path) -> str:
@@ -106,22 +90,6 @@ def repair_hint(directory: Path, manifest: dict | None = None) -> str:
         except ValueError:  # relative and absolute paths mixed
             pass
     return f"repair it with `ragqa index build {paths} --index {directory} --rebuild` (it needs only the documents)"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON next to ``path``, fsync, rename over it: readers see the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
 
 
 def _reason(exc: BaseException) -> str:
@@ -267,13 +235,8 @@ class IndexDir:
         version = self.path / f"v-{self.next_number():06d}"
         os.rename(tmp, version)
         fsync_path(self.path)
-        marker_tmp = self.path / f".{CURRENT}.{os.getpid()}.tmp"
-        with open(marker_tmp, "w", encoding="utf-8") as fh:
-            fh.write(version.name + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(marker_tmp, self.path / CURRENT)
-        fsync_path(self.path)
+        write_atomic(self.path / CURRENT, version.name + "\n")  # temp .CURRENT.*.tmp, see collect_garbage
+        fsync_path(self.path)  # (write_atomic's directory sync forgives file systems without one; an index does not)
         return version
 
     def collect_garbage(self, keep: int = 2) -> None:

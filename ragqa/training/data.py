@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragqa.errors import ConfigError, InputNotFound
+from ragqa.files import describe_json_error, file_sha256, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 TASKS = ("qa", "summarize", "instruct")
 TASK_TEMPLATES = {"qa": "qa", "summarize": "summarize", "instruct": "instruct"}
@@ -91,31 +90,6 @@ class Example:
 
 # ----------------------------------------------------------------------------- reading files
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise InputNotFound(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); give a SQuAD-format .json file") from None
-
-
-def _jsonl_objects(path: Path) -> Iterable[tuple[int, dict]]:
-    if not path.is_file():
-        raise InputNotFound(f"{path}: no such file")
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg}); fix or remove the line") from None
-            if not isinstance(obj, dict):
-                raise ConfigError(f"{path}:{n}: expected a JSON object")
-            yield n, obj
-
-
 def _need(path: Path, n: int, obj: dict, *keys: str) -> list[str]:
     out = []
     for key in keys:
@@ -129,24 +103,27 @@ def _need(path: Path, n: int, obj: dict, *keys: str) -> list[str]:
 
 def import_squad(path: str | Path) -> list[Record]:
     """SQuAD v1.1 / v2.0 json -> qa records (one per question; unanswerable ones are skipped:
-    abstention examples are made from retrieval instead). ``doc`` is the article title."""
+    abstention examples are made from retrieval instead). Read by ``ragqa.indexing.squad``, so
+    ``provenance["passage_id"]`` is the id the index gives the paragraph; ``doc`` is the
+    article's title."""
+    from ragqa.indexing.squad import load_squad
+
     path = Path(path)
-    data = _read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ConfigError(f"{path}: not SQuAD format (needs a top-level \"data\" list of articles)")
     records = []
-    for a, article in enumerate(data["data"]):
-        title = str(article.get("title") or f"article_{a}")
-        for p, para in enumerate(article.get("paragraphs") or []):
-            context = para.get("context") or ""
-            for qa in para.get("qas") or []:
-                answers = list(dict.fromkeys(x["text"] for x in qa.get("answers") or [] if x.get("text")))
-                if qa.get("is_impossible") or not answers or not context:
+    for article in load_squad(path):
+        title = article.title
+        for para in article.paragraphs or []:
+            context = para.context or ""
+            for q in para.questions:
+                if q.impossible or not q.answers or not context:
                     continue
-                records.append(Record(id=str(qa.get("id") or f"{title}#{p}#{len(records)}"), task="qa",
-                                      input=qa["question"].strip(), output=answers[0], answers=answers,
-                                      context=context, title=title.replace("_", " "), doc=title,
-                                      source=path.name, provenance={"passage_id": f"{title}#{p}"}))
+                if q.question is None:
+                    raise ConfigError(f"{path}: question #{q.position} of paragraph {para.id!r} has no "
+                                      "\"question\" string")
+                records.append(Record(id=q.id or f"{title}#{para.position}#{len(records)}", task="qa",
+                                      input=q.question.strip(), output=q.answers[0], answers=list(q.answers),
+                                      context=context, title=article.display_title, doc=title,
+                                      source=path.name, provenance={"passage_id": para.id}))
     if not records:
         raise ConfigError(f"{path}: no answerable questions found in this SQuAD file")
     return records
@@ -157,7 +134,7 @@ def import_dialogsum(path: str | Path) -> list[Record]:
     -> summarize records, one per dialogue."""
     path = Path(path)
     records = []
-    for n, obj in _jsonl_objects(path):
+    for n, obj in read_jsonl(path):
         (dialogue,) = _need(path, n, obj, "dialogue")
         refs = [obj[k].strip() for k in ("summary", "summary1", "summary2", "summary3")
                 if isinstance(obj.get(k), str) and obj[k].strip()]
@@ -175,7 +152,7 @@ def import_jsonl(path: str | Path) -> list[Record]:
     ``id`` and ``doc`` (the split group; default: the context, so passages never straddle)."""
     path = Path(path)
     records = []
-    for n, obj in _jsonl_objects(path):
+    for n, obj in read_jsonl(path):
         rid = str(obj.get("id") or f"{path.stem}-{n}")
         if "question" in obj:
             question, context = _need(path, n, obj, "question", "context")
@@ -211,10 +188,10 @@ IMPORTERS = {"squad": import_squad, "dialogsum": import_dialogsum, "jsonl": impo
 
 
 def read_records(path: str | Path) -> list[Record]:
-    """``records.jsonl`` as written by ``write_jsonl`` (the internal format)."""
+    """``records.jsonl`` as ``build_dataset`` writes it (the internal format)."""
     path = Path(path)
     out = []
-    for n, obj in _jsonl_objects(path):
+    for n, obj in read_jsonl(path):
         try:
             out.append(Record(**{k: obj[k] for k in Record.__dataclass_fields__ if k in obj}))
         except TypeError:
@@ -225,7 +202,7 @@ def read_records(path: str | Path) -> list[Record]:
 def read_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     out = []
-    for n, obj in _jsonl_objects(path):
+    for n, obj in read_jsonl(path):
         try:
             out.append(Example.from_json(obj))
         except TypeError:
@@ -363,23 +340,6 @@ def make_examples(splits: dict[str, list[Record]], settings: ExampleSettings, in
 
 # ----------------------------------------------------------------------------- writing
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """Atomic: a temp file in the same directory, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def build_dataset(records: Sequence[Record], out: str | Path, *, sources: Sequence[Path] = (),
                   fractions: Sequence[float] = (0.8, 0.1, 0.1), settings: ExampleSettings | None = None,
                   index=None, index_dir: str | None = None, extra: dict | None = None,
@@ -399,9 +359,9 @@ def build_dataset(records: Sequence[Record], out: str | Path, *, sources: Sequen
     (out / MANIFEST).unlink(missing_ok=True)
     splits = split_by_document(records, fractions, settings.seed)
     examples = make_examples(splits, settings, index=index, progress=progress)
-    write_jsonl(out / "records.jsonl", (r.to_json() for r in records))
+    write_jsonl_atomic(out / "records.jsonl", (r.to_json() for r in records))
     for split in SPLITS:
-        write_jsonl(out / f"{split}.jsonl", (e.to_json() for e in examples[split]))
+        write_jsonl_atomic(out / f"{split}.jsonl", (e.to_json() for e in examples[split]))
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -415,15 +375,11 @@ def build_dataset(records: Sequence[Record], out: str | Path, *, sources: Sequen
                            "abstain_examples": sum(1 for e in examples[split]
                                                    if e.task == "qa" and e.gold is None)}
                    for split in SPLITS},
-        "sources": {str(p): sha256_file(Path(p)) for p in sources if Path(p).is_file()},
-        "files": {f: sha256_file(out / f) for f in ["records.jsonl"] + [f"{s}.jsonl" for s in SPLITS]},
+        "sources": {str(p): file_sha256(p) for p in sources if Path(p).is_file()},
+        "files": {f: file_sha256(out / f) for f in ["records.jsonl"] + [f"{s}.jsonl" for s in SPLITS]},
         **(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, out / MANIFEST)
+    write_json_atomic(out / MANIFEST, manifest, indent=2, sort_keys=False)
     return manifest
 
 
@@ -432,4 +388,7 @@ def read_manifest(data_dir: str | Path) -> dict:
     if not path.is_file():
         raise InputNotFound(f"{data_dir}: no {MANIFEST}; build training data with `ragqa data import` "
                             "or `ragqa data synthesize` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ConfigError(f"{path}: {describe_json_error(exc)}; build the data again with `ragqa data import`") from None

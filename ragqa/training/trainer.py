@@ -319,7 +319,8 @@ def load_training_model(cfg: TrainConfig, path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ragqa.generators.models import load_tokenizer, one_line
+    from ragqa.files import one_line
+    from ragqa.generators.models import load_tokenizer
 
     tokenizer = load_tokenizer(path)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
