@@ -24,20 +24,17 @@ SQuAD-format JSON (one document per paragraph).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
 import os
 import re
 import sys
 import unicodedata
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ragqa.errors import InputNotFound
-from ragqa.files import a_json_type, describe_json_error, file_sha256, json_type, one_line
+from ragqa.files import file_sha256, one_line
 
 __all__ = [
     "Document",
@@ -70,8 +67,8 @@ SUPPORTED_SUFFIXES: dict[str, str] = {
 
 _SNIFF = 8192  # bytes looked at for NUL (binary) detection
 _BOM = b"\xef\xbb\xbf"
-_MAX_LINE_WARNINGS = 20  # per jsonl file; the rest are summed up in one more warning
-_MAX_LISTED = 3  # bad articles / paragraphs named in a SQuAD file's warning
+MAX_LINE_WARNINGS = 20  # per jsonl file; the rest are summed up in one more warning
+MAX_LISTED = 3  # bad articles / paragraphs named in a SQuAD file's warning
 _HASH_SLICE = 1 << 20  # characters of text serialised at a time by content_hash
 
 
@@ -348,7 +345,7 @@ def _walk(
 # --------------------------------------------------------------------------------------------
 
 
-class _Skip(Exception):
+class Skip(Exception):
     """Internal: the whole file is skipped with this reason (and optional line)."""
 
     def __init__(self, reason: str, line: int | None = None):
@@ -372,43 +369,43 @@ def _read_bytes(sf: SourceFile, max_bytes: int) -> bytes:
         size = os.stat(sf.path).st_size
         if size > max_bytes:
             shown, limit = size_vs_limit(size, max_bytes)
-            raise _Skip(f"skipped: file is {shown}, larger than the limit of {limit}")
+            raise Skip(f"skipped: file is {shown}, larger than the limit of {limit}")
         with open(sf.path, "rb") as f:
             data = f.read(size + 1)  # (not max_bytes + 1: that much would be allocated up front)
             if len(data) > size:  # it grew since stat: read on, up to the limit
                 data += f.read(max_bytes + 1 - len(data))
     except FileNotFoundError:
-        raise _Skip("skipped: file disappeared before it could be read") from None
+        raise Skip("skipped: file disappeared before it could be read") from None
     except PermissionError:
-        raise _Skip("skipped: cannot read file (permission denied); check its permissions") from None
+        raise Skip("skipped: cannot read file (permission denied); check its permissions") from None
     except OSError as e:
-        raise _Skip(f"skipped: cannot read file ({_os_reason(e)})") from None
+        raise Skip(f"skipped: cannot read file ({_os_reason(e)})") from None
     if len(data) > max_bytes:  # grew since stat
-        raise _Skip(f"skipped: file is larger than the limit of {human_size(max_bytes)}")
+        raise Skip(f"skipped: file is larger than the limit of {human_size(max_bytes)}")
     return data
 
 
 def _decode_text(data: bytes) -> str:
-    """Bytes of a text-like file -> str (BOM dropped, line ends left as they are), or _Skip for
+    """Bytes of a text-like file -> str (BOM dropped, line ends left as they are), or Skip for
     empty / binary / non-UTF-8 content. Makes no copy of the bytes, nor of the text."""
     if not data:
-        raise _Skip("skipped: empty file")
+        raise Skip("skipped: empty file")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise _Skip("skipped: UTF-16 encoded text; convert it to UTF-8")
+        raise Skip("skipped: UTF-16 encoded text; convert it to UTF-8")
     if b"\x00" in data[:_SNIFF]:
-        raise _Skip("skipped: binary file (contains NUL bytes); not a text file")
+        raise Skip("skipped: binary file (contains NUL bytes); not a text file")
     offset = len(_BOM) if data.startswith(_BOM) else 0
     view = memoryview(data)[offset:]
     try:
         text = str(view, "utf-8")
     except UnicodeDecodeError as e:
-        raise _Skip(
+        raise Skip(
             f"skipped: not valid UTF-8 (byte 0x{view[e.start]:02x} at offset {e.start + offset}); convert it to UTF-8"
         ) from None
     finally:
         view.release()
     if not text or text.isspace():
-        raise _Skip("skipped: file contains only whitespace")
+        raise Skip("skipped: file contains only whitespace")
     return text
 
 
@@ -424,7 +421,7 @@ def _check_line_lengths(text: str, max_line_chars: int) -> None:
             end = n
         length = end - pos
         if length > max_line_chars:
-            raise _Skip(
+            raise Skip(
                 f"skipped: line {lineno} is {length:,} characters long (limit {max_line_chars:,}); "
                 "it looks like minified or generated data, not prose",
                 line=lineno,
@@ -444,8 +441,10 @@ def load_file(
     shown = str(sf.path)
     try:
         data = _read_bytes(sf, max_bytes)
+        from ragqa.indexing import loaders  # one module per format
+
         if sf.kind == "pdf":
-            return _load_pdf(sf, data, warn)
+            return loaders.pdf.load(sf, data, warn)
         text = _decode_text(data)
         del data  # a big file is not kept as bytes beside its text
         text = text.replace("\r\n", "\n")  # the same str when there is no CRLF: no copy
@@ -454,29 +453,27 @@ def load_file(
         if sf.kind == "txt":
             return [Document(sf.rel, text, title=sf.title, source=sf.source)]
         if sf.kind == "md":
-            return [Document(sf.rel, text, title=_md_title(text) or sf.title, source=sf.source)]
+            return [Document(sf.rel, text, title=loaders.markdown.title(text) or sf.title, source=sf.source)]
         if sf.kind == "html":
-            return _load_html(sf, text)
+            return loaders.html.load(sf, text)
         if sf.kind == "jsonl":
-            return _load_jsonl(sf, text, warn)
+            return loaders.jsonl.load(sf, text, warn)
         if sf.kind == "json":
-            return _load_json(sf, text, warn)
-        raise _Skip(f"skipped: unsupported kind {sf.kind!r}")
-    except _Skip as s:
+            return loaders.squad_json.load(sf, text, warn)
+        raise Skip(f"skipped: unsupported kind {sf.kind!r}")
+    except Skip as s:
         warn(LoadWarning(shown, s.reason, s.line))
     except Exception as e:  # a loader bug or a library surprise must not stop the whole run
         warn(LoadWarning(shown, f"skipped: could not be read ({one_line(e, 200)})"))
     return []
 
 
-# --- markdown --------------------------------------------------------------------------------
+# --- text helpers the loaders share -------------------------------------------------------
 
-# the lines _md_title looks at, found by the regex engine (no Python loop over every line):
-# a code fence (group 1) or a level-1 ATX heading, "# Title" or "# Title #" (group 2)
-_MD_LINE = re.compile(r"^ {0,3}(?:(`{3,}|~{3,})|#[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$)", re.MULTILINE)
+WHITESPACE = re.compile(r"\s+")
 
 
-def _lines(text: str) -> Iterator[str]:
+def iter_lines(text: str) -> Iterator[str]:
     """The lines of ``text``, one at a time (``text.split("\\n")`` would copy all of it at once)."""
     pos = 0
     while (end := text.find("\n", pos)) >= 0:
@@ -485,181 +482,9 @@ def _lines(text: str) -> Iterator[str]:
     yield text[pos:]
 
 
-def _md_title(text: str) -> str:
-    """Text of the first level-1 ATX heading ("# Title"), ignoring fenced code blocks."""
-    fence: str | None = None
-    for m in _MD_LINE.finditer(text):
-        marker, heading = m.group(1), m.group(2)
-        if marker:
-            if fence is None:
-                fence = marker[0] * len(marker)
-            elif marker[0] == fence[0] and len(marker) >= len(fence):
-                fence = None
-        elif fence is None and heading.strip():
-            return heading.strip()
-    return ""
+# --- JSON that SQLite and JSON files can hold ----------------------------------------------
 
-
-# --- html ------------------------------------------------------------------------------------
-
-# Not "head" itself: html.parser nests a <body> in a <head> that was never closed (HTML5 closes it
-# implicitly), so dropping <head> would drop the whole page; what a head holds that is not shown is
-# these tags (title, script, style) or has no text (meta, link, base).
-_DROP_TAGS = ["script", "style", "noscript", "template", "svg", "title"]
-# Block elements end a line; "paragraph" blocks also leave a blank line around them.
-_PARA_TAGS = [
-    "address", "article", "aside", "blockquote", "body", "details", "dialog", "dl", "fieldset",
-    "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "hr",
-    "html", "main", "menu", "nav", "ol", "p", "pre", "section", "table", "ul",
-]
-_LINE_TAGS = [
-    "caption", "dd", "div", "dt", "figcaption", "legend", "li", "option", "summary", "td",
-    "th", "tr", "tbody", "thead", "tfoot",
-]
-_LINE_MARK = "\ue000"  # private-use characters, removed from the input first
-_PARA_MARK = "\ue001"
-# a run of marks (with only whitespace between them) starts and ends with a mark: no backtracking
-_MARKS = re.compile(r"[\ue000\ue001](?:[\s\ue000\ue001]*[\ue000\ue001])?")
-_WS = re.compile(r"\s+")
-_SPACES = re.compile(r"[^\S\n]+")
-
-
-def _load_html(sf: SourceFile, html: str) -> list[Document]:
-    from bs4 import BeautifulSoup
-    from bs4.element import Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
-
-    html = html.replace(_LINE_MARK, "").replace(_PARA_MARK, "")
-    soup = BeautifulSoup(html, "html.parser")
-    title = ""
-    t = soup.find("title")
-    if t is not None:
-        title = _WS.sub(" ", t.get_text()).strip()
-    for name in _DROP_TAGS:
-        while (tag := soup.find(name)) is not None:
-            tag.decompose()
-    if not title:
-        h1 = soup.find("h1")
-        if h1 is not None:
-            title = _WS.sub(" ", h1.get_text(" ")).strip()
-    for s in soup.find_all(string=lambda s: isinstance(s, (Comment, Declaration, Doctype, ProcessingInstruction))):
-        s.extract()
-    # HTML whitespace rules: runs of whitespace are one space, except inside <pre>/<textarea>
-    for s in list(soup.find_all(string=True)):
-        if s.find_parent(["pre", "textarea"]) is None:
-            collapsed = _WS.sub(" ", str(s))
-            if collapsed != s:
-                s.replace_with(NavigableString(collapsed))
-    for br in soup.find_all("br"):
-        br.replace_with(_LINE_MARK)
-    for names, mark in ((_PARA_TAGS, _PARA_MARK), (_LINE_TAGS, _LINE_MARK)):
-        for tag in soup.find_all(names):
-            if tag.parent is not None:
-                tag.insert_before(mark)
-                tag.insert_after(mark)
-    raw = _MARKS.sub(lambda m: "\n\n" if _PARA_MARK in m.group(0) else "\n", soup.get_text())
-    lines = [_SPACES.sub(" ", line).strip() for line in raw.split("\n")]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    if not text:
-        raise _Skip("skipped: no visible text in this HTML file")
-    return [Document(sf.rel, text, title=title or sf.title, source=sf.source)]
-
-
-# --- pdf -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _quiet_pypdf() -> Iterator[None]:
-    """pypdf logs every repair it makes; we report problems ourselves as one LoadWarning."""
-    logger = logging.getLogger("pypdf")
-    old = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
-def _load_pdf(sf: SourceFile, data: bytes, warn: Warn) -> list[Document]:
-    shown = str(sf.path)
-    if not data:
-        raise _Skip("skipped: empty file")
-    if b"%PDF-" not in data[:1024]:
-        raise _Skip("skipped: not a PDF file (no %PDF header); is the extension wrong?")
-    from pypdf import PdfReader
-
-    with _quiet_pypdf():
-        try:
-            reader = PdfReader(io.BytesIO(data), strict=False)
-            if reader.is_encrypted:
-                try:
-                    ok = reader.decrypt("")
-                except Exception:
-                    ok = 0
-                if not ok:
-                    raise _Skip("skipped: encrypted PDF that needs a password; decrypt it first")
-            n_pages = len(reader.pages)
-        except _Skip:
-            raise
-        except Exception as e:
-            raise _Skip(f"skipped: corrupt or truncated PDF ({one_line(e, 200, type_name=False)})") from None
-        if n_pages == 0:
-            raise _Skip("skipped: PDF has no pages")
-
-        texts: list[tuple[int, str]] = []
-        failed: list[tuple[int, str]] = []
-        for i in range(n_pages):
-            try:
-                page_text = reader.pages[i].extract_text() or ""
-            except Exception as e:
-                failed.append((i + 1, one_line(e, 200, type_name=False)))
-                continue
-            page_text = page_text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n").strip()
-            page_text = storable(page_text)  # a broken ToUnicode map can give lone surrogates
-            if page_text:
-                texts.append((i + 1, page_text))
-
-        title = ""
-        try:
-            meta = reader.metadata
-            if meta is not None and meta.title:
-                title = storable(_WS.sub(" ", str(meta.title)).strip())
-        except Exception:
-            title = ""
-
-    if failed and len(failed) == n_pages:
-        raise _Skip(f"skipped: corrupt PDF, text extraction failed on every page ({failed[0][1]})")
-    for page_no, why in failed:
-        warn(LoadWarning(shown, f"page {page_no} skipped: text extraction failed ({why})"))
-    if not texts:
-        if failed:
-            return []  # the per-page warnings above already said why
-        raise _Skip("skipped: no extractable text (image-only or scanned PDF?); run OCR on it first")
-
-    parts: list[str] = []
-    pages: list[tuple[int, int]] = []
-    offset = 0
-    for page_no, page_text in texts:
-        if parts:
-            offset += 2  # the "\n\n" separator
-        pages.append((page_no, offset))
-        parts.append(page_text)
-        offset += len(page_text)
-    return [
-        Document(
-            sf.rel,
-            "\n\n".join(parts),
-            title=title or sf.title,
-            source=sf.source,
-            metadata={"page_count": n_pages},
-            pages=pages,
-        )
-    ]
-
-
-# --- jsonl -----------------------------------------------------------------------------------
-
-
-def _json_safe(value: Any) -> bool:
+def json_safe(value: Any) -> bool:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -686,141 +511,6 @@ def _storable_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {storable(k): _storable_json(v) for k, v in value.items()}
     return value
-
-
-def _id_str(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (str, int)) or (isinstance(value, float) and value == value):
-        s = str(value).strip()
-        return s or None
-    return None
-
-
-def _load_jsonl(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
-    shown = str(sf.path)
-    source = sf.source
-    docs: list[Document] = []
-    first_line: dict[str, int] = {}
-    n_warned = 0
-    n_suppressed = 0
-
-    def bad(lineno: int, reason: str) -> None:
-        nonlocal n_warned, n_suppressed
-        if n_warned < _MAX_LINE_WARNINGS:
-            n_warned += 1
-            warn(LoadWarning(shown, reason, lineno))
-        else:
-            n_suppressed += 1
-
-    for lineno, line in enumerate(_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = loads_storable(line)
-        except ValueError as e:  # JSONDecodeError, or e.g. a number with too many digits
-            bad(lineno, f"line {lineno} skipped: {describe_json_error(e, in_line=True)}")
-            continue
-        if not isinstance(obj, dict):
-            bad(lineno, f"line {lineno} skipped: expected a JSON object, got {json_type(obj)}")
-            continue
-        id_key = "_id" if "_id" in obj else "id" if "id" in obj else None
-        if id_key is None:
-            bad(lineno, f'line {lineno} skipped: no "_id" or "id" field')
-            continue
-        doc_id = _id_str(obj[id_key])
-        if doc_id is None:
-            bad(lineno, f'line {lineno} skipped: "{id_key}" must be a non-empty string or number')
-            continue
-        body = obj.get("text")
-        if not isinstance(body, str):
-            what = "missing" if "text" not in obj else f"{a_json_type(body)}, not a string"
-            bad(lineno, f'line {lineno} skipped: "text" is {what}')
-            continue
-        if not body.strip():
-            bad(lineno, f'line {lineno} skipped: "text" is empty')
-            continue
-        if doc_id in first_line:
-            bad(lineno, f"line {lineno} skipped: duplicate id {doc_id!r} (first seen on line {first_line[doc_id]})")
-            continue
-        first_line[doc_id] = lineno
-        raw_title = obj.get("title")
-        title = raw_title.strip() if isinstance(raw_title, str) else ""
-        if not title and isinstance(raw_title, (int, float)) and not isinstance(raw_title, bool):
-            title = str(raw_title)
-        metadata = {
-            k: v for k, v in obj.items() if k not in (id_key, "title", "text") and _json_safe(v)
-        }
-        docs.append(Document(doc_id, body, title=title, source=source, metadata=metadata))
-    if n_suppressed:
-        warn(LoadWarning(shown, f"{n_suppressed} more broken line(s) skipped (only the first {_MAX_LINE_WARNINGS} are listed)"))
-    return docs
-
-
-# --- json (SQuAD) ----------------------------------------------------------------------------
-
-
-def _listed(items: list[str], total: int) -> str:
-    return ", ".join(items) + (", ..." if total > len(items) else "")
-
-
-def _load_json(sf: SourceFile, text: str, warn: Warn) -> list[Document]:
-    """One document per SQuAD paragraph, with the id rule and parser of ``ragqa.indexing.squad``."""
-    from ragqa.indexing.squad import is_squad, parse_squad
-
-    shown = str(sf.path)
-    try:
-        obj = loads_storable(text)
-    except json.JSONDecodeError as e:
-        raise _Skip(f"skipped: {describe_json_error(e)}", line=e.lineno) from None
-    except ValueError as e:
-        raise _Skip(f"skipped: {describe_json_error(e)}") from None
-    if not is_squad(obj):
-        raise _Skip("skipped: not a SQuAD-format json file; use .jsonl with one document per line")
-    docs: list[Document] = []
-    dup_titles: list[str] = []
-    bad_articles: list[str] = []  # the first few, described; n_bad_articles counts them all
-    bad_paragraphs: list[str] = []
-    n_bad_articles = n_bad_paragraphs = 0
-    for article in parse_squad(obj):
-        title = article.title
-        if article.paragraphs is None:
-            n_bad_articles += 1
-            if len(bad_articles) < _MAX_LISTED:
-                bad_articles.append(f"#{article.position} {title!r} ({article.problem})")
-            continue
-        if article.duplicate:
-            dup_titles.append(title)
-            continue
-        for para in article.paragraphs:
-            if not para.has_text:
-                n_bad_paragraphs += 1
-                if len(bad_paragraphs) < _MAX_LISTED:
-                    what = "" if para.is_object else f" ({para.problem})"
-                    bad_paragraphs.append(f"{title!r} #{para.position}{what}")
-                continue
-            docs.append(
-                Document(
-                    para.id,
-                    para.context,  # kept byte-for-byte: SQuAD answer_start offsets point into it
-                    title=article.display_title,
-                    source=sf.source,
-                    metadata={"article": title, "paragraph": para.position,
-                              "question_ids": [q.id for q in para.questions if q.id is not None]},
-                )
-            )
-    if n_bad_articles:
-        warn(LoadWarning(shown, f"skipped {n_bad_articles} article(s) without a \"paragraphs\" array "
-                                f"({_listed(bad_articles, n_bad_articles)}); give each article "
-                                '"paragraphs": [{"context": ...}, ...]'))
-    if dup_titles:
-        names = ", ".join(repr(t) for t in dup_titles[:3]) + (" ..." if len(dup_titles) > 3 else "")
-        warn(LoadWarning(shown, f"skipped {len(dup_titles)} article(s) with a title already used ({names})"))
-    if n_bad_paragraphs:
-        warn(LoadWarning(shown, f'skipped {n_bad_paragraphs} paragraph(s) with a missing or empty "context" '
-                                f"({_listed(bad_paragraphs, n_bad_paragraphs)}); give each paragraph a "
-                                '"context" string'))
-    return docs
 
 
 # --------------------------------------------------------------------------------------------
