@@ -25,7 +25,8 @@ from ragqa.errors import InputNotFound
 
 
 def make_pdf(pages: list[str], title: str | None = None) -> bytes:
-    from fpdf import FPDF
+    # fpdf2 is a dev extra: without it the PDF tests skip, the rest still run
+    FPDF = pytest.importorskip("fpdf", reason="fpdf2 (pip install -e .[dev]) writes the test PDFs").FPDF
 
     pdf = FPDF()
     if title:

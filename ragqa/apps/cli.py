@@ -355,16 +355,13 @@ def eval_qa(
     meta = {"data": str(data), "index": str(index), "model": ",".join(models), "questions": len(items),
             "seed": seed, "k": k or settings.top_k, "template": template or settings.template,
             "gold_context": gold_context, "threads": settings.threads}
-    out = write_qa_report(report, summary, rows, meta, predictions=predictions)
-    _echo_report(out, predictions)
+    _echo_report(write_qa_report(report, summary, rows, meta, predictions=predictions))
 
 
-def _echo_report(out: Path, predictions: bool) -> None:
-    """The report's tables (without the chart links and the examples), then what was written."""
-    text = (out / "report.md").read_text().split("\n![")[0].split("\n## Worst")[0]
-    typer.echo(text.rstrip())
-    files = ["report.md", "results.json", "metrics.png", "latency.png"] + (["predictions.jsonl"] if predictions else [])
-    typer.echo(f"wrote {', '.join(str(out / f) for f in files)}")
+def _echo_report(report) -> None:
+    """The report's tables (without the charts and the examples), then what was written."""
+    typer.echo(report.tables)
+    typer.echo(f"wrote {', '.join(report.files)}")
 
 
 @eval_app.command("summarize")
@@ -399,8 +396,7 @@ def eval_summarize(
     models = list(dict.fromkeys(e.model for e in entries))
     meta = {"data": str(data), "model": ",".join(models), "items": len(items), "seed": seed, "template": template,
             "threads": settings.threads}
-    out = write_summary_report(report, summary, rows, meta, predictions=predictions)
-    _echo_report(out, predictions)
+    _echo_report(write_summary_report(report, summary, rows, meta, predictions=predictions))
 
 
 # --- answering -------------------------------------------------------------------------

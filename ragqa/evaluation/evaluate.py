@@ -650,6 +650,26 @@ QA_CHART_STAGES = (("retrieve_ms", "retrieve"), ("first_token_ms", "prompt + fir
                    ("decode_ms", "remaining tokens"))
 
 
+@dataclass
+class Report:
+    """A written report: its folder, the Markdown of its tables (what ``ragqa eval`` prints) and
+    the files it wrote. ``report / "report.md"`` works as with a path."""
+
+    dir: Path
+    tables: str
+    files: list[str]
+
+    def __truediv__(self, name: str) -> Path:
+        return self.dir / name
+
+
+def _finish_report(report_dir: Path, lines: list[str], n_tables: int, charts: bool, predictions: bool) -> Report:
+    write_atomic(report_dir / "report.md", "\n".join(lines))
+    files = ["report.md", "results.json"] + (["metrics.png", "latency.png"] if charts else []) + (
+        ["predictions.jsonl"] if predictions else [])
+    return Report(report_dir, "\n".join(lines[:n_tables]).rstrip(), [str(report_dir / f) for f in files])
+
+
 def _start_report(report_dir, summary: dict, rows: list[dict], meta: dict, predictions: bool,
                   title: str) -> tuple[Path, list[str]]:
     """Creates ``report_dir``, writes results.json (and predictions.jsonl); returns the directory
@@ -664,7 +684,7 @@ def _start_report(report_dir, summary: dict, rows: list[dict], meta: dict, predi
 
 
 def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], meta: dict,
-                    predictions: bool = False, charts: bool = True) -> Path:
+                    predictions: bool = False, charts: bool = True) -> Report:
     """report.md + results.json (+ predictions.jsonl) and the charts metrics.png and latency.png
     in ``report_dir``."""
     report_dir, lines = _start_report(report_dir, summary, rows, meta, predictions, "QA evaluation")
@@ -683,6 +703,7 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
     lines += _latency_table(summary, stages)
     lines += ["Per generated answer (questions the retrieval gate abstained on generate nothing and are left "
               "out); retrieval runs once per question and is shared by every variant.", ""]
+    n_tables = len(lines)
     if charts:
         from ragqa.evaluation.charts import latency_chart, metric_chart
 
@@ -691,8 +712,7 @@ def write_qa_report(report_dir: str | Path, summary: dict, rows: list[dict], met
         latency_chart(summary, QA_CHART_STAGES, report_dir / "latency.png")
         lines += ["![metrics per variant with 95% CIs](metrics.png)", "", "![latency by stage](latency.png)", ""]
     lines += _examples_table(rows, list(summary), "f1", 100.0, question="question", gold="gold")
-    (report_dir / "report.md").write_text("\n".join(lines))
-    return report_dir
+    return _finish_report(report_dir, lines, n_tables, charts, predictions)
 
 
 # --- summarisation ---------------------------------------------------------------------------
@@ -786,7 +806,7 @@ SUMMARY_CHART_STAGES = (("first_token_ms", "prompt + first token"), ("decode_ms"
 
 
 def write_summary_report(report_dir: str | Path, summary: dict, rows: list[dict], meta: dict,
-                         predictions: bool = False, charts: bool = True) -> Path:
+                         predictions: bool = False, charts: bool = True) -> Report:
     """report.md + results.json (+ predictions.jsonl) and the charts metrics.png and latency.png
     in ``report_dir``."""
     report_dir, lines = _start_report(report_dir, summary, rows, meta, predictions, "Summarisation evaluation")
@@ -800,6 +820,7 @@ def write_summary_report(report_dir: str | Path, summary: dict, rows: list[dict]
     lines += _latency_table(summary, (("first_token_ms", "prompt + first token ms"),
                                       ("decode_ms", "remaining tokens ms"), ("prompt_tokens", "prompt tokens"),
                                       ("new_tokens", "new tokens")))
+    n_tables = len(lines)
     if charts:
         from ragqa.evaluation.charts import latency_chart, metric_chart
 
@@ -808,5 +829,4 @@ def write_summary_report(report_dir: str | Path, summary: dict, rows: list[dict]
         latency_chart(summary, SUMMARY_CHART_STAGES, report_dir / "latency.png")
         lines += ["![ROUGE per variant with 95% CIs](metrics.png)", "", "![latency by stage](latency.png)", ""]
     lines += _examples_table(rows, list(summary), "rougeL", 100.0, question="item", gold="reference")
-    (report_dir / "report.md").write_text("\n".join(lines))
-    return report_dir
+    return _finish_report(report_dir, lines, n_tables, charts, predictions)
