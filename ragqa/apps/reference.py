@@ -230,7 +230,7 @@ def render_cli() -> str:
     root = cli_command()
     entries = list(_walk(root, ["ragqa"]))
     lines = [
-        _NOTICE.format(source="the Typer app in `ragqa/apps/cli.py`"),
+        _NOTICE.format(source="the Typer app in `ragqa/apps/cli.py` and its `cli_*` modules"),
         "",
         "# Command-line reference",
         "",
