@@ -63,8 +63,8 @@ BenchOutOpt = Annotated[Path, typer.Option("--out", help="Where to write the JSO
 StagesOpt = Annotated[str, typer.Option("--stages", help="Comma-separated subset of index,query,generate,switch,train.")]
 
 
-@bench_app.callback()
-def bench_root(
+# one function and one set of options, registered both as `bench`'s callback and as `bench all`
+def bench_all_cmd(
     ctx: typer.Context,
     quick: QuickOpt = False,
     model: BenchModelOpt = None,
@@ -74,10 +74,13 @@ def bench_root(
     stages: StagesOpt = "index,query,generate,switch,train",
     threads: ThreadsOpt = None,
 ) -> None:
-    """Benchmarks. Without a subcommand: index, query, generation, variant-switch and training
-    stages in one go (`bench all`)."""
-    if ctx.invoked_subcommand is None:
+    """Index build, query latency, generation tokens/s, variant switch and training throughput in
+    one go (also `ragqa bench` without a subcommand)."""
+    if ctx.invoked_subcommand is None:  # `bench all`, or `bench` alone
         _bench_all(quick, model, corpus, queries, out, stages, threads)
+
+
+bench_app.callback()(bench_all_cmd)
 
 
 @bench_app.command("answers")
@@ -113,18 +116,7 @@ def bench_peer_cmd(
     bench_peer(settings, out, runs=runs, variant=variant, echo=err)
 
 
-@bench_app.command("all")
-def bench_all_cmd(
-    quick: QuickOpt = False,
-    model: BenchModelOpt = None,
-    corpus: BenchCorpusOpt = None,
-    queries: BenchQueriesOpt = None,
-    out: BenchOutOpt = Path("bench-results/all.json"),
-    stages: StagesOpt = "index,query,generate,switch,train",
-    threads: ThreadsOpt = None,
-) -> None:
-    """Index build, query latency, generation tokens/s, variant switch and training throughput in one go."""
-    _bench_all(quick, model, corpus, queries, out, stages, threads)
+bench_app.command("all")(bench_all_cmd)
 
 
 def _bench_all(quick, model, corpus, queries, out, stages, threads) -> None:
