@@ -107,16 +107,18 @@ def _sandbox(tmp_path) -> dict:
 
 
 def test_the_using_it_block_runs(tmp_path, monkeypatch):
-    """README's everyday index and search commands, run as written (optional parts dropped) in a
+    """docs/usage.md's everyday index and search commands and README's three, run as written (optional parts dropped) in a
     home folder holding ~/notes and ~/papers/paper.pdf."""
     box = _sandbox(tmp_path)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("## Using it", 1)[1]
+    usage = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    block = usage.split("## Every command", 1)[1]
     lines = commands(blocks_from(block)[0])
     runnable = [c for c in lines if shlex.split(c)[1] in ("index", "search")
                 and shlex.split(c)[2] not in ("migrate",) and "--backend" not in c and "DIR" not in c]
     assert len(runnable) >= 8, runnable
-    env = {"HOME": str(box["home"]), "RAGQA_THREADS": "1"}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("## Using it", 1)[1]
+    runnable += commands(blocks_from(readme)[0])  # README's three, the answer by the fake generator
+    env = {"HOME": str(box["home"]), "RAGQA_THREADS": "1", "RAGQA_MODEL": "fake"}
     for line in runnable:
         args = [a.replace("~", str(box["home"])) for a in forms(line)[0]]
         out = subprocess.run([sys.executable, "-m", "ragqa", *args], cwd=box["home"], capture_output=True,
@@ -138,7 +140,7 @@ def test_readme_python_index_example_runs(tmp_path, monkeypatch):
     box = _sandbox(tmp_path)
     (box["home"] / "docs").mkdir()
     shutil.copy(ROOT / "data" / "demo" / "apollo_program.md", box["home"] / "docs")
-    code = [b for b in blocks(ROOT / "README.md", "python") if "Index.build" in b]
+    code = [b for p in DOCS for b in blocks(p, "python") if "Index.build" in b]
     assert code
     out = subprocess.run([sys.executable, "-c", code[0]], cwd=box["home"], capture_output=True, text=True,
                          timeout=600, env={**_env(), "RAGQA_THREADS": "1"})
@@ -163,7 +165,7 @@ def test_readme_python_answer_example_runs(tmp_path):
 
 
 def test_the_answering_block_runs_with_the_fake_generator(tmp_path):
-    """README's answering commands as written (optional parts dropped) over the demo corpus;
+    """docs/usage.md's answering commands as written (optional parts dropped) over the demo corpus;
     the model is the fake generator here (RAGQA_MODEL=fake): the commands are the point."""
     work = tmp_path / "w"
     work.mkdir()
@@ -173,8 +175,8 @@ def test_the_answering_block_runs_with_the_fake_generator(tmp_path):
     build = subprocess.run([sys.executable, "-m", "ragqa", "index", "build", str(ROOT / "data" / "demo"),
                             "--index", "indexes/demo"], cwd=work, capture_output=True, text=True, timeout=600, env=env)
     assert build.returncode == 0, build.stderr[-1500:]
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = blocks_from(readme.split("Answering (", 1)[1])[0]
+    usage = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    block = blocks_from(usage.split("Answering (", 1)[1])[0]
     lines = commands(block)
     assert {shlex.split(c)[1] for c in lines} >= {"ask", "generate", "variants"}
     for line in lines:
@@ -259,8 +261,8 @@ def test_every_other_documented_command_runs(tmp_path):
     for path in DOCS:
         for block in blocks(path, "bash"):
             for line in commands(block):
-                covered = path.name == "README.md" and shlex.split(line)[1] in ("index", "search", "ask", "generate") \
-                    and "qdrant" not in line  # README's everyday blocks run in the tests above
+                covered = path.name in ("README.md", "usage.md") and shlex.split(line)[1] in (
+                    "index", "search", "ask", "generate") and "qdrant" not in line  # they run in the tests above
                 if _why_not_run(line) or covered or line.startswith("ragqa variants list"):
                     skipped.append(line)
                     continue
