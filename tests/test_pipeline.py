@@ -82,6 +82,57 @@ def test_follow_up_is_rewritten_with_history(qa):
     assert not ans.abstained and ans.sources
 
 
+class Rewriter(FakeGenerator):
+    """Answers rewrite prompts with ``reply`` (streamed word by word, counting what was read)."""
+
+    def __init__(self, reply: str):
+        super().__init__()
+        self.reply, self.pieces_read = reply, 0
+
+    def stream(self, prompt, variant="base", settings=None):
+        if "Standalone question:" not in prompt:
+            yield from super().stream(prompt, variant, settings)
+            return
+        self.calls.append((variant, prompt))
+        for i, word in enumerate(self.reply.split(" ")):
+            self.pieces_read += 1
+            yield word if i == 0 else " " + word
+
+
+def test_a_question_that_stands_alone_is_not_rewritten(qa):
+    ans = qa.ask("When was the Eiffel Tower in Paris finished?", history=[("Where is the Moon?", "Up [1].")])
+    assert "Standalone question:" not in qa.generator.calls[0][1] and "rewrite_ms" not in ans.timings
+    assert ans.standalone_question is None
+
+
+def test_the_rewrite_stops_at_its_first_line(qa):
+    qa.generator = Rewriter("When was the Eiffel Tower finished?\nIt was finished in 1889 and " + "more " * 40)
+    ans = qa.ask("When was it finished?", history=[("Where is the Eiffel Tower?", "In Paris [1].")])
+    assert ans.standalone_question == "When was the Eiffel Tower finished?" and "rewrite_ms" in ans.timings
+    assert qa.generator.pieces_read < 12  # stopped after the first line, not 48 tokens later
+
+
+@pytest.mark.parametrize("reply", [
+    "The best recipe for sourdough pizza dough would depend on personal preference. However, I will provide",
+    "What is the whole long history of every tower ever built in Paris and in the rest of France and Europe "
+    "and the world, with dates?",
+    ""])
+def test_a_rewrite_that_is_no_question_keeps_the_user_s_question(qa, reply):
+    qa.generator = Rewriter(reply)
+    ans = qa.ask("And what about that?", history=[("Where is the Eiffel Tower?", "In Paris [1].")])
+    assert ans.standalone_question is None  # searched with the user's own words
+
+
+def test_needs_rewrite_and_usable_rewrite():
+    from ragqa.answering.pipeline import needs_rewrite, usable_rewrite
+
+    assert needs_rewrite("When was it finished?") and needs_rewrite("And in 1970?")
+    assert needs_rewrite("What about penguins?")
+    assert not needs_rewrite("When was the Eiffel Tower in Paris finished?")
+    assert usable_rewrite("When was it finished?", "When was the Eiffel Tower finished?")
+    assert not usable_rewrite("When was it finished?", "It was finished in 1889.")
+
+
 def test_threads_each_get_their_own_variant(qa):
     qa.generator.delay_s = 0.01
     errors = []

@@ -126,6 +126,29 @@ def strip_citations(text: str) -> str:
     return _CITE_STRIP_RE.sub("", text).strip()
 
 
+REWRITE_MAX_TOKENS = 48  # a standalone question; the rewrite stops at its first line anyway
+# words by which a follow-up leans on the conversation ("When was it finished?", "What about him?")
+_ANAPHORA = frozenset("it its itself he him his she her hers they them their theirs this that these those "
+                      "there then one ones such same former latter also too else other another about".split())
+
+
+def needs_rewrite(question: str) -> bool:
+    """Whether a follow-up needs the history to be understood: it has a word that points back
+    (it, they, that, there, what about ...) or fewer than three content words ("And in 1970?").
+    A question that stands alone is searched as it is, with no generation before retrieval."""
+    words = set(re.findall(r"[a-z']+", question.lower()))
+    return bool(words & _ANAPHORA) or len(content_words(question)) < 3
+
+
+def usable_rewrite(question: str, rewritten: str) -> bool:
+    """A rewrite replaces the user's question only when it is a question (ends with "?") and not
+    far longer than it (at most twice its words plus 12): otherwise the model answered, explained
+    or rambled, and the user's own words search better."""
+    if not rewritten.endswith("?"):
+        return False
+    return len(rewritten.split()) <= 2 * len(question.split()) + 12
+
+
 def make_generator(settings: Settings):
     """The Generator the settings describe (lazy: nothing loads until the first use); model
     "fake" is the deterministic test generator (ragqa.testing); "openai:URL" an OpenAI-compatible
@@ -260,14 +283,25 @@ class RagQA:
 
     # --- the steps ---------------------------------------------------------------------
     def standalone(self, question: str, history: Sequence[tuple[str, str]], variant: str = "base") -> str:
-        """Step 1 of the chain: rewrite a follow-up into a standalone question (no-op without history)."""
-        if not history:
+        """Step 1 of the chain: rewrite a follow-up into a standalone question. No rewrite without
+        history or for a question that stands alone (``needs_rewrite``); the rewrite stops at its
+        first line, and the user's own question is kept when the rewrite is no question or far
+        longer (``usable_rewrite``: a small model sometimes answers instead of rewriting)."""
+        if not history or not needs_rewrite(question):
             return question
         prompt = render(rewrite_messages(question, history), self.generator.tokenizer)
-        out = self.generator.generate(prompt, variant="base", settings=self._gen_settings(max_new_tokens=48,
-                                                                                          do_sample=False))
-        rewritten = out.text.strip().splitlines()[0].strip() if out.text.strip() else ""
-        return rewritten or question
+        pieces = self.generator.stream(prompt, variant="base",
+                                       settings=self._gen_settings(max_new_tokens=REWRITE_MAX_TOKENS, do_sample=False))
+        text = ""
+        try:
+            for piece in pieces:  # closing the stream stops the generation at the next token
+                text += piece
+                if "\n" in text.strip():
+                    break
+        finally:
+            pieces.close()
+        rewritten = text.strip().splitlines()[0].strip() if text.strip() else ""
+        return rewritten if usable_rewrite(question, rewritten) else question
 
     def check_variant(self, variant: str) -> None:
         """ModelError for a variant the generator does not know, before anything slow happens
@@ -287,11 +321,12 @@ class RagQA:
         template = self.template_for(variant, template)
         status = status or (lambda message: None)
         timings: dict = {}
-        if history:
+        rewriting = bool(history) and needs_rewrite(question)
+        if rewriting:
             status(Status("rewrite", "rewriting the follow-up into a standalone question"))
         t0 = time.perf_counter()
         standalone = self.standalone(question, history, variant)
-        if history:
+        if rewriting:
             timings["rewrite_ms"] = round(1000 * (time.perf_counter() - t0), 1)
         t1 = time.perf_counter()
         status(Status("retrieve", "retrieving passages"))
