@@ -67,15 +67,10 @@ def eval_qa(
     """EM / F1 / gold passage in sources / abstention per variant, on the same retrieved passages.
     Variants of different base models compare in one report: --variants
     qwen2.5-coder-1.5b-instruct:base,squad-lora-qwen (quality, seconds, memory and size side by side)."""
-    from ragqa.evaluation.evaluate import contenders, evaluate_qa, load_qa_data, sample_items, write_qa_report
-    from ragqa.answering.pipeline import RagQA, make_generator, model_for_variants
+    from ragqa.answering.pipeline import RagQA, make_generator
+    from ragqa.evaluation.evaluate import evaluate_qa, load_qa_data, sample_items, write_qa_report
 
-    names = [v.strip() for v in variants.split(",") if v.strip()]
-    settings = command_settings(threads=threads, model=model)
-    if not any(":" in n for n in names):  # one base: the one the variants were trained on
-        settings = for_variants(settings, model, names)
-    entries = contenders(names, settings.model,
-                         variant_base=lambda name: model_for_variants(settings, [name]).model)
+    settings, entries = _contenders(variants, model, threads)
     items = sample_items(load_qa_data(data), limit, seed)
     with RagQA.open(index, settings) as qa, progress_bar("questions", "questions") as progress:
         for e in entries:
@@ -89,6 +84,20 @@ def eval_qa(
             "seed": seed, "k": k or settings.top_k, "template": template or settings.template,
             "gold_context": gold_context, "threads": settings.threads}
     _echo_report(write_qa_report(report, summary, rows, meta, predictions=predictions))
+
+
+def _contenders(variants: str, model: str | None, threads: int | None):
+    """The settings and the contenders of `--variants` (MODEL:NAME entries may name other bases;
+    without any, the variants' own base is served)."""
+    from ragqa.answering.pipeline import model_for_variants
+    from ragqa.evaluation.evaluate import contenders
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    settings = command_settings(threads=threads, model=model)
+    if not any(":" in n for n in names):  # one base: the one the variants were trained on
+        settings = for_variants(settings, model, names)
+    return settings, contenders(names, settings.model,
+                                variant_base=lambda name: model_for_variants(settings, [name]).model)
 
 
 def _echo_report(report) -> None:
@@ -111,16 +120,11 @@ def eval_summarize(
 ) -> None:
     """ROUGE-1/2/L (95% CIs) and BLEU per variant on the same summarisation prompts. Variants of
     different base models compare in one report, as in `eval qa` (MODEL:base, MODEL:NAME)."""
-    from ragqa.evaluation.evaluate import (contenders, evaluate_summaries, load_summarization_data, sample_items,
+    from ragqa.evaluation.evaluate import (evaluate_summaries, load_summarization_data, sample_items,
                                   write_summary_report)
-    from ragqa.answering.pipeline import generation_settings, make_generator, model_for_variants
+    from ragqa.answering.pipeline import generation_settings, make_generator
 
-    names = [v.strip() for v in variants.split(",") if v.strip()]
-    settings = command_settings(threads=threads, model=model)
-    if not any(":" in n for n in names):  # one base: the one the variants were trained on
-        settings = for_variants(settings, model, names)
-    entries = contenders(names, settings.model,
-                         variant_base=lambda name: model_for_variants(settings, [name]).model)
+    settings, entries = _contenders(variants, model, threads)
     items = sample_items(load_summarization_data(data), limit, seed)
     with progress_bar("dialogues", "items") as progress:
         summary, rows = evaluate_summaries(make_generator(settings), items, entries, template=template,
