@@ -6,7 +6,6 @@ repair; the repair (``index build --rebuild``) works from every one of them."""
 import shutil
 
 import faiss
-import numpy as np
 import pytest
 
 from ragqa import Index, IndexCorrupt, Settings
@@ -133,7 +132,7 @@ def test_old_manifests_without_checksums_still_open(pristine, tmp_path):
     are still checked."""
     import json
 
-    from ragqa.indexing.storage import file_sha256
+    from ragqa.files import file_sha256
 
     _, clean = pristine
     idx = tmp_path / "idx"

@@ -289,6 +289,9 @@ class RagQA:
         longer (``usable_rewrite``: a small model sometimes answers instead of rewriting)."""
         if not history or not needs_rewrite(question):
             return question
+        return self._rewrite(question, history)
+
+    def _rewrite(self, question: str, history: Sequence[tuple[str, str]]) -> str:
         prompt = render(rewrite_messages(question, history), self.generator.tokenizer)
         pieces = self.generator.stream(prompt, variant="base",
                                        settings=self._gen_settings(max_new_tokens=REWRITE_MAX_TOKENS, do_sample=False))
@@ -324,9 +327,10 @@ class RagQA:
         rewriting = bool(history) and needs_rewrite(question)
         if rewriting:
             status(Status("rewrite", "rewriting the follow-up into a standalone question"))
-        t0 = time.perf_counter()
-        standalone = self.standalone(question, history, variant)
+        standalone = question
         if rewriting:
+            t0 = time.perf_counter()
+            standalone = self._rewrite(question, history)
             timings["rewrite_ms"] = round(1000 * (time.perf_counter() - t0), 1)
         t1 = time.perf_counter()
         status(Status("retrieve", "retrieving passages"))

@@ -26,18 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ragqa.config import EMBED_BACKENDS, Settings
+from ragqa.errors import (ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, IndexWriteError,
+                          RagqaError)
+from ragqa.files import one_line
 from ragqa.indexing import bm25 as bm25_mod
+from ragqa.indexing import vectorstore
 from ragqa.indexing.chunking import ChunkSettings, iter_chunks
 from ragqa.indexing.chunkstore import FILE as CHUNKS_FILE
 from ragqa.indexing.chunkstore import ChunkStore
-from ragqa.config import EMBED_BACKENDS, Settings
 from ragqa.indexing.documents import Document, LoadWarning, discover, load_file
 from ragqa.indexing.embedding import Embedder, EmbeddingCache, embed_with_cache, get_embedder, text_hash
-from ragqa.errors import (ConfigError, EmbedderMismatch, IndexCorrupt, IndexNotFound, IndexWriteError,
-                          RagqaError)
-from ragqa.indexing.retrieval import Hit, Retrieval, best_per_doc, rrf
-from ragqa.indexing import vectorstore
 from ragqa.indexing.manifest import EmbedderRecord, Manifest
+from ragqa.indexing.retrieval import Hit, Retrieval, best_per_doc, rrf
 from ragqa.indexing.storage import MANIFEST, IndexDir, repair_hint, version_number
 
 BM25_DIR = "bm25"
@@ -139,10 +140,8 @@ class Index:
             _check_embedder(manifest, emb, idir.path)
         try:
             return cls(idir.path, version, manifest, settings, emb)
-        except IndexCorrupt:
-            raise
         except (OSError, ValueError, sqlite3.DatabaseError, RuntimeError) as exc:  # faiss raises RuntimeError
-            raise IndexCorrupt(f"{version}: cannot be opened ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+            raise IndexCorrupt(f"{version}: cannot be opened ({one_line(exc, 200)}); "
                                f"{repair_hint(idir.path, manifest)}") from None
 
     def close(self) -> None:
@@ -195,7 +194,7 @@ class Index:
         try:
             yield
         except (OSError, ValueError, sqlite3.DatabaseError, KeyError) as exc:
-            raise IndexCorrupt(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+            raise IndexCorrupt(f"{path}: unreadable ({one_line(exc, 200)}); "
                                f"{repair_hint(self.directory, self.manifest)}") from None
 
     def _doc(self, chunk_id: int) -> str:

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ragqa.errors import IndexCorrupt, IndexLocked, IndexNotFound
-from ragqa.files import file_sha256, fsync_path, write_atomic, write_json_atomic  # noqa: F401 (re-exported)
+from ragqa.files import file_sha256, fsync_path, one_line, write_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -98,7 +98,7 @@ def _reason(exc: BaseException) -> str:
         return exc.strerror
     if isinstance(exc, UnicodeDecodeError):
         return f"not valid text at byte {exc.start}"
-    return " ".join(str(exc).split())[:160]
+    return one_line(exc, 160, type_name=False)
 
 
 class IndexDir:
