@@ -2,11 +2,14 @@
 
 ``FakeGenerator`` answers from the prompt deterministically: it copies the first sentence of
 the first passage (``[1] title`` or ``Passage 1: title``, then its text) and cites it, or says "I don't know." when the prompt has none. It
-records each call's variant, so pipeline and UI tests can check which variant answered.
+records each call's variant, so pipeline and UI tests can check which variant answered. Asked
+for structured output (``GenerationSettings.json_schema``), it writes the schema's smallest
+instance (``example_instance``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import zlib
@@ -25,6 +28,27 @@ class WordTokenizer:
 
     def decode(self, ids, **_) -> str:
         return " ".join(map(str, ids))
+
+
+def example_instance(schema: dict, root: dict | None = None):
+    """The smallest value valid under a simple JSON schema: every property, strings "fake"."""
+    root = root or schema
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return example_instance((root.get("$defs") or root.get("definitions") or {})[name], root)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_instance(schema[key][0], root)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {name: example_instance(sub, root) for name, sub in schema.get("properties", {}).items()}
+    return {"string": "fake", "integer": 0, "number": 0.0, "boolean": False, "array": [],
+            "null": None}.get(kind, "fake")
 
 
 class FakeGenerator:
@@ -65,7 +89,9 @@ class FakeGenerator:
         if self.delay_s:
             time.sleep(self.delay_s)
         text = self._answer(prompt, variant)
-        if settings is not None:
+        if settings is not None and settings.json_schema is not None:
+            text = json.dumps(example_instance(settings.json_schema or {"type": "object"}))
+        elif settings is not None:
             text = " ".join(text.split()[: settings.max_new_tokens])
         ms = 1000 * (time.perf_counter() - t0)
         n = len(text.split())

@@ -10,6 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    # langchain-tests brings pytest-benchmark for its init-time test: run it once, print no table
+    if config.pluginmanager.hasplugin("benchmark"):
+        config.option.benchmark_disable = True
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own embedding/ONNX cache and no ragqa.toml from the working dir."""

@@ -204,8 +204,90 @@ def test_chat_from_settings_uses_fake_model(settings):
     settings.model = "fake"
     chat = RagqaChatModel.from_settings(settings, max_new_tokens=2)
     assert isinstance(chat.generator, FakeGenerator)
-    assert chat.max_new_tokens == 2 and chat.temperature == settings.temperature
-    assert chat.invoke(PASSAGE).content == "The moon"
+    assert chat.max_new_tokens == 2 and chat.invoke(PASSAGE).content == "The moon"
+    # settings decode greedily: the reported temperature says so (not the unused 0.7)
+    assert not settings.do_sample and chat.temperature == 0.0
+    assert chat._get_ls_params()["ls_temperature"] == 0.0
+    settings.do_sample = True
+    sampling = RagqaChatModel.from_settings(settings)
+    assert sampling.temperature == settings.temperature and sampling._decoding({}) == (settings.temperature, True)
+
+
+# --------------------------------------------------------------------------- standard parameters
+
+
+class RecordingGenerator(FakeGenerator):
+    def generate(self, prompt, variant="base", settings=None):
+        self.settings = settings
+        return super().generate(prompt, variant, settings)
+
+
+def test_chat_standard_max_tokens_stop_and_temperature():
+    gen = RecordingGenerator()
+    chat = RagqaChatModel(generator=gen, max_tokens=3, stop=["orbits"])
+    # the constructor's stop is used (it was dropped), and a call's stop adds to it
+    assert chat.invoke(PASSAGE).content == "The moon "
+    assert gen.settings.max_new_tokens == 3  # max_tokens, LangChain's standard name, is read
+    assert chat.invoke(PASSAGE, max_tokens=64, stop=["moon"]).content == "The "
+    assert gen.settings.max_new_tokens == 64
+    assert chat.invoke(PASSAGE, max_tokens=64).content == "The moon "
+    assert not gen.settings.do_sample  # temperature 0 (the default) is greedy
+    chat.invoke(PASSAGE, temperature=0.4)
+    assert gen.settings.do_sample and gen.settings.temperature == 0.4
+    chat.invoke(PASSAGE, temperature=0.4, do_sample=False)
+    assert not gen.settings.do_sample
+    params = RagqaChatModel(generator=gen, max_tokens=10, stop=["x"])._get_ls_params(stop=["y"])
+    assert params == {"ls_provider": "ragqa", "ls_model_type": "chat", "ls_model_name": "fake-generator",
+                      "ls_temperature": 0.0, "ls_max_tokens": 10, "ls_stop": ["x", "y"]}
+    assert RagqaChatModel(generator=gen, temperature=0.5)._get_ls_params()["ls_temperature"] == 0.5
+
+
+def test_chat_model_argument_picks_the_variant_and_unknown_is_an_error():
+    gen = FakeGenerator(variants=("fake-lora",))
+    chat = RagqaChatModel(generator=gen)
+    msg = chat.invoke(PASSAGE, model="fake-lora")
+    assert gen.calls[-1][0] == "fake-lora" and msg.response_metadata["model_name"] == "fake-generator:fake-lora"
+    assert chat.invoke(PASSAGE, model="fake-generator").response_metadata["variant"] == "base"
+    assert chat._get_ls_params(model="fake-lora")["ls_model_name"] == "fake-lora"
+    assert RagqaChatModel(generator=gen, model="fake-lora").variant == "fake-lora"
+    from ragqa.errors import ModelError
+
+    with pytest.raises(ModelError, match="no variant 'gpt-4o'"):
+        chat.invoke(PASSAGE, model="gpt-4o")
+    with pytest.raises(TypeError, match="unknown argument"):
+        chat.invoke(PASSAGE, max_tokenz=3)
+    with pytest.raises(ValueError, match="disagree"):
+        RagqaChatModel(generator=gen, model="base", variant="fake-lora")
+
+
+def test_chat_structured_output_constrains_to_the_schema():
+    from pydantic import BaseModel
+    from typing_extensions import TypedDict
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    class PersonDict(TypedDict):
+        name: str
+        age: int
+
+    gen = RecordingGenerator()
+    chat = RagqaChatModel(generator=gen)
+    person = chat.with_structured_output(Person).invoke("Who is it?")
+    assert person == Person(name="fake", age=0)
+    assert gen.settings.json_schema["properties"].keys() == {"name", "age"}
+    assert "matches this JSON schema" in gen.calls[-1][1]  # the model is told the format too
+    assert chat.with_structured_output(PersonDict).invoke("Who?") == {"name": "fake", "age": 0}
+    assert chat.with_structured_output(Person.model_json_schema(), method="json_mode").invoke("?") == {
+        "name": "fake", "age": 0}
+    chat.with_structured_output(method="json_mode").invoke("?")
+    assert gen.settings.json_schema == {"type": "object"}
+    raw = chat.with_structured_output(Person, include_raw=True).invoke("?")
+    assert raw["parsed"] == Person(name="fake", age=0) and raw["parsing_error"] is None
+    assert [c for c in chat.with_structured_output(Person).stream("?")][-1] == Person(name="fake", age=0)
+    with pytest.raises(ValueError, match="needs a schema"):
+        chat.with_structured_output(None)
 
 
 # --------------------------------------------------------------------------- LCEL

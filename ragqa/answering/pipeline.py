@@ -277,8 +277,9 @@ class RagQA:
             self._template_cache[name] = load_template(name)
         return self._template_cache[name]
 
-    def _gen_settings(self, template: str | None = None, **overrides):
-        """Generation settings for a call with ``template`` (a name; its decoding preferences)."""
+    def generation_for(self, template: str | None = None, **overrides):
+        """The GenerationSettings of a call with ``template`` (a name; its decoding preferences) and
+        ``overrides`` (None values ignored)."""
         return generation_settings(self.settings, self._template(template), **overrides)
 
     # --- the steps ---------------------------------------------------------------------
@@ -294,7 +295,7 @@ class RagQA:
     def _rewrite(self, question: str, history: Sequence[tuple[str, str]]) -> str:
         prompt = render(rewrite_messages(question, history), self.generator.tokenizer)
         pieces = self.generator.stream(prompt, variant="base",
-                                       settings=self._gen_settings(max_new_tokens=REWRITE_MAX_TOKENS, do_sample=False))
+                                       settings=self.generation_for(max_new_tokens=REWRITE_MAX_TOKENS, do_sample=False))
         text = ""
         try:
             for piece in pieces:  # closing the stream stops the generation at the next token
@@ -424,7 +425,7 @@ class RagQA:
         if prompt is None:
             return answer
         result = self.generator.generate(prompt.text, variant=answer.variant,
-                                         settings=self._gen_settings(answer.template, **generation))
+                                         settings=self.generation_for(answer.template, **generation))
         return self.finish(answer, result.text, result)
 
     # --- asking ------------------------------------------------------------------------
@@ -438,8 +439,13 @@ class RagQA:
 
     def stream(self, question: str, variant: str = "base", *, k: int | None = None, mode: str | None = None,
                history: Sequence[tuple[str, str]] = (), template: str | None = None,
-               status: Callable[[Status], None] | None = None, **generation) -> Iterator[str | Answer]:
-        """Yields text pieces as they are generated, then the finished Answer (last item)."""
+               status: Callable[[Status], None] | None = None, stop: Sequence[str] = (),
+               **generation) -> Iterator[str | Answer]:
+        """Yields text pieces as they are generated, then the finished Answer (last item). The
+        answer ends before the first ``stop`` string (the generation stops there). Closing the
+        stream early stops the generation at its next token."""
+        from ragqa.generators.stopping import cut_stream
+
         answer, prompt = self.prepare(question, k=k, mode=mode, history=history, template=template,
                                       variant=variant, status=status)
         if prompt is None:
@@ -449,22 +455,27 @@ class RagQA:
         t0 = time.perf_counter()
         pieces = []
         first = None
-        pieces_iter = self.generator.stream(prompt.text, variant=variant,
-                                            settings=self._gen_settings(answer.template, **generation))
+        pieces_iter = cut_stream(self.generator.stream(prompt.text, variant=variant,
+                                                       settings=self.generation_for(answer.template, **generation)),
+                                 stop)
         result = None
-        while True:
-            try:
-                piece = next(pieces_iter)
-            except StopIteration as stop:  # the Generator returns its GenerationResult
-                result = stop.value if hasattr(stop.value, "timings") else None
-                break
-            if first is None:
-                first = time.perf_counter()
-            pieces.append(piece)
-            yield piece
+        try:
+            while True:
+                try:
+                    piece = next(pieces_iter)
+                except StopIteration as end:  # the Generator returns its GenerationResult
+                    result = end.value.result if hasattr(end.value.result, "timings") else None
+                    break
+                if first is None:
+                    first = time.perf_counter()
+                pieces.append(piece)
+                yield piece
+        finally:
+            pieces_iter.close()  # a consumer that stops early stops the generation
         total = time.perf_counter() - t0
         answer = self.finish(answer, "".join(pieces), result)
-        if result is None:  # a generator that returns nothing (a fake, a remote server): time it here
+        if result is None:  # cut by a stop string, or a generator that returns nothing (a fake, a
+            # remote server): time it here
             from ragqa.generators.engine import stage_timings
 
             new_tokens = len(self.generator.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])

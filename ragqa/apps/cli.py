@@ -20,7 +20,7 @@ app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 bench_app.command("train")(bench_train_command)
 
-from ragqa.apps import cli_index, cli_eval, cli_answer, cli_bench  # noqa: E402,F401  (register, in this order)
+from ragqa.apps import cli_index, cli_eval, cli_answer, cli_serve, cli_bench  # noqa: E402,F401  (register, in this order)
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:

@@ -44,6 +44,9 @@ class GenerationSettings:
     repetition_penalty: float = 1.1
     seed: int | None = None
     min_new_tokens: int = 0  # benchmarks hold both sides to one length; answers leave it at 0
+    # structured output: the text must be JSON valid under this JSON schema ({} = any JSON value);
+    # decoding is constrained to it (generators.constrained). None: free text.
+    json_schema: dict | None = None
 
     def check(self) -> None:
         if int(self.max_new_tokens) < 1:
@@ -55,6 +58,9 @@ class GenerationSettings:
         if not self.repetition_penalty > 0:
             raise ConfigError(f"repetition_penalty is {self.repetition_penalty}; give a value > 0 "
                               "(1.0 = off)")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise ConfigError(f"json_schema is a {type(self.json_schema).__name__}; give a JSON "
+                              "schema object ({} for any JSON value)")
 
 
 @dataclass
@@ -432,6 +438,14 @@ class Generator:
                   "repetition_penalty": float(settings.repetition_penalty),
                   "pad_token_id": self._host.tokenizer.pad_token_id,
                   "eos_token_id": stop_ids(self._host.tokenizer, self._host.model.generation_config)}
+        if settings.json_schema is not None:
+            from transformers import LogitsProcessorList
+
+            from ragqa.generators.constrained import json_logits_processor
+
+            kwargs["logits_processor"] = LogitsProcessorList([json_logits_processor(
+                self._host.tokenizer, kwargs["eos_token_id"], settings.json_schema or None,
+                kwargs["max_new_tokens"])])
         if settings.min_new_tokens:
             kwargs["min_new_tokens"] = min(int(settings.min_new_tokens), kwargs["max_new_tokens"])
         if settings.do_sample:
