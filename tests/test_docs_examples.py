@@ -5,7 +5,8 @@ everyday index, search and answering blocks run as written on the demo corpus; e
 documented line runs with its placeholders filled in (indexing into Qdrant's local mode and back,
 evaluation, data import, training a LoRA on SmolLM2 for a few steps, inspecting it), except those
 in NOT_RUN, each with its reason (benchmarks, servers, question synthesis); README's Python
-examples run (the answering one on the packaged SmolLM2, so it is slow-marked)."""
+examples run (the answering one on the packaged SmolLM2, so it is slow-marked; the HTTP clients'
+one against a running `ragqa serve` in test_serve_e2e.py)."""
 
 import re
 import shlex
@@ -193,6 +194,8 @@ NOT_RUN = {
              "benchmark with small parameters",
     "synthesize": "a real model writes the questions (minutes of generation: the fake generator writes "
                   "none); tests/test_training.py::test_synthesize_filters runs it with a scripted generator",
+    "serve": "a server that runs until it is stopped; tests/test_serve_e2e.py starts `ragqa serve` on the "
+             "packaged SmolLM2 and runs README's client example against it",
     "http": "needs a server (Qdrant, vLLM) that no registry here ships; tests/test_qdrant.py and "
             "tests/test_openai_generator.py cover these paths against local mode and a fake server",
 }
@@ -204,6 +207,8 @@ def _why_not_run(line: str) -> str | None:
         return NOT_RUN["bench"]
     if args[1:3] == ["data", "synthesize"]:
         return NOT_RUN["synthesize"]
+    if args[1] == "serve":
+        return NOT_RUN["serve"]
     if "http://" in line or "HOST" in line:
         return NOT_RUN["http"]
     return None

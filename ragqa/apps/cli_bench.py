@@ -116,6 +116,21 @@ def bench_peer_cmd(
     bench_peer(settings, out, runs=runs, variant=variant, echo=err)
 
 
+@bench_app.command("structured")
+def bench_structured_cmd(
+    model: BenchModelOpt = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Cap per answer.")] = 64,
+    out: BenchOutOpt = Path("bench-results/structured.json"),
+    threads: ThreadsOpt = None,
+) -> None:
+    """Structured output: the same extraction prompts answered freely and constrained to their JSON
+    schema: answers that validate, seconds per answer, decode tokens/s, the tokenizer table's cost."""
+    from ragqa.benchmarks.structured import bench_structured
+
+    bench_structured(command_settings(threads=threads, model=model), out, max_new_tokens=max_new_tokens,
+                     echo=err)
+
+
 bench_app.command("all")(bench_all_cmd)
 
 

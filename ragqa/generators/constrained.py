@@ -14,24 +14,8 @@ import json
 import threading
 from typing import Any
 
-from ragqa.errors import ConfigError
-
 _TABLES: dict[tuple, Any] = {}
 _TABLES_LOCK = threading.Lock()
-
-
-def check_schema(schema: Any) -> dict | None:
-    """``schema`` as a JSON-schema dict (None: any JSON value); ConfigError when it is neither."""
-    if schema is None or schema is True:
-        return None
-    if isinstance(schema, str):
-        try:
-            schema = json.loads(schema)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"json_schema is not valid JSON ({exc}); give a JSON schema object") from exc
-    if not isinstance(schema, dict):
-        raise ConfigError(f"json_schema is a {type(schema).__name__}; give a JSON schema object")
-    return schema
 
 
 def _regular_tokens(tokenizer, vocab_size: int) -> list[tuple[int, str, bool]]:
@@ -70,6 +54,9 @@ def tokenizer_table(tokenizer, eos_ids: list[int]):
 
 # JSON whitespace allowed in a row (a newline and an indent); a model left free pads with blank lines
 MAX_WHITESPACE = 4
+# digits allowed in a row: a small model loops on digits ("2019345672222...") in numbers, which
+# have no length limit, and in strings; 16 is beyond a double's precision and any date or id
+MAX_DIGITS = 16
 _OPEN_STRING_KEYS = ("maxLength", "enum", "const", "pattern", "format")
 
 
@@ -113,18 +100,40 @@ def json_logits_processor(tokenizer, eos_ids: list[int], schema: dict | None, ma
     from transformers import LogitsProcessor
 
     parser = JsonSchemaParser(budgeted(schema, max_new_tokens))
-    enforcer = TokenEnforcer(tokenizer_table(tokenizer, eos_ids), parser)
+    table = tokenizer_table(tokenizer, eos_ids)
+    enforcer = TokenEnforcer(table, parser)
     parser.config.max_consecutive_whitespaces = MAX_WHITESPACE
     parser.config.force_json_field_order = True
+    text_of, digit_led = _token_texts(table)
 
     class JsonSchemaLogits(LogitsProcessor):
+        def __init__(self):
+            self.calls = 0
+            self.digits = 0  # digits at the end of the text so far
+
         def __call__(self, input_ids, scores):
-            allowed = enforcer.get_allowed_tokens(input_ids[0].tolist()).allowed_tokens
+            if self.calls:  # the token chosen after the previous call
+                piece = text_of.get(int(input_ids[0, -1]), "")
+                run = len(piece) - len(piece.rstrip("0123456789"))
+                self.digits = self.digits + run if run == len(piece) else run
+            self.calls += 1
+            allowed = [t for t in enforcer.get_allowed_tokens(input_ids[0].tolist()).allowed_tokens
+                       if t < scores.shape[-1]]
+            if self.digits >= MAX_DIGITS:
+                kept = [t for t in allowed if t not in digit_led]
+                allowed = kept or allowed
             mask = torch.full_like(scores, float("-inf"))
-            mask[:, [t for t in allowed if t < scores.shape[-1]]] = 0
+            mask[:, allowed] = 0
             return scores + mask
 
     return JsonSchemaLogits()
+
+
+@functools.lru_cache(maxsize=4)
+def _token_texts(table) -> tuple[dict, frozenset]:
+    """(token id -> its text, the tokens whose text starts with a digit) of a tokenizer table."""
+    texts = {token: text for token, text, _ in table.regular_tokens}
+    return texts, frozenset(t for t, text in texts.items() if text[:1].isdigit())
 
 
 def schema_instruction(schema: dict | None) -> str:
