@@ -62,3 +62,22 @@ def test_bench_generate(cache, tmp_path):
 
     table = "\n".join(lines)
     assert "| measurement | value | goal |" in table and "switch_ms" in table
+
+
+def test_bench_structured(model_cache, tmp_path):
+    """`ragqa bench structured` on SmolLM2 with a small cap: every constrained answer is JSON's
+    prefix at least, the table and JSON are written, and the numbers are the rows'."""
+    from ragqa.benchmarks.structured import TASKS, bench_structured
+    from ragqa.config import Settings
+
+    out = tmp_path / "structured.json"
+    lines: list[str] = []
+    r = bench_structured(Settings(model="smollm2-135m-instruct", cache_dir=model_cache, threads=1), out,
+                         max_new_tokens=24, echo=lines.append)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    assert len(r["tasks"]) == len(TASKS) and r["table_build_s"] > 0 and r["vocab"] > 40000
+    for task in r["tasks"]:
+        assert task["constrained"]["answer"].lstrip().startswith("{")
+        assert task["constrained"]["new_tokens"] <= 24
+    assert r["constrained"]["valid"] == sum(t["constrained"]["valid"] for t in r["tasks"])
+    assert "| answers that parse and validate |" in out.with_suffix(".md").read_text()

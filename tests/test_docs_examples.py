@@ -89,7 +89,7 @@ def test_the_examples_cover_the_commands_people_use():
     lines = [c for p in DOCS for b in blocks(p, "bash") for c in commands(b)]
     named = {" ".join(shlex.split(c)[1:3]) for c in lines}
     for command in ("index build", "index add", "index remove", "index info", "index verify", "search",
-                    "ask", "train", "eval qa", "variants list", "bench answers"):
+                    "ask", "train", "eval qa", "variants list", "bench answers", "serve"):
         assert any(n == command or n.startswith(command + " ") or n.split()[0] == command for n in named), command
 
 
