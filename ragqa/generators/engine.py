@@ -298,10 +298,12 @@ class Generator:
 
     def _compatible(self, card: Card, fingerprint: str | None) -> bool:
         """False when the card says it was trained on another base: another fingerprint, or
-        (with no fingerprint recorded) another packaged model's name."""
+        (no fingerprint to compare: none recorded, or this base not converted yet) another
+        packaged model's name. Before the fingerprint was compared only when both were known,
+        so a base not yet converted listed every variant, another base's too."""
         if card.base_fingerprint and fingerprint:
             return card.base_fingerprint == fingerprint
-        if not card.base_fingerprint and card.base_model in BASE_MODELS:
+        if card.base_model in BASE_MODELS:
             return card.base_model == self.model_name
         return True  # nothing to compare against: loading checks the shapes
 

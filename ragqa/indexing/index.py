@@ -74,8 +74,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _embedder_json(embedder: Embedder) -> EmbedderRecord:
-    return {"name": embedder.name, "path": embedder.path, "dim": embedder.dim,
+def _embedder_json(embedder: Embedder, old: Manifest | None = None) -> EmbedderRecord:
+    """The manifest's record of ``embedder``. An update with the index's own embedder (opened by
+    its recorded path) keeps the recorded name: a packaged model stays "all-MiniLM-L6-v2", not
+    the directory it was loaded from."""
+    name = embedder.name
+    if old and embedder.fingerprint == old["embedder"]["fingerprint"] and name == old["embedder"]["path"]:
+        name = old["embedder"]["name"]
+    return {"name": name, "path": embedder.path, "dim": embedder.dim,
             "fingerprint": embedder.fingerprint, "backend": embedder.backend,
             "max_tokens": embedder.max_tokens}
 
@@ -524,7 +530,7 @@ class _Updater:
             self.report.chunks = counts["chunks"]
             manifest = {
                 "created": old["created"] if old else now, "updated": now,
-                "embedder": old["embedder"] if old and not data_changed else _embedder_json(embedder),
+                "embedder": old["embedder"] if old and not data_changed else _embedder_json(embedder, old),
                 "chunking": chunk_cfg, "vector_store": store_cfg, "bm25": bm25_mod.describe(),
                 "counts": counts, "next_id": next_id, "documents": final, "sources": sources,
             }
