@@ -55,11 +55,18 @@ class FakeGenerator:
     context_length = 2048
     model_name = "fake-generator"
 
-    def __init__(self, variants: tuple[str, ...] = ("fake-lora",), delay_s: float = 0.0):
+    def __init__(self, variants: tuple[str, ...] = ("fake-lora",), delay_s: float | None = None,
+                 piece_delay_s: float | None = None):
+        import os
+
         self.tokenizer = WordTokenizer()
         self._variants = variants
         self.calls: list[tuple[str, str]] = []  # (variant, prompt)
-        self.delay_s = delay_s
+        # seconds before an answer, and between the pieces of a stream: a slow model for the UI's
+        # browser tests (env RAGQA_FAKE_DELAY_S / RAGQA_FAKE_PIECE_DELAY_S, for a served app)
+        self.delay_s = float(os.environ.get("RAGQA_FAKE_DELAY_S", 0)) if delay_s is None else delay_s
+        self.piece_delay_s = (float(os.environ.get("RAGQA_FAKE_PIECE_DELAY_S", 0)) if piece_delay_s is None
+                              else piece_delay_s)
 
     def variants(self) -> list[dict]:
         return [{"name": "base", "kind": "base", "base_model": self.model_name, "path": self.model_name}] + [
@@ -101,4 +108,6 @@ class FakeGenerator:
     def stream(self, prompt: str, variant: str = "base", settings=None) -> Iterator[str]:
         words = self.generate(prompt, variant, settings).text.split(" ")
         for i, w in enumerate(words):
+            if i and self.piece_delay_s:
+                time.sleep(self.piece_delay_s)
             yield w if i == 0 else " " + w

@@ -205,10 +205,13 @@ def test_stage_timings_of_a_long_prompt_and_a_short_answer():
     assert t["decode_tokens_per_s"] == pytest.approx(10.0)
     assert t["prompt_tokens_per_s"] == pytest.approx(961 / 71.0, abs=0.05)
     assert t["tokens_per_s"] == pytest.approx(0.03, abs=0.01)  # the whole-call figure, kept
-    assert describe_timings(t) == ("read 961 prompt tokens in 71.0 s (14 tokens/s), "
-                                   "wrote 2 tokens in 100 ms more (10.0 tokens/s)")
+    # every duration in seconds; no rate over fewer than 4 tokens (it said "0.0 tokens/s")
+    assert describe_timings(t) == ("read 961 prompt tokens in 71 s (14 tokens/s), "
+                                   "wrote 2 tokens in 0.10 s more")
     one = stage_timings(prompt_tokens=10, new_tokens=1, generate_ms=50.0, first_token_ms=50.0)
-    assert one["decode_tokens_per_s"] is None and "wrote 1 token in 0 ms more" in describe_timings(one)
+    assert one["decode_tokens_per_s"] is None and "wrote 1 token in 0.00 s more" in describe_timings(one)
+    many = stage_timings(prompt_tokens=10, new_tokens=21, generate_ms=9_700.0, first_token_ms=5_100.0)
+    assert describe_timings(many).endswith("wrote 21 tokens in 4.6 s more (4.3 tokens/s)")
 
 
 def test_unknown_variant_is_refused_before_retrieval(qa, monkeypatch):

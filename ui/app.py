@@ -1,13 +1,19 @@
 """ragqa's Streamlit UI: chat with your documents.
 
 Started by ``ragqa ui [--index DIR] [--port N]`` (``ragqa.apps.ui_launch``), or directly with
-``streamlit run ui/app.py -- --index DIR``. The index may also come from env ``RAGQA_UI_INDEX``;
-every index under ``indexes/`` (env ``RAGQA_UI_INDEXES``) is offered too. Settings come from
+``streamlit run ui/app.py -- --index DIR``. The index may also come from env ``RAGQA_UI_INDEX``
+or the page's ``?index=`` (with ``&model=`` and ``&variant=``: a reload keeps them); every index
+under ``indexes/`` (env ``RAGQA_UI_INDEXES``) is offered too. Settings come from
 ``Settings.load()`` (ragqa.toml, ``RAGQA_*``), e.g. ``RAGQA_MODEL=smollm2-135m-instruct``.
 
 Only presentation lives here; answering, indexing uploads and recording feedback are library
-calls (``RagQA``, ``ragqa.apps.uploads``, ``ragqa.apps.feedback``). One generator (one base model in
-memory, every variant) is shared by all sessions through ``st.cache_resource``.
+calls (``RagQA``, ``ragqa.apps.uploads``, ``ragqa.apps.feedback``), the words shown are
+``ragqa.apps.ui_text``. One generator (one base model in memory, every variant) is shared by all
+sessions through ``st.cache_resource``.
+
+An answer is written by a worker thread while the script shows its stage and the seconds passed
+(``Run``); the chat box is disabled meanwhile, and Stop (or any other click) stops it: the
+generation ends at its next token and the partial answer is kept, marked as stopped.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,13 +32,15 @@ import streamlit as st
 
 from ragqa.config import RETRIEVAL_MODES, Settings
 from ragqa.errors import EmbedderMismatch, RagqaError
+from ragqa.apps import ui_text
 from ragqa.apps.feedback import feedback_entry, record_feedback
-from ragqa.generators.engine import describe_timings
-from ragqa.answering.pipeline import Answer, RagQA, Status, make_generator
+from ragqa.answering.pipeline import ABSTAIN_TEXT, Answer, RagQA, make_generator
 from ragqa.indexing.storage import IndexDir
 from ragqa.apps.uploads import DEFAULT_MAX_MB, UPLOAD_SUFFIXES, add_uploads
 
 HISTORY_TURNS = 4  # previous turns given to the pipeline to rewrite a follow-up
+TICK_S = 0.25  # how often the live status is redrawn while an answer is written
+SPINNER = "◐◓◑◒"
 
 
 # ------------------------------------------------------------------------------------ resources
@@ -116,35 +126,29 @@ def _generator_key(s: Settings) -> str:
     return repr((s.model, str(s.variants_dir), str(s.cache_dir), s.gen_dtype, s.threads))
 
 
-def _variant_card(entry: dict) -> dict:
-    """What the sidebar shows about a variant: its card when the variant has one on disk."""
-    info = {"kind": entry.get("kind", ""), "base model": entry.get("base_model", "")}
+def _card(entry: dict):
+    """The variant's Card when it has one on disk (None for the base)."""
     path = entry.get("path") or ""
-    if entry.get("kind") != "base" and path:
-        from ragqa.generators import Card
-        from ragqa.generators.registry import is_variant_dir
+    if entry.get("kind") == "base" or not path:
+        return None
+    from ragqa.generators import Card
+    from ragqa.generators.registry import is_variant_dir
 
-        if is_variant_dir(Path(path)):
-            try:
-                card = Card.load(Path(path))
-            except RagqaError:
-                card = None
-            if card is not None:
-                info.update({"kind": card.kind, "base model": card.base_model})
-                data = card.extra.get("data") or card.extra.get("train_data")
-                if data or card.data_hash:
-                    info["data"] = " ".join(x for x in (str(data or ""), f"sha256 {card.data_hash[:12]}"
-                                                          if card.data_hash else "") if x)
-                if card.template:
-                    info["template"] = card.template
-                if card.metrics:
-                    info["metrics"] = ", ".join(f"{k} {_num(v)}" for k, v in card.metrics.items())
-        info["path"] = path
-    return info
+    if not is_variant_dir(Path(path)):
+        return None
+    try:
+        return Card.load(Path(path))
+    except RagqaError:
+        return None
 
 
-def _num(v) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+def _param_choice(name: str, options: list[str], shown=lambda o: o) -> int:
+    """The index in ``options`` the page's query parameter ``name`` names (0 when none does)."""
+    wanted = st.query_params.get(name)
+    for i, option in enumerate(options):
+        if wanted and wanted in (option, shown(option)):
+            return i
+    return 0
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -161,80 +165,70 @@ def _md(text: str) -> str:
     return re.sub(r"^([+\-.>0-9])", r"\\\1", text)
 
 
-def _answer_md(text: str) -> str:
-    """A model's answer for st.markdown: its markdown kept, but no LaTeX and no headings."""
-    text = text.replace("$", r"\$")
-    return re.sub(r"(?m)^(\s*)#", r"\1\\#", text)
-
-
-def _html(text: str) -> str:
-    return html.escape(" ".join(text.split()), quote=False)
-
-
 def _highlight(passage: str, answer: str) -> str:
-    """The passage as HTML, with the sentences that share words with the answer marked."""
+    """The passage as HTML (Markdown heading marks dropped), with the sentences that share words
+    with the answer marked."""
     words = {w.lower() for w in _WORD.findall(answer)}
     out = []
-    for sentence in _SENTENCE.split(" ".join(passage.split())):
+    for sentence in _SENTENCE.split(ui_text.passage_text(passage)):
         own = {w.lower() for w in _WORD.findall(sentence)}
         shared = len(own & words)
-        if own and (shared >= 4 or shared / len(own) >= 0.5):
-            out.append(f"<mark>{_html(sentence)}</mark>")
-        else:
-            out.append(_html(sentence))
+        text = html.escape(sentence, quote=False)
+        out.append(f"<mark>{text}</mark>" if own and (shared >= 4 or shared / len(own) >= 0.5) else text)
     return " ".join(out)
-
-
-def _timings(ans: Answer) -> str:
-    t = ans.timings
-    parts = [f"variant **{ans.variant}**"]
-    if "rewrite_ms" in t:
-        parts.append(f"rewrite {t['rewrite_ms']:.0f} ms")
-    if "retrieve_ms" in t:
-        parts.append(f"retrieve {t['retrieve_ms']:.0f} ms")
-    if "generate_ms" in t:
-        parts.append(describe_timings(t))
-    elif "prompt_tokens" in t:
-        parts.append(f"prompt {t['prompt_tokens']} tokens")
-    return " · ".join(parts)
 
 
 def _source_label(s) -> str:
     page = f", page {s.page}" if s.page else ""
-    return f"{_md(s.title or s.doc_id)} ({_md(s.doc_id)}{page})"
+    return f"{_md(ui_text.passage_text(s.title or s.doc_id))} ({_md(s.doc_id)}{page})"
 
 
-def render_answer(ans: Answer, key: str, *, index_dir: str) -> None:
-    if ans.abstained:
-        st.warning(f"**I don't know.** {_md(ans.reason or '')}".strip())
-        if ans.text and ans.text.strip() != "I don't know.":
-            st.markdown(_answer_md(ans.text))
+def render_answer(ans: Answer, key: str, *, index_dir: str, stopped: dict | None = None) -> None:
+    n_sources = len(ans.sources)
+    if stopped is not None:
+        if ans.text:
+            st.markdown(ui_text.answer_html(ans.text, key, n_sources), unsafe_allow_html=True)
+        st.info(f"Stopped after {stopped['seconds']:.0f} s: the answer was not finished.", icon="⏹")
+    elif ans.abstained:
+        words, details = ui_text.abstain_words(ans)
+        st.warning(f"**{ABSTAIN_TEXT}** {_md(words)}".strip())
+        if details:
+            with st.expander("Why (the numbers)"):
+                st.caption(_md(details))
+        if ans.text and ans.text.strip() != ABSTAIN_TEXT:
+            st.markdown(ui_text.answer_html(ans.text, key, n_sources), unsafe_allow_html=True)
     else:
-        st.markdown(_answer_md(ans.text))
+        st.markdown(ui_text.answer_html(ans.text, key, n_sources), unsafe_allow_html=True)
     if ans.standalone_question:
         st.caption(f"Searched for: {_md(ans.standalone_question)}")
     if ans.sources:
         cited = [s for s in ans.sources if s.cited]
         if cited:
-            st.markdown("Cited: " + " · ".join(f"**[{s.n}]** {_source_label(s)}" for s in cited))
-        elif not ans.abstained:
+            st.markdown("Cited: " + " · ".join(
+                f"<a href='#{ui_text.cite_anchor(key, s.n)}' class='ragqa-cite'>[{s.n}]</a> {_source_label(s)}"
+                for s in cited), unsafe_allow_html=True)
+        elif not ans.abstained and stopped is None:
             st.caption("The answer cites no passage; below, the sentences sharing words with it are marked.")
-        with st.expander(f"Sources ({len(ans.sources)})"):
+        with st.expander(f"Sources ({n_sources})", expanded=bool(st.query_params.get("sources"))):
             mark_all = not cited
             for s in ans.sources:
                 badge = " :green-badge[cited]" if s.cited else ""
-                st.markdown(f"**[{s.n}]** {_source_label(s)} · score {s.score:.3f}{badge}")
-                body = _highlight(s.text, ans.text) if (s.cited or mark_all) and not ans.abstained else _html(s.text)
+                st.markdown(f"<span id='{ui_text.cite_anchor(key, s.n)}'></span>**[{s.n}]** {_source_label(s)}"
+                            f" · score {s.score:.3f}{badge}", unsafe_allow_html=True)
+                body = (_highlight(s.text, ans.text) if (s.cited or mark_all) and not ans.abstained
+                        else _highlight(s.text, ""))
                 st.markdown(f"<div style='font-size:0.9em;margin:0 0 0.8em 1.2em'>{body}</div>",
                             unsafe_allow_html=True)
     if ans.prompt:
         with st.expander("Prompt (exactly what the model read)"):
             st.code(ans.prompt, language=None, wrap_lines=True)
-    st.caption(_timings(ans))
-    st.feedback("thumbs", key=f"fb_{key}", on_change=_on_feedback, args=(key, ans, index_dir))
-    done = st.session_state.get("feedback_done", {}).get(key)
-    if done:
-        st.caption(f"Feedback recorded (thumbs {done}). Thank you.")
+    line = ui_text.timings_line(ans)
+    st.caption(f"variant **{_md(ans.variant)}**" + (f" · {line}" if line else ""))
+    if stopped is None:
+        st.feedback("thumbs", key=f"fb_{key}", on_change=_on_feedback, args=(key, ans, index_dir))
+        done = st.session_state.get("feedback_done", {}).get(key)
+        if done:
+            st.caption(f"Feedback recorded (thumbs {done}). Thank you.")
 
 
 def _on_feedback(key: str, ans: Answer, index_dir: str) -> None:
@@ -250,44 +244,176 @@ def render_message(msg: dict, index_dir: str) -> None:
     with st.chat_message(msg["role"]):
         if msg["role"] == "user":
             st.markdown(_md(msg["content"]))
-        elif "error" in msg:
+            return
+        if "error" in msg:
             st.error(msg["error"])
-        elif len(msg["answers"]) == 1:
-            render_answer(msg["answers"][0], f"{msg['id']}_0", index_dir=msg.get("index", index_dir))
-        else:
-            for j, (col, ans) in enumerate(zip(st.columns(len(msg["answers"])), msg["answers"])):
-                with col:
+        answers = msg.get("answers", [])
+        stopped = msg.get("stopped")
+        where = [st.container()] if len(answers) == 1 else st.columns(len(answers)) if answers else []
+        for j, (col, ans) in enumerate(zip(where, answers)):
+            with col:
+                if len(answers) > 1:
                     st.markdown(f"##### {_md(ans.variant)}")
-                    render_answer(ans, f"{msg['id']}_{j}", index_dir=msg.get("index", index_dir))
+                render_answer(ans, f"{msg['id']}_{j}", index_dir=msg.get("index", index_dir),
+                              stopped=stopped if stopped and j == len(answers) - 1 else None)
 
 
-def stream_answer(qa: RagQA, question: str, variant: str, history, options: dict) -> Answer:
-    """Shows the answer as it is generated; returns the finished Answer."""
-    placeholder = st.empty()
-    placeholder.caption(f"Searching the index and asking **{_md(variant)}**…")
-    started = time.perf_counter()
+# ------------------------------------------------------------------------------------ answering live
 
-    def status(st_: Status) -> None:  # what is happening before the first token
-        placeholder.caption(f"{_md(st_.message[:1].upper() + st_.message[1:])}… "
-                            f"({time.perf_counter() - started:.0f} s)")
+class Run:
+    """One answer written by a worker thread (``RagQA.stream``; the model loaded first, with its
+    one-time conversion's steps, when it is not in memory yet); the script thread calls ``poll``
+    to show its stage and text. ``stop()`` closes the stream: the generation ends at its next
+    token."""
 
-    text = ""
-    for piece in qa.stream(question, variant=variant, history=history, status=status, **options):
-        if isinstance(piece, Answer):
-            placeholder.empty()
-            return piece
-        text += piece
-        placeholder.markdown(_answer_md(text) + " ▌")
-    raise RagqaError("the answer stream ended without an answer")
+    def __init__(self, qa: RagQA, question: str, variant: str, history, options: dict):
+        self.events: queue.Queue = queue.Queue()
+        self.cancel = threading.Event()
+        self.started = time.perf_counter()
+        self.stage = "starting"
+        self.text = ""
+        self.shell: Answer | None = None  # sources known from the "read" stage on
+        self.answer: Answer | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self._args = (qa, question, variant, history, options)
+        threading.Thread(target=self._work, name="ragqa-ui-answer", daemon=True).start()
+
+    def _work(self) -> None:
+        qa, question, variant, history, options = self._args
+        try:
+            gen = qa.generator
+            if not getattr(gen, "loaded", True):
+                gen.load(status=lambda message: self.events.put(("stage", message)))
+            stream = qa.stream(question, variant=variant, history=history,
+                               status=lambda s: self.events.put(("status", s)), **options)
+            try:
+                for item in stream:
+                    if self.cancel.is_set():
+                        break
+                    self.events.put(("answer" if isinstance(item, Answer) else "piece", item))
+            finally:
+                stream.close()
+        except BaseException as exc:  # noqa: BLE001 - shown in the chat
+            self.events.put(("error", exc))
+        finally:
+            self.events.put(("end", None))
+
+    def poll(self) -> bool:
+        """Takes in what the worker said; True once it has finished."""
+        while True:
+            try:
+                kind, value = self.events.get_nowait()
+            except queue.Empty:
+                return self.done
+            if kind == "stage":
+                self.stage = value
+            elif kind == "status":
+                self.stage = str(value)
+                if value.answer is not None:
+                    self.shell = value.answer
+            elif kind == "piece":
+                self.stage = "writing the answer"
+                self.text += value
+            elif kind == "answer":
+                self.answer = value
+            elif kind == "error":
+                self.error = value
+            elif kind == "end":
+                self.done = True
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def status_line(self, tick: int) -> str:
+        stage = self.stage[:1].upper() + self.stage[1:]
+        if self.stage.startswith("reading"):
+            stage += ": nothing is written until the model has read them"
+        words = f" · {len(self.text.split())} words" if self.text else ""
+        return f"{SPINNER[tick % len(SPINNER)]} **{_md(stage)}** · {self.seconds:.0f} s{words}"
+
+    def partial(self, variant: str, question: str) -> Answer:
+        """What was written before it stopped, with the sources when they were known."""
+        shell = self.shell or Answer(question=question, text="", sources=[], variant=variant)
+        shell.text = self.text.strip()
+        return shell
+
+
+def show_run(run: Run, key: str, n_sources_hint: int = 0) -> None:
+    """Redraws the run's live status and text every TICK_S until it has finished."""
+    status = st.empty()
+    text = st.empty()
+    tick = 0
+    while not run.poll():
+        status.caption(run.status_line(tick))
+        if run.text:
+            n = len(run.shell.sources) if run.shell else n_sources_hint
+            text.markdown(ui_text.answer_html(run.text, key, n) + " ▌", unsafe_allow_html=True)
+        tick += 1
+        time.sleep(TICK_S)
+    status.empty()
+    text.empty()
+
+
+def answer_pending(qa: RagQA, pending: dict, messages: list) -> None:
+    """Answers the question waiting in ``pending`` live. A Stop (or any click, which reruns the
+    page) interrupts this run: the ``finally`` keeps what was written, marked as stopped."""
+    msg: dict = {"role": "assistant", "index": pending["index"], "id": pending["id"], "answers": []}
+    current: Run | None = None
+    finished = False
+    try:
+        with st.chat_message("assistant"):
+            st.button("Stop", key=f"stop_{pending['id']}", icon="⏹",
+                      help="Stop this answer (what was written is kept)")
+            wanted = pending["wanted"]
+            where = [st.container()] if len(wanted) == 1 else st.columns(len(wanted))
+            for j, (col, name) in enumerate(zip(where, wanted)):
+                with col:
+                    if len(wanted) > 1:
+                        st.markdown(f"##### {_md(name)}")
+                    current = Run(qa, pending["question"], name, pending["history"], pending["options"])
+                    show_run(current, f"{pending['id']}_{j}")
+                    if current.error is not None:
+                        raise current.error
+                    msg["answers"].append(current.answer)
+        finished = True
+    except Exception as exc:  # noqa: BLE001 - shown in the chat, the session goes on
+        msg["error"] = (f"Could not answer: {exc}" if isinstance(exc, RagqaError)
+                        else f"Could not answer: {type(exc).__name__}: {exc}")
+        finished = True
+    finally:
+        if not finished and current is not None:  # interrupted: Stop, or another click
+            current.stop()
+            current.poll()
+            msg["answers"].append(current.partial(pending["wanted"][len(msg["answers"])], pending["question"]))
+            msg["stopped"] = {"seconds": current.seconds}
+        messages.append(msg)
+        st.session_state.pending = None
+    st.rerun()  # draw the finished answer(s) with sources, timings and feedback; the chat box again
+
+
+def _ask(question: str, messages: list, pending: dict) -> None:
+    """Queue ``question``: the next run answers it (the chat box is disabled meanwhile)."""
+    state = st.session_state
+    history = [(m["answers"][0].question, m["answers"][0].text) for m in messages
+               if m["role"] == "assistant" and m.get("answers") and not m.get("stopped")][-HISTORY_TURNS:]
+    messages.append({"role": "user", "content": question})
+    state.pending = {**pending, "question": question, "history": history, "id": state.next_id}
+    state.next_id += 1
 
 
 # ------------------------------------------------------------------------------------ the page
 
 st.set_page_config(page_title="ragqa", page_icon="📚", layout="wide")
 state = st.session_state
-state.setdefault("messages", [])
+state.setdefault("conversations", {})  # index directory -> its messages, kept while the tab is open
 state.setdefault("uploads", 0)
 state.setdefault("next_id", 0)  # ids of assistant messages (widget keys stay unique after a clear)
+state.setdefault("pending", None)  # the question being answered
 
 try:
     settings = Settings.load()
@@ -296,6 +422,7 @@ except RagqaError as exc:
     st.stop()
 os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
 max_upload_mb = int(os.environ.get("RAGQA_UI_MAX_UPLOAD_MB", DEFAULT_MAX_MB))
+busy = state.pending is not None
 
 choices = _index_choices(_given_index())
 sidebar = st.sidebar
@@ -304,10 +431,11 @@ if not choices:
     st.info("No index found. Build one with `ragqa index build PATH --index indexes/NAME`, then start "
             "`ragqa ui --index indexes/NAME`.")
     st.stop()
-index_dir = sidebar.selectbox("Index", choices, format_func=_shown_path, key="index")
+index_dir = sidebar.selectbox("Index", choices, format_func=_shown_path, key="index",
+                              index=_param_choice("index", choices, _shown_path))
 models = _model_choices(settings.model)
 if len(models) > 1:  # each model keeps its own variants (a variant is trained on one base)
-    chosen = sidebar.selectbox("Model", models, key="model",
+    chosen = sidebar.selectbox("Model", models, key="model", index=_param_choice("model", models),
                                help="Base model; the variants listed below are the ones trained on it")
     if chosen != settings.model:
         settings = settings.replace(model=chosen)
@@ -317,22 +445,24 @@ try:
 except RagqaError as exc:
     st.error(f"Cannot open the index {_shown_path(index_dir)}: {exc}")
     st.stop()
-sidebar.caption(f"{info['documents']} documents · {info['chunks']} chunks · {info['version']} · "
-                f"embedder {info['embedder']['name']}")
+sidebar.caption(f"{info['documents']} documents · {info['chunks']} chunks · "
+                f"embedder {ui_text.embedder_label(info['embedder']['name'])}")
 
-variants = qa.variants()
+variants = qa.variants()  # this model's own: a variant is served on the base it was trained on
 names = [v["name"] for v in variants]
-variant = sidebar.selectbox("Variant", names, key="variant",
+variant = sidebar.selectbox("Variant", names, key=f"variant:{settings.model}",
+                            index=_param_choice("variant", names),
                             help="base, or a tuned variant served on the same base model")
+entry = next(v for v in variants if v["name"] == variant)
 with sidebar.expander("Variant card", expanded=False):
-    card = _variant_card(next(v for v in variants if v["name"] == variant))
-    st.markdown("\n".join(f"- **{k}**: {_md(str(v))}" for k, v in card.items() if v))
+    st.markdown("\n".join(f"- **{k}**: {v if k == 'Made with' else _md(v)}"
+                          for k, v in ui_text.variant_card(entry, _card(entry))))
 compare = sidebar.toggle("Compare two variants", key="compare", disabled=len(names) < 2,
                          help="Answer each question with two variants side by side")
 other = None
 if compare and len(names) > 1:
     rest = [n for n in names if n != variant]
-    other = sidebar.selectbox("Compare with", rest, key="variant_b")
+    other = sidebar.selectbox("Compare with", rest, key=f"variant_b:{settings.model}")
 
 sidebar.subheader("Retrieval")
 top_k = sidebar.slider("Passages (top-k)", 1, 12, min(settings.top_k, 12), key="top_k")
@@ -347,12 +477,16 @@ temperature = sidebar.slider("Temperature", 0.05, 2.0, float(settings.temperatur
                              key="temperature", disabled=not do_sample)
 options = dict(k=int(top_k), mode=mode, max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample),
                temperature=float(temperature))
+# a reload (or a shared link) opens the same index, model and variant
+wanted_params = {"index": _shown_path(index_dir), "model": settings.model, "variant": variant}
+if any(st.query_params.get(k) != v for k, v in wanted_params.items()):
+    st.query_params.update(wanted_params)
 
 sidebar.subheader("Add documents")
 files = sidebar.file_uploader(f"PDF, text, Markdown or HTML (up to {max_upload_mb} MB each)",
                               type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], accept_multiple_files=True,
                               key=f"uploader_{state.uploads}")
-if sidebar.button("Add to index", key="add_docs", disabled=not files, type="primary"):
+if sidebar.button("Add to index", key="add_docs", disabled=not files or busy, type="primary"):
     bar = sidebar.progress(0.0, text="Saving the files…")
 
     def _progress(done: int, total: int) -> None:
@@ -364,47 +498,50 @@ if sidebar.button("Add to index", key="add_docs", disabled=not files, type="prim
     state.upload_result = result
     state.uploads += 1  # a fresh, empty uploader
     st.rerun()
-result = state.get("upload_result")
+result = state.pop("upload_result", None)  # shown once, after the upload that made it
 if result is not None:
-    if result.version or result.unchanged:
-        sidebar.success(f"Indexed: {result.added} added, {result.updated} updated, {result.unchanged} unchanged "
-                        f"({result.documents} documents, {result.chunks} chunks)")
+    if result.added or result.updated:
+        sidebar.success(f"Indexed: {result.added} added, {result.updated} updated "
+                        f"({result.documents} documents, {result.chunks} chunks now)")
+    elif not result.problems:
+        sidebar.info(f"Nothing new: {result.unchanged} file(s) were already in the index.")
     for problem in result.problems:
         sidebar.warning(_md(problem))
 
-if sidebar.button("Clear the conversation", key="clear"):
-    state.messages = []
+messages = state.conversations.setdefault(index_dir, [])
+state.messages = messages  # the shown index's conversation
+if sidebar.button("Clear the conversation", key="clear", disabled=busy):
+    messages.clear()
     state.pop("feedback_done", None)
     st.rerun()
+sidebar.caption("Each index keeps its own conversation while this tab is open; reloading the page "
+                "starts a new one (the index, model and variant stay: they are in the address).")
 
 st.title("Ask your documents")
 st.caption(f"Index {_shown_path(index_dir)} · model {settings.model}")
+pending_defaults = {"index": index_dir, "wanted": [variant] + ([other] if other else []), "options": options}
 
-for msg in state.messages:
+if not messages and not busy:  # the first screen: what the index holds, questions to start with
+    docs = qa.index.documents()
+    titles = [ui_text.passage_text(d["title"] or d["doc_id"]) for d in docs]
+    shown = ", ".join(titles[:6]) + (f" and {len(titles) - 6} more" if len(titles) > 6 else "")
+    st.markdown(f"This index holds **{len(docs)} document{'s' if len(docs) != 1 else ''}**: {_md(shown)}.")
+    examples = ui_text.example_questions(docs)
+    if examples:
+        st.caption("Ask anything about them, or start with one of these:")
+        for i, q in enumerate(examples):
+            st.button(q, key=f"example_{i}", on_click=_ask, args=(q, messages, pending_defaults))
+
+for msg in messages:
     render_message(msg, index_dir)
 
-question = st.chat_input("Ask a question about your documents")
-if question:
-    history = [(m["answers"][0].question, m["answers"][0].text) for m in state.messages
-               if m["role"] == "assistant" and m.get("answers")][-HISTORY_TURNS:]
-    state.messages.append({"role": "user", "content": question})
-    render_message(state.messages[-1], index_dir)
-    wanted = [variant] + ([other] if other else [])
-    msg: dict = {"role": "assistant", "index": index_dir, "id": state.next_id}
-    state.next_id += 1
-    with st.chat_message("assistant"):
-        answers = []
-        try:
-            if len(wanted) == 1:
-                answers.append(stream_answer(qa, question, variant, history, options))
-            else:
-                for col, name in zip(st.columns(len(wanted)), wanted):
-                    with col:
-                        st.markdown(f"##### {_md(name)}")
-                        answers.append(stream_answer(qa, question, name, history, options))
-            msg["answers"] = answers
-        except Exception as exc:  # noqa: BLE001 - shown in the chat, the session goes on
-            msg["error"] = f"Could not answer: {exc}" if isinstance(exc, RagqaError) else \
-                f"Could not answer: {type(exc).__name__}: {exc}"
-    state.messages.append(msg)
-    st.rerun()  # draw the finished answer(s) with sources, timings and feedback
+question = st.chat_input("Writing the answer… (Stop is above)" if busy else "Ask a question about your documents",
+                         disabled=busy, key="ask")
+if question and not busy:
+    _ask(question, messages, pending_defaults)
+    st.rerun()
+if busy:
+    if state.pending["index"] == index_dir:
+        answer_pending(qa, state.pending, messages)
+    else:  # the index changed under it: answer where it was asked
+        state.pending = None

@@ -59,6 +59,8 @@ class Answer:
     timings: dict = field(default_factory=dict)
     prompt: str | None = None  # the exact text the model was given (None when it was not asked)
     template: str | None = None  # the template the prompt was built with
+    # why the relevance gate said "I don't know": relevance, similarity, coverage, weight, threshold
+    gate: dict | None = None
 
     def to_json(self, prompt: bool = False) -> dict:
         """The answer as JSON; ``prompt=True`` adds the exact model input as ``"prompt"``."""
@@ -66,6 +68,7 @@ class Answer:
                 "reason": self.reason, "variant": self.variant, "auto_cited": self.auto_cited,
                 "sources": [s.to_json() for s in self.sources], "timings": self.timings,
                 **({"standalone_question": self.standalone_question} if self.standalone_question else {}),
+                **({"gate": self.gate} if self.gate else {}),
                 **({"prompt": self.prompt, "template": self.template} if prompt else {})}
 
 
@@ -73,11 +76,13 @@ class Answer:
 class Status:
     """One stage of an answer as it starts, for whoever waits on it (``ask --stream``, the UI):
     ``stage`` is "rewrite", "retrieve" or "read" (the model reads the prompt: nothing is written
-    until that ends); ``prompt`` is set from "read" on. ``str(status)`` is the message."""
+    until that ends); ``prompt`` and ``answer`` (the shell: sources, no text) are set from "read"
+    on. ``str(status)`` is the message."""
 
     stage: str
     message: str
     prompt: Prompt | None = None
+    answer: Answer | None = None  # from "read" on: the answer's shell (its sources, no text yet)
 
     def __str__(self) -> str:
         return self.message
@@ -350,6 +355,10 @@ class RagQA:
                              f"nothing relevant found (relevance {relevance:.3f} = best similarity "
                              f"{retrieval.top_similarity:.3f} + {w:g} x term coverage {retrieval.coverage:.3f}"
                              f" < threshold {self.settings.abstain_threshold:.3f})")
+            if hits:
+                answer.gate = {"relevance": round(relevance, 4), "similarity": round(retrieval.top_similarity, 4),
+                               "coverage": round(retrieval.coverage, 4), "coverage_weight": w,
+                               "threshold": self.settings.abstain_threshold}
             return answer, None
         passages = [Passage(text=h.text, title=h.title, doc_id=h.doc_id, score=h.score) for h in hits]
         prompt = self.prompt_for(standalone, passages, template=template, history=history)
@@ -362,7 +371,7 @@ class RagQA:
         answer.prompt = prompt.text
         n = len(prompt.passages)
         status(Status("read", f"reading {n} passage{'s' if n != 1 else ''}, {prompt.tokens} tokens",
-                      prompt))
+                      prompt, answer))
         return answer, prompt
 
     def shell_for(self, question: str, passages: Sequence[Passage], *, template: str | None = None,

@@ -110,10 +110,10 @@ def print_sources(ans) -> None:
                    f"     {text[:240]}")
     t = ans.timings
     if "generate_ms" in t:
-        from ragqa.generators.engine import describe_timings
+        from ragqa.generators.engine import describe_timings, seconds
 
         added = "; the model cited nothing, ragqa added the citation" if ans.auto_cited else ""
-        typer.echo(f"({ans.variant}; retrieve {t['retrieve_ms']:.0f} ms, {describe_timings(t)}{added})")
+        typer.echo(f"({ans.variant}; retrieve {seconds(t['retrieve_ms'])}, {describe_timings(t)}{added})")
 
 
 variants_app = typer.Typer(no_args_is_help=True, help="Generator variants (base, LoRA, soft prompts, ...).")

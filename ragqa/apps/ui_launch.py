@@ -56,13 +56,27 @@ def launch(index: Path | None = None, port: int | None = None, headless: bool = 
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     proc = subprocess.Popen(command(index, port, headless), env=env)
+
+    def forward(signum, frame):  # SIGTERM to `ragqa ui` stops streamlit too (it is not left serving)
+        raise _Stop(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
         return proc.wait()
-    except KeyboardInterrupt:  # the terminal sent SIGINT to both; give streamlit time to stop
+    except (KeyboardInterrupt, _Stop) as stop:  # Ctrl-C reaches both; SIGTERM only this process
+        code = 130 if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum
         try:
-            proc.send_signal(signal.SIGINT)
-            return proc.wait(timeout=10)
+            proc.send_signal(signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+            proc.wait(timeout=10)
         except (subprocess.TimeoutExpired, ProcessLookupError):
             proc.kill()
             proc.wait()
-            return 130
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

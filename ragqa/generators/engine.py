@@ -17,7 +17,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,20 +102,24 @@ def describe_timings(t: dict) -> str:
     """``read 961 prompt tokens in 3.2 s (300 tokens/s), wrote 12 tokens in 1.1 s more (10.0
     tokens/s)`` (the first token comes with the prompt):
     one owner for the words every front end prints."""
-    def secs(ms):
-        return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
-
     parts = []
     if t.get("prompt_tokens") is not None and t.get("first_token_ms") is not None:
         rate = t.get("prompt_tokens_per_s")
-        parts.append(f"read {t['prompt_tokens']} prompt tokens in {secs(t['first_token_ms'])}"
+        parts.append(f"read {t['prompt_tokens']} prompt tokens in {seconds(t['first_token_ms'])}"
                      + (f" ({rate:.0f} tokens/s)" if rate else ""))
     if t.get("new_tokens") is not None and t.get("decode_ms") is not None:
         rate = t.get("decode_tokens_per_s")
         n = t["new_tokens"]
-        parts.append(f"wrote {n} token{'s' if n != 1 else ''} in {secs(t['decode_ms'])} more"
-                     + (f" ({rate:.1f} tokens/s)" if rate else ""))
+        # a rate over a few tokens says nothing (and rounds to "0.0 tokens/s" after a slow first one)
+        parts.append(f"wrote {n} token{'s' if n != 1 else ''} in {seconds(t['decode_ms'])} more"
+                     + (f" ({rate:.1f} tokens/s)" if rate and n >= 4 else ""))
     return ", ".join(parts)
+
+
+def seconds(ms: float) -> str:
+    """A duration for people, always in seconds: "0.03 s", "3.2 s", "75 s"."""
+    s = float(ms) / 1000
+    return f"{s:.2f} s" if s < 1 else f"{s:.1f} s" if s < 60 else f"{s:.0f} s"
 
 
 def stop_ids(tokenizer, generation_config) -> list[int]:
@@ -262,8 +266,24 @@ class Generator:
             finally:
                 self._owner = None
 
-    def load(self) -> None:
-        """Loads the base model now (otherwise the first generation does)."""
+    @property
+    def loaded(self) -> bool:
+        """Whether the base model is in memory (else the next call loads it, converting it first
+        when it is a packaged model not converted yet)."""
+        return self._host is not None
+
+    def load(self, status: Callable[[str], None] | None = None) -> None:
+        """Loads the base model now (otherwise the first generation does). ``status`` hears what
+        is happening: the one-time conversion's steps, then loading."""
+        if self._host is not None:
+            return
+        if status is not None and self._path is None and self.model_name in BASE_MODELS \
+                and converted_path(self.model_name, self.cache_dir) is None:
+            with self._meta_lock:
+                if self._path is None:
+                    self._path = resolve_model(self.model_name, self.cache_dir, status=status)
+        if status is not None:
+            status(f"loading {self.model_name} into memory")
         with self._locked():
             self._ensure_base()
 

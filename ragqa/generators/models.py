@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,16 +134,18 @@ def converted_path(name: str, cache_dir: Path | None) -> Path | None:
 
 # ---------------------------------------------------------------------------------- resolve
 
-def resolve_model(name_or_path: str, cache_dir: Path) -> Path | str:
+def resolve_model(name_or_path: str, cache_dir: Path,
+                  status: Callable[[str], None] | None = None) -> Path | str:
     """A directory ``from_pretrained`` can load: a local directory as is, a packaged model's
-    converted cache (converting it once), or the string itself for a hub id."""
+    converted cache (converting it once; ``status`` hears the conversion's steps), or the string
+    itself for a hub id."""
     name = str(name_or_path)
     if name in BASE_MODELS:
         target = cached_dir(name, cache_dir)
         if (target / "config.json").is_file():
             return target
         files = packaged_files(name)  # fails fast, before taking the lock
-        return _convert_locked(name, files, target)
+        return _convert_locked(name, files, target, status)
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -166,7 +169,10 @@ def _file_lock(path: Path):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _convert_locked(name: str, files: list[Path], target: Path) -> Path:
+def _convert_locked(name: str, files: list[Path], target: Path,
+                    status: Callable[[str], None] | None = None) -> Path:
+    if status is not None:
+        status(f"converting {name} to safetensors (once for this machine): waiting for the lock")
     with _file_lock(target.parent / f".{target.name}.lock"):
         if (target / "config.json").is_file():  # another process converted it meanwhile
             return target
@@ -174,7 +180,7 @@ def _convert_locked(name: str, files: list[Path], target: Path) -> Path:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            convert_gguf(name, files, tmp)
+            convert_gguf(name, files, tmp, status)
             for p in [tmp, *tmp.rglob("*")]:  # mkdtemp / safetensors create 0700 / 0600
                 p.chmod(0o755 if p.is_dir() else 0o644)
             if target.exists():  # a stray, incomplete directory (no config.json): replace it
@@ -199,13 +205,18 @@ def _sha256_concat(files: list[Path], out: Path | None) -> str:
     return digest.hexdigest()
 
 
-def convert_gguf(name: str, files: list[Path], out_dir: Path) -> None:
-    """GGUF part files -> a bf16 transformers directory (model, tokenizer, marker) in out_dir."""
+def convert_gguf(name: str, files: list[Path], out_dir: Path,
+                 status: Callable[[str], None] | None = None) -> None:
+    """GGUF part files -> a bf16 transformers directory (model, tokenizer, marker) in out_dir;
+    ``status`` hears each of the three steps as it starts."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     info = BASE_MODELS[name]
     started = time.perf_counter()
+    say = status or (lambda message: None)
+    size = sum(f.stat().st_size for f in files)
+    say(f"converting {name} (once for this machine): 1/3 checking the {size / 2**20:,.0f} MB GGUF")
     if len(files) == 1:
         gguf_dir, gguf_name = files[0].parent, files[0].name
         sha = _sha256_concat(files, None)
@@ -217,10 +228,12 @@ def convert_gguf(name: str, files: list[Path], out_dir: Path) -> None:
         raise ModelError(f"model {name!r}: GGUF sha256 is {sha[:16]}..., expected "
                          f"{info.sha256[:16]}...; reinstall it: {info.pip} --force-reinstall")
     try:
+        say(f"converting {name} (once for this machine): 2/3 dequantizing the weights")
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf_dir, gguf_file=gguf_name, quantization_config=GgufConfig(dequantize=True))
         model = model.to(torch.bfloat16)
+        say(f"converting {name} (once for this machine): 3/3 writing safetensors")
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
     except ModelError:
