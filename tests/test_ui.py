@@ -207,7 +207,7 @@ def test_the_first_screen_shows_the_index_and_example_questions(app):
 def test_the_chat_box_is_enabled_again_once_answered(app):
     at = app()
     ask(at, "Where do bees make honey?")
-    assert not at.chat_input[0].disabled and at.session_state["pending"] is None
+    assert not at.chat_input[0].disabled and at.session_state["job"] is None
 
 
 def test_query_parameters_choose_and_follow_the_index_and_variant(app, index_dir, settings, tmp_path):

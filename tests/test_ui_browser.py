@@ -6,6 +6,7 @@ RAGQA_UI_SCREENSHOT=1 saves the screenshot to docs/ui.png (otherwise to the test
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -73,8 +74,7 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture
-def server(tmp_path, settings):
+def _serve(tmp_path, settings, **extra_env):
     from ragqa.indexing.index import Index
     from ragqa.apps.ui_launch import command
 
@@ -88,7 +88,7 @@ def server(tmp_path, settings):
     env = {**os.environ, "RAGQA_MODEL": "fake", "RAGQA_EMBEDDER": "fake:64", "RAGQA_THREADS": "1",
            "RAGQA_ABSTAIN_THRESHOLD": "0.05", "RAGQA_CACHE_DIR": str(tmp_path / "cache"),
            "RAGQA_UI_INDEX": str(index), "RAGQA_UI_INDEXES": str(tmp_path / "indexes"),
-           "RAGQA_VARIANTS_DIR": str(tmp_path / "adapters"), "HF_HUB_OFFLINE": "1"}
+           "RAGQA_VARIANTS_DIR": str(tmp_path / "adapters"), "HF_HUB_OFFLINE": "1", **extra_env}
     log = tmp_path / "streamlit.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(command(index, port), env=env, cwd=tmp_path, stdout=out,
@@ -101,14 +101,34 @@ def server(tmp_path, settings):
         _stop(proc)
 
 
+@pytest.fixture
+def server(tmp_path, settings):
+    yield from _serve(tmp_path, settings)
+
+
+@pytest.fixture
+def slow_server(tmp_path, settings):
+    """The fake model made slow: 1.5 s before it answers, 0.4 s between words."""
+    yield from _serve(tmp_path, settings, RAGQA_FAKE_DELAY_S="1.5", RAGQA_FAKE_PIECE_DELAY_S="0.4")
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                             args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+
+
+def _shots(tmp_path) -> Path:
+    """docs/ with RAGQA_UI_SCREENSHOT=1 (README's screenshots), else the test's tmp folder."""
+    return ROOT / "docs" if os.environ.get("RAGQA_UI_SCREENSHOT") else tmp_path
+
+
 def test_ask_switch_variant_upload_in_a_browser(server, tmp_path):
     url, index = server
     expect = sync_api.expect
     expect.set_options(timeout=20_000)
-    shot = ROOT / "docs" / "ui.png" if os.environ.get("RAGQA_UI_SCREENSHOT") else tmp_path / "ui.png"
+    shot = _shots(tmp_path) / "ui.png"
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        browser = _browser(p)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1150})
             page.goto(url)
@@ -151,3 +171,103 @@ def test_ask_switch_variant_upload_in_a_browser(server, tmp_path):
             browser.close()
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert (index.parent / "uploads" / "demo" / "glaciers.txt").read_text() == UPLOAD_TEXT
+
+
+def test_live_status_stop_and_citation_links_in_a_browser(slow_server, tmp_path):
+    url, index = slow_server
+    expect = sync_api.expect
+    expect.set_options(timeout=20_000)
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            box = page.get_by_test_id("stChatInputTextArea")
+            expect(page.get_by_text("This index holds 4 documents")).to_be_visible()
+            expect(page.get_by_role("button", name="What do the documents say about")).to_have_count(3)
+
+            # while it works: a live stage with the seconds, no chat box, a Stop button
+            box.fill("When did Apollo 11 land on the Moon?")
+            box.press("Enter")
+            status = page.get_by_text(re.compile("[◐◓◑◒]")).first  # the live status line
+            expect(page.get_by_text("Reading 1 passage").or_(page.get_by_text("Reading 2 passages"))
+                   .or_(page.get_by_text("Reading 3 passages")).or_(page.get_by_text("Reading 4 passages"))
+                   ).to_be_visible()
+            expect(box).to_be_disabled()
+            first = status.inner_text()
+            page.wait_for_timeout(1300)
+            assert status.inner_text() != first  # it moves: the spinner and the seconds
+            expect(page.get_by_text("Writing the answer")).to_be_visible()
+            page.get_by_role("button", name="Stop").click()
+            messages = page.get_by_test_id("stChatMessage")
+            expect(messages).to_have_count(2)
+            expect(messages.nth(1)).to_contain_text("Stopped after")
+            expect(messages.nth(1)).to_contain_text("Apollo 11")  # what was written is kept
+            expect(box).to_be_enabled()
+
+            # a full answer: [1] in it links to source 1
+            box.fill("When did Apollo 11 land on the Moon?")
+            box.press("Enter")
+            expect(messages).to_have_count(4)
+            answer = messages.nth(3)
+            expect(answer.get_by_text("variant base")).to_be_visible(timeout=60_000)
+            link = answer.locator("p a.ragqa-cite").first
+            expect(link).to_have_text("[1]")
+            target = link.get_attribute("href")
+            link.click()
+            source = page.locator(target)
+            expect(source).to_be_attached()
+            page.wait_for_timeout(600)
+            expect(answer.locator("mark").first).to_be_visible()  # the source's passage: its expander opened
+            expect(answer.locator("mark").first).to_contain_text("Apollo 11 landed on the Moon")
+            expect(source).to_be_in_viewport()
+            page.screenshot(path=str(_shots(tmp_path) / "ui-answer.png"), animations="disabled")
+
+            # the address keeps the choices: a reload comes back to them
+            assert "variant=base" in page.url and "model=fake" in page.url and "index=" in page.url
+            page.goto(page.url.replace("variant=base", "variant=fake-lora"))
+            expect(page.get_by_test_id("stSidebar")).to_contain_text("Kind: LoRA adapter")  # fake-lora's card
+            assert "fake-lora" in page.get_by_test_id("stSidebar").aria_snapshot()
+        finally:
+            browser.close()
+
+
+def test_compare_mode_and_the_mobile_width_in_a_browser(server, tmp_path):
+    url, index = server
+    expect = sync_api.expect
+    expect.set_options(timeout=20_000)
+    shots = _shots(tmp_path)
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(url)
+            page.get_by_text("Compare two variants").click()
+            box = page.get_by_test_id("stChatInputTextArea")
+            box.fill("Who makes honey?")
+            box.press("Enter")
+            answer = page.get_by_test_id("stChatMessage").nth(1)
+            expect(answer).to_contain_text("(fake-lora)")
+            expect(answer).to_contain_text("variant base")
+            expect(answer).to_contain_text("variant fake-lora")
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(shots / "ui-compare.png"), animations="disabled")
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                     is_mobile=True, has_touch=True)
+            phone.goto(url)
+            box = phone.get_by_test_id("stChatInputTextArea")
+            expect(box).to_be_visible()
+            box.fill("When did Apollo 11 land on the Moon?")
+            box.press("Enter")
+            reply = phone.get_by_test_id("stChatMessage").nth(1)
+            expect(reply).to_contain_text("July 20, 1969")
+            expect(reply).to_contain_text("Cited: [1]")
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390 + 1, f"the page is {width} px wide on a 390 px phone"
+            phone.wait_for_timeout(400)
+            phone.screenshot(path=str(shots / "ui-mobile.png"), animations="disabled")
+        finally:
+            browser.close()
+    for name in ("ui-compare.png", "ui-mobile.png"):
+        assert (shots / name).stat().st_size > 10_000

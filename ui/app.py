@@ -12,8 +12,9 @@ calls (``RagQA``, ``ragqa.apps.uploads``, ``ragqa.apps.feedback``), the words sh
 sessions through ``st.cache_resource``.
 
 An answer is written by a worker thread while the script shows its stage and the seconds passed
-(``Run``); the chat box is disabled meanwhile, and Stop (or any other click) stops it: the
-generation ends at its next token and the partial answer is kept, marked as stopped.
+(``Job``, kept in the session, so a rerun shows it again where it is); the chat box is disabled
+meanwhile, and Stop ends the generation at its next token: the partial answer is kept, marked as
+stopped.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ def render_answer(ans: Answer, key: str, *, index_dir: str, stopped: dict | None
     if stopped is not None:
         if ans.text:
             st.markdown(ui_text.answer_html(ans.text, key, n_sources), unsafe_allow_html=True)
-        st.info(f"Stopped after {stopped['seconds']:.0f} s: the answer was not finished.", icon="⏹")
+        st.info(f"Stopped after {stopped['seconds']:.0f} s: the answer was not finished.",
+                icon=":material/stop_circle:")
     elif ans.abstained:
         words, details = ui_text.abstain_words(ans)
         st.warning(f"**{ABSTAIN_TEXT}** {_md(words)}".strip())
@@ -260,40 +262,48 @@ def render_message(msg: dict, index_dir: str) -> None:
 
 # ------------------------------------------------------------------------------------ answering live
 
-class Run:
-    """One answer written by a worker thread (``RagQA.stream``; the model loaded first, with its
-    one-time conversion's steps, when it is not in memory yet); the script thread calls ``poll``
-    to show its stage and text. ``stop()`` closes the stream: the generation ends at its next
-    token."""
+class Job:
+    """One question answered by a worker thread, variant after variant (``RagQA.stream``; the model
+    is loaded first, with its one-time conversion's steps, when it is not in memory yet). It lives
+    in the session, not in a script run: any rerun (a click, the page redrawing) shows it again
+    where it is; ``stop()`` closes the stream, so the generation ends at its next token."""
 
-    def __init__(self, qa: RagQA, question: str, variant: str, history, options: dict):
+    def __init__(self, qa: RagQA, question: str, variants: list[str], history, options: dict,
+                 index: str, msg_id: int):
+        self.question, self.variants, self.index, self.id = question, variants, index, msg_id
         self.events: queue.Queue = queue.Queue()
         self.cancel = threading.Event()
         self.started = time.perf_counter()
         self.stage = "starting"
-        self.text = ""
-        self.shell: Answer | None = None  # sources known from the "read" stage on
-        self.answer: Answer | None = None
+        self.text = ""  # of the variant being written
+        self.shell: Answer | None = None  # its sources, known from the "read" stage on
+        self.answers: list[Answer] = []
         self.error: BaseException | None = None
+        self.stopped_after: float | None = None
         self.done = False
-        self._args = (qa, question, variant, history, options)
-        threading.Thread(target=self._work, name="ragqa-ui-answer", daemon=True).start()
+        self._recorded = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._work, args=(qa, history, options), name="ragqa-ui-answer",
+                         daemon=True).start()
 
-    def _work(self) -> None:
-        qa, question, variant, history, options = self._args
+    def _work(self, qa: RagQA, history, options: dict) -> None:
         try:
             gen = qa.generator
             if not getattr(gen, "loaded", True):
                 gen.load(status=lambda message: self.events.put(("stage", message)))
-            stream = qa.stream(question, variant=variant, history=history,
-                               status=lambda s: self.events.put(("status", s)), **options)
-            try:
-                for item in stream:
-                    if self.cancel.is_set():
-                        break
-                    self.events.put(("answer" if isinstance(item, Answer) else "piece", item))
-            finally:
-                stream.close()
+            for variant in self.variants:
+                self.events.put(("next", variant))
+                stream = qa.stream(self.question, variant=variant, history=history,
+                                   status=lambda s: self.events.put(("status", s)), **options)
+                try:
+                    for item in stream:
+                        if self.cancel.is_set():
+                            break
+                        self.events.put(("answer" if isinstance(item, Answer) else "piece", item))
+                finally:
+                    stream.close()
+                if self.cancel.is_set():
+                    break
         except BaseException as exc:  # noqa: BLE001 - shown in the chat
             self.events.put(("error", exc))
         finally:
@@ -301,26 +311,36 @@ class Run:
 
     def poll(self) -> bool:
         """Takes in what the worker said; True once it has finished."""
-        while True:
-            try:
-                kind, value = self.events.get_nowait()
-            except queue.Empty:
-                return self.done
-            if kind == "stage":
-                self.stage = value
-            elif kind == "status":
-                self.stage = str(value)
-                if value.answer is not None:
-                    self.shell = value.answer
-            elif kind == "piece":
-                self.stage = "writing the answer"
-                self.text += value
-            elif kind == "answer":
-                self.answer = value
-            elif kind == "error":
-                self.error = value
-            elif kind == "end":
-                self.done = True
+        with self._lock:
+            while True:
+                try:
+                    kind, value = self.events.get_nowait()
+                except queue.Empty:
+                    return self.done
+                if kind == "next":
+                    self.stage, self.text, self.shell = "starting", "", None
+                elif kind == "stage":
+                    self.stage = value
+                elif kind == "status":
+                    self.stage = str(value)
+                    if value.answer is not None:
+                        self.shell = value.answer
+                elif kind == "piece":
+                    self.stage = "writing the answer"
+                    self.text += value
+                elif kind == "answer":
+                    self.answers.append(value)
+                    self.text, self.shell = "", None
+                elif kind == "error":
+                    self.error = value
+                elif kind == "end":
+                    if self.cancel.is_set() and len(self.answers) < len(self.variants):
+                        self.stopped_after = self.seconds
+                        variant = self.variants[len(self.answers)]
+                        shell = self.shell or Answer(question=self.question, text="", sources=[], variant=variant)
+                        shell.text = self.text.strip()
+                        self.answers.append(shell)
+                    self.done = True
 
     def stop(self) -> None:
         self.cancel.set()
@@ -336,73 +356,69 @@ class Run:
         words = f" · {len(self.text.split())} words" if self.text else ""
         return f"{SPINNER[tick % len(SPINNER)]} **{_md(stage)}** · {self.seconds:.0f} s{words}"
 
-    def partial(self, variant: str, question: str) -> Answer:
-        """What was written before it stopped, with the sources when they were known."""
-        shell = self.shell or Answer(question=question, text="", sources=[], variant=variant)
-        shell.text = self.text.strip()
-        return shell
+    def message(self) -> dict | None:
+        """The chat message it became, once (None before it finished, or after another run took it)."""
+        with self._lock:
+            if not self.done or self._recorded:
+                return None
+            self._recorded = True
+        msg: dict = {"role": "assistant", "index": self.index, "id": self.id, "answers": self.answers}
+        if self.stopped_after is not None:
+            msg["stopped"] = {"seconds": self.stopped_after}
+        if self.error is not None:
+            exc = self.error
+            msg["error"] = (f"Could not answer: {exc}" if isinstance(exc, RagqaError)
+                            else f"Could not answer: {type(exc).__name__}: {exc}")
+        return msg
 
 
-def show_run(run: Run, key: str, n_sources_hint: int = 0) -> None:
-    """Redraws the run's live status and text every TICK_S until it has finished."""
-    status = st.empty()
-    text = st.empty()
-    tick = 0
-    while not run.poll():
-        status.caption(run.status_line(tick))
-        if run.text:
-            n = len(run.shell.sources) if run.shell else n_sources_hint
-            text.markdown(ui_text.answer_html(run.text, key, n) + " ▌", unsafe_allow_html=True)
-        tick += 1
-        time.sleep(TICK_S)
-    status.empty()
-    text.empty()
-
-
-def answer_pending(qa: RagQA, pending: dict, messages: list) -> None:
-    """Answers the question waiting in ``pending`` live. A Stop (or any click, which reruns the
-    page) interrupts this run: the ``finally`` keeps what was written, marked as stopped."""
-    msg: dict = {"role": "assistant", "index": pending["index"], "id": pending["id"], "answers": []}
-    current: Run | None = None
-    finished = False
-    try:
-        with st.chat_message("assistant"):
-            st.button("Stop", key=f"stop_{pending['id']}", icon="⏹",
-                      help="Stop this answer (what was written is kept)")
-            wanted = pending["wanted"]
-            where = [st.container()] if len(wanted) == 1 else st.columns(len(wanted))
-            for j, (col, name) in enumerate(zip(where, wanted)):
-                with col:
-                    if len(wanted) > 1:
-                        st.markdown(f"##### {_md(name)}")
-                    current = Run(qa, pending["question"], name, pending["history"], pending["options"])
-                    show_run(current, f"{pending['id']}_{j}")
-                    if current.error is not None:
-                        raise current.error
-                    msg["answers"].append(current.answer)
-        finished = True
-    except Exception as exc:  # noqa: BLE001 - shown in the chat, the session goes on
-        msg["error"] = (f"Could not answer: {exc}" if isinstance(exc, RagqaError)
-                        else f"Could not answer: {type(exc).__name__}: {exc}")
-        finished = True
-    finally:
-        if not finished and current is not None:  # interrupted: Stop, or another click
-            current.stop()
-            current.poll()
-            msg["answers"].append(current.partial(pending["wanted"][len(msg["answers"])], pending["question"]))
-            msg["stopped"] = {"seconds": current.seconds}
+def show_job(job: Job, messages: list) -> None:
+    """The answer being written: its stage and seconds, its text so far, a Stop button; redrawn
+    every TICK_S until it has finished, then kept in the conversation."""
+    with st.chat_message("assistant"):
+        st.button("Stop", key=f"stop_{job.id}", icon=":material/stop_circle:", on_click=job.stop,
+                  disabled=job.cancel.is_set(), help="Stop this answer (what was written is kept)")
+        many = len(job.variants) > 1
+        where = st.columns(len(job.variants)) if many else [st.container()]
+        slots = []
+        for col, name in zip(where, job.variants):
+            with col:
+                if many:
+                    st.markdown(f"##### {_md(name)}")
+                slots.append((st.empty(), st.empty()))
+        tick = 0
+        while not job.poll():
+            n = len(job.answers)
+            for j, (status, text) in enumerate(slots):
+                if j < n:
+                    text.markdown(ui_text.answer_html(job.answers[j].text, f"{job.id}_{j}",
+                                                      len(job.answers[j].sources)), unsafe_allow_html=True)
+                    status.caption(f"variant **{_md(job.answers[j].variant)}** · done")
+                elif j == n:
+                    status.caption(job.status_line(tick))
+                    if job.text:
+                        sources = len(job.shell.sources) if job.shell else 0
+                        text.markdown(ui_text.answer_html(job.text, f"{job.id}_{j}", sources) + " ▌",
+                                      unsafe_allow_html=True)
+                else:
+                    status.caption("waiting for the first variant")
+            tick += 1
+            time.sleep(TICK_S)
+    msg = job.message()
+    if msg is not None:
         messages.append(msg)
-        st.session_state.pending = None
-    st.rerun()  # draw the finished answer(s) with sources, timings and feedback; the chat box again
+    if st.session_state.get("job") is job:
+        st.session_state.job = None
+    st.rerun()  # the finished answer(s) with sources, timings and feedback; the chat box again
 
 
-def _ask(question: str, messages: list, pending: dict) -> None:
-    """Queue ``question``: the next run answers it (the chat box is disabled meanwhile)."""
+def _ask(question: str, messages: list, qa: RagQA, wanted: list[str], options: dict, index: str) -> None:
+    """Start answering ``question`` (the chat box is disabled until it has finished)."""
     state = st.session_state
     history = [(m["answers"][0].question, m["answers"][0].text) for m in messages
                if m["role"] == "assistant" and m.get("answers") and not m.get("stopped")][-HISTORY_TURNS:]
     messages.append({"role": "user", "content": question})
-    state.pending = {**pending, "question": question, "history": history, "id": state.next_id}
+    state.job = Job(qa, question, wanted, history, options, index, state.next_id)
     state.next_id += 1
 
 
@@ -413,7 +429,7 @@ state = st.session_state
 state.setdefault("conversations", {})  # index directory -> its messages, kept while the tab is open
 state.setdefault("uploads", 0)
 state.setdefault("next_id", 0)  # ids of assistant messages (widget keys stay unique after a clear)
-state.setdefault("pending", None)  # the question being answered
+state.setdefault("job", None)  # the question being answered (a Job)
 
 try:
     settings = Settings.load()
@@ -422,7 +438,7 @@ except RagqaError as exc:
     st.stop()
 os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
 max_upload_mb = int(os.environ.get("RAGQA_UI_MAX_UPLOAD_MB", DEFAULT_MAX_MB))
-busy = state.pending is not None
+busy = state.job is not None
 
 choices = _index_choices(_given_index())
 sidebar = st.sidebar
@@ -431,11 +447,11 @@ if not choices:
     st.info("No index found. Build one with `ragqa index build PATH --index indexes/NAME`, then start "
             "`ragqa ui --index indexes/NAME`.")
     st.stop()
-index_dir = sidebar.selectbox("Index", choices, format_func=_shown_path, key="index",
+index_dir = sidebar.selectbox("Index", choices, format_func=_shown_path, key="index", disabled=busy,
                               index=_param_choice("index", choices, _shown_path))
 models = _model_choices(settings.model)
 if len(models) > 1:  # each model keeps its own variants (a variant is trained on one base)
-    chosen = sidebar.selectbox("Model", models, key="model", index=_param_choice("model", models),
+    chosen = sidebar.selectbox("Model", models, key="model", index=_param_choice("model", models), disabled=busy,
                                help="Base model; the variants listed below are the ones trained on it")
     if chosen != settings.model:
         settings = settings.replace(model=chosen)
@@ -519,7 +535,7 @@ sidebar.caption("Each index keeps its own conversation while this tab is open; r
 
 st.title("Ask your documents")
 st.caption(f"Index {_shown_path(index_dir)} · model {settings.model}")
-pending_defaults = {"index": index_dir, "wanted": [variant] + ([other] if other else []), "options": options}
+ask_args = (messages, qa, [variant] + ([other] if other else []), options, index_dir)
 
 if not messages and not busy:  # the first screen: what the index holds, questions to start with
     docs = qa.index.documents()
@@ -530,7 +546,7 @@ if not messages and not busy:  # the first screen: what the index holds, questio
     if examples:
         st.caption("Ask anything about them, or start with one of these:")
         for i, q in enumerate(examples):
-            st.button(q, key=f"example_{i}", on_click=_ask, args=(q, messages, pending_defaults))
+            st.button(q, key=f"example_{i}", on_click=_ask, args=(q, *ask_args))
 
 for msg in messages:
     render_message(msg, index_dir)
@@ -538,10 +554,7 @@ for msg in messages:
 question = st.chat_input("Writing the answer… (Stop is above)" if busy else "Ask a question about your documents",
                          disabled=busy, key="ask")
 if question and not busy:
-    _ask(question, messages, pending_defaults)
+    _ask(question, *ask_args)
     st.rerun()
 if busy:
-    if state.pending["index"] == index_dir:
-        answer_pending(qa, state.pending, messages)
-    else:  # the index changed under it: answer where it was asked
-        state.pending = None
+    show_job(state.job, state.conversations.setdefault(state.job.index, []))
