@@ -90,3 +90,18 @@ def test_lora_variant_on_the_real_base(gen, cache):
     after = gen.generate(prompt, settings=settings).token_ids
     assert after == before and noisy.new_tokens > 0
     print(f"\nswitch {noisy.switch_ms:.1f} ms")
+
+
+def test_load_reports_the_one_time_conversion_steps(tmp_path):
+    """What the UI shows while a packaged model is converted, then loaded (issue 19 point 2)."""
+    heard: list[str] = []
+    g = Generator(FAST_MODEL, cache_dir=tmp_path / "fresh", variants_dir=tmp_path / "adapters", threads=1)
+    assert not g.loaded
+    g.load(status=heard.append)
+    assert g.loaded
+    steps = [m for m in heard if m.startswith(f"converting {FAST_MODEL}")]
+    assert [s.split(": ", 1)[1][:3] for s in steps[1:]] == ["1/3", "2/3", "3/3"], heard
+    assert "MB GGUF" in steps[1] and heard[-1] == f"loading {FAST_MODEL} into memory"
+    again: list[str] = []
+    Generator(FAST_MODEL, cache_dir=tmp_path / "fresh", threads=1).load(status=again.append)
+    assert again == [f"loading {FAST_MODEL} into memory"]  # converted once: only the load is left

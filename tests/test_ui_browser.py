@@ -2,7 +2,8 @@
 Playwright through Debian's Chromium (scripts/install-browser.sh installs both; never
 `playwright install`). Fake generator and embedder, tmp index. Skips when the browser is absent.
 
-RAGQA_UI_SCREENSHOT=1 saves the screenshot to docs/ui.png (otherwise to the test's tmp folder).
+Screenshots go to the test's tmp folder; README's and docs/ui.md's come from
+scripts/ui_screenshots.py, on the real models.
 """
 
 import os
@@ -15,8 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from conftest import ROOT
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/lib/chromium/chromium-headless-shell")
                  if os.access(p, os.X_OK)), None)
@@ -118,15 +117,14 @@ def _browser(p):
 
 
 def _shots(tmp_path) -> Path:
-    """docs/ with RAGQA_UI_SCREENSHOT=1 (README's screenshots), else the test's tmp folder."""
-    return ROOT / "docs" if os.environ.get("RAGQA_UI_SCREENSHOT") else tmp_path
+    return tmp_path
 
 
 def test_ask_switch_variant_upload_in_a_browser(server, tmp_path):
     url, index = server
     expect = sync_api.expect
     expect.set_options(timeout=20_000)
-    shot = _shots(tmp_path) / "ui.png"
+    shot = _shots(tmp_path) / "test-ui.png"
     with sync_api.sync_playwright() as p:
         browser = _browser(p)
         try:
@@ -221,7 +219,7 @@ def test_live_status_stop_and_citation_links_in_a_browser(slow_server, tmp_path)
             expect(answer.locator("mark").first).to_be_visible()  # the source's passage: its expander opened
             expect(answer.locator("mark").first).to_contain_text("Apollo 11 landed on the Moon")
             expect(source).to_be_in_viewport()
-            page.screenshot(path=str(_shots(tmp_path) / "ui-answer.png"), animations="disabled")
+            page.screenshot(path=str(_shots(tmp_path) / "test-ui-answer.png"), animations="disabled")
 
             # the address keeps the choices: a reload comes back to them
             assert "variant=base" in page.url and "model=fake" in page.url and "index=" in page.url
@@ -251,7 +249,7 @@ def test_compare_mode_and_the_mobile_width_in_a_browser(server, tmp_path):
             expect(answer).to_contain_text("variant base")
             expect(answer).to_contain_text("variant fake-lora")
             page.wait_for_timeout(400)
-            page.screenshot(path=str(shots / "ui-compare.png"), animations="disabled")
+            page.screenshot(path=str(shots / "test-ui-compare.png"), animations="disabled")
 
             phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2,
                                      is_mobile=True, has_touch=True)
@@ -266,8 +264,8 @@ def test_compare_mode_and_the_mobile_width_in_a_browser(server, tmp_path):
             width = phone.evaluate("document.documentElement.scrollWidth")
             assert width <= 390 + 1, f"the page is {width} px wide on a 390 px phone"
             phone.wait_for_timeout(400)
-            phone.screenshot(path=str(shots / "ui-mobile.png"), animations="disabled")
+            phone.screenshot(path=str(shots / "test-ui-mobile.png"), animations="disabled")
         finally:
             browser.close()
-    for name in ("ui-compare.png", "ui-mobile.png"):
+    for name in ("test-ui-compare.png", "test-ui-mobile.png"):
         assert (shots / name).stat().st_size > 10_000

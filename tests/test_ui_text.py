@@ -60,6 +60,9 @@ def test_example_questions_and_passages_without_markdown_marks():
     qs = ui_text.example_questions(docs)
     assert qs[0] == "What do the documents say about Apollo program?" and len(qs) == 3
     assert ui_text.example_questions([{"doc_id": "x", "title": ""}]) == []
+    same = [{"doc_id": f"s{i}", "title": "Steam engine"} for i in range(40)] + [{"doc_id": "o", "title": "Oxygen"}]
+    assert ui_text.example_questions(same) == ["What do the documents say about Steam engine?",
+                                               "What do the documents say about Oxygen?"]
     assert ui_text.passage_text("# Apollo\n\n## Crew\nNeil   Armstrong") == "Apollo Crew Neil Armstrong"
 
 

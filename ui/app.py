@@ -353,7 +353,8 @@ class Job:
         stage = self.stage[:1].upper() + self.stage[1:]
         if self.stage.startswith("reading"):
             stage += ": nothing is written until the model has read them"
-        words = f" · {len(self.text.split())} words" if self.text else ""
+        n = len(self.text.split())
+        words = f" · {n} word{'s' if n != 1 else ''}" if self.text else ""
         return f"{SPINNER[tick % len(SPINNER)]} **{_md(stage)}** · {self.seconds:.0f} s{words}"
 
     def message(self) -> dict | None:
@@ -538,15 +539,16 @@ st.caption(f"Index {_shown_path(index_dir)} · model {settings.model}")
 ask_args = (messages, qa, [variant] + ([other] if other else []), options, index_dir)
 
 if not messages and not busy:  # the first screen: what the index holds, questions to start with
-    docs = qa.index.documents()
-    titles = [ui_text.passage_text(d["title"] or d["doc_id"]) for d in docs]
-    shown = ", ".join(titles[:6]) + (f" and {len(titles) - 6} more" if len(titles) > 6 else "")
-    st.markdown(f"This index holds **{len(docs)} document{'s' if len(docs) != 1 else ''}**: {_md(shown)}.")
-    examples = ui_text.example_questions(docs)
-    if examples:
-        st.caption("Ask anything about them, or start with one of these:")
-        for i, q in enumerate(examples):
-            st.button(q, key=f"example_{i}", on_click=_ask, args=(q, *ask_args))
+    with st.container():  # one element: nothing of it lingers, greyed, while the first answer is written
+        docs = qa.index.documents()
+        titles = list(dict.fromkeys(ui_text.passage_text(d["title"] or d["doc_id"]) for d in docs))
+        shown = ", ".join(titles[:6]) + (f" and {len(titles) - 6} more" if len(titles) > 6 else "")
+        st.markdown(f"This index holds **{len(docs)} document{'s' if len(docs) != 1 else ''}**: {_md(shown)}.")
+        examples = ui_text.example_questions(docs)
+        if examples:
+            st.caption("Ask anything about them, or start with one of these:")
+            for i, q in enumerate(examples):
+                st.button(q, key=f"example_{i}", on_click=_ask, args=(q, *ask_args))
 
 for msg in messages:
     render_message(msg, index_dir)
