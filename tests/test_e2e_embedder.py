@@ -53,3 +53,20 @@ def test_rebuild_with_cache_embeds_nothing(built, tmp_path):
     assert report.chunks > 20 and report.embedded == 0  # all answered by the shared embedding cache
     with Index.open(tmp_path / "idx2", settings) as idx:
         assert idx.info()["chunks"] == report.chunks
+
+
+def test_an_upload_keeps_the_embedders_name(built, tmp_path):
+    """Issue 19 point 5: after an upload the UI showed the embedder as a site-packages path (the
+    update recorded the directory the index's own embedder was loaded from as its name)."""
+    import shutil
+
+    from ragqa.apps.uploads import add_uploads
+
+    idx_dir, settings, _ = built
+    copy = tmp_path / "idx"
+    shutil.copytree(idx_dir, copy)
+    result = add_uploads([("glaciers.txt", b"Glaciers carve deep U-shaped valleys as they move downhill.")],
+                         copy, settings)
+    assert result.added == 1
+    with Index.open(copy, settings) as idx:
+        assert idx.info()["embedder"]["name"] == "all-MiniLM-L6-v2"
