@@ -430,7 +430,7 @@ def test_conversion_checks_sha_and_caches_once(tmp_path, monkeypatch):
     # right sha: the (stubbed) conversion runs once, later calls return the cache at once
     calls = []
 
-    def fake_convert(name, files, out_dir):
+    def fake_convert(name, files, out_dir, status=None):
         calls.append(name)
         assert models_mod._sha256_concat(files, out_dir / "joined.gguf") == good
         (out_dir / "config.json").write_text("{}")
