@@ -296,3 +296,14 @@ def test_langchain_chat_openai_against_the_server(served):
     assert streamed == message.content
     lora = ChatOpenAI(base_url=f"{served.url}/v1", api_key="none", model="fake-lora", max_retries=0)
     assert lora.invoke(QUESTION).content.endswith("(fake-lora)")
+
+
+def test_a_stream_gets_bad_request_errors_as_a_status(served):
+    """Checked before anything is queued: a client sees 400, not a 200 stream with an error in it."""
+    url = f"{served.url}/v1/chat/completions"
+    for body, param in (({"n": 3}, "n"), ({"tools": [{"type": "function"}]}, "tools"),
+                        ({"messages": [{"role": "assistant", "content": "hi"}]}, "messages")):
+        r = httpx.post(url, json={"model": "fake-generator", "stream": True,
+                                  "messages": [{"role": "user", "content": QUESTION}], **body})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+    assert served.server.admission.active == 0

@@ -244,9 +244,9 @@ class Server:
         return {"id": model_id, "object": "model", "created": self.created, "owned_by": "ragqa"}
 
     # --- one completion, as events ---------------------------------------------------
-    def events(self, req: ChatRequest) -> Iterator[tuple[str, Any]]:
-        """("text", piece) as the answer is written, then ("done", summary): finish_reason,
-        usage and the ragqa extension. Runs in a worker thread."""
+    def plan(self, req: ChatRequest) -> dict:
+        """Everything a request is checked for before it is queued (so a stream gets its 400 or
+        404 as a status, not as an event): the variant, the mode, the schema, the messages."""
         if req.n not in (None, 1):
             raise ApiError(400, "n: only one choice per request is generated; give n=1", param="n")
         if req.tools:
@@ -254,11 +254,25 @@ class Server:
         variant, plain = self.resolve(req.model)
         plain = plain or not req.use_context
         schema = self._schema(req, plain)
-        messages = [(m.role, m.text()) for m in req.messages]
-        if plain:
-            yield from self._plain(messages, variant, req, schema)
+        try:
+            messages = [(m.role, m.text()) for m in req.messages]
+        except ConfigError as exc:
+            raise ApiError(400, str(exc), param="messages") from exc
+        if not plain:
+            if messages[-1][0] != "user":
+                raise ApiError(400, "messages: the last message must be the user's question",
+                               param="messages")
+            if not messages[-1][1].strip():
+                raise ApiError(400, "messages: the question is empty", param="messages")
+        return {"variant": variant, "plain": plain, "schema": schema, "messages": messages}
+
+    def events(self, req: ChatRequest, plan: dict) -> Iterator[tuple[str, Any]]:
+        """("text", piece) as the answer is written, then ("done", summary): finish_reason,
+        usage and the ragqa extension. Runs in a worker thread."""
+        if plan["plain"]:
+            yield from self._plain(plan["messages"], plan["variant"], req, plan["schema"])
         else:
-            yield from self._rag(messages, variant, req)
+            yield from self._rag(plan["messages"], plan["variant"], req)
 
     def _schema(self, req: ChatRequest, plain: bool) -> dict | None:
         fmt = req.response_format
@@ -314,12 +328,7 @@ class Server:
                        "ragqa": {"variant": variant, "mode": "plain", "timings": timings}}
 
     def _rag(self, messages, variant, req: ChatRequest):
-        if messages[-1][0] != "user":
-            raise ApiError(400, "messages: the last message must be the user's question",
-                           param="messages")
         question = messages[-1][1]
-        if not question.strip():
-            raise ApiError(400, "messages: the question is empty", param="messages")
         history, pending = [], None
         for role, text in messages[:-1]:
             if role == "user":
@@ -469,12 +478,12 @@ def create_app(server: Server):
             req = ChatRequest.model_validate(await read_json(request))
         except ValidationError as exc:
             raise api_error(exc) from exc
-        server.resolve(req.model)  # 404 before anything is queued
+        plan = server.plan(req)  # 400 / 404 before anything is queued
         release = server.admission.enter()
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         cancel = threading.Event()
-        events = _pump(lambda: server.events(req), cancel)
+        events = _pump(lambda: server.events(req, plan), cancel)
         if not req.stream:
             try:
                 text, done = [], {}
