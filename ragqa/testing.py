@@ -10,6 +10,7 @@ instance (``example_instance``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import zlib
@@ -57,8 +58,6 @@ class FakeGenerator:
 
     def __init__(self, variants: tuple[str, ...] = ("fake-lora",), delay_s: float | None = None,
                  piece_delay_s: float | None = None):
-        import os
-
         self.tokenizer = WordTokenizer()
         self._variants = variants
         self.calls: list[tuple[str, str]] = []  # (variant, prompt)

@@ -505,7 +505,9 @@ class RagQA:
             # remote server): time it here
             from ragqa.generators.engine import stage_timings
 
-            new_tokens = len(self.generator.tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])
+            from ragqa.generators.protocol import count_tokens
+
+            new_tokens = count_tokens(self.generator.tokenizer, "".join(pieces))
             answer.timings.update(stage_timings(prompt.tokens, new_tokens, 1000 * total,
                                                 1000 * ((first or time.perf_counter()) - t0)))
         yield answer

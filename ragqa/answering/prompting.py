@@ -77,6 +77,7 @@ import numpy as np
 
 from ragqa.errors import ConfigError
 from ragqa.files import read_jsonl
+from ragqa.generators.protocol import count_tokens
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 HISTORY_TURNS = 3  # chat turns kept before the question
@@ -312,10 +313,6 @@ def render(messages: list[dict], tokenizer: Any) -> str:
     return "\n\n".join(parts)
 
 
-def _count(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def _system(template: Template) -> dict:
     return {"role": "system", "content": template.system.format(abstain_text=template.abstain_text)}
 
@@ -447,7 +444,7 @@ def build_prompt(question: str, passages: Sequence[Passage], template: Template,
     def measure(blocks: list[str]) -> int:
         key = tuple(blocks)
         if key not in measured:
-            measured[key] = _count(tokenizer, assemble(blocks)[1])
+            measured[key] = count_tokens(tokenizer, assemble(blocks)[1])
         return measured[key]
 
     base = measure([])
@@ -467,10 +464,10 @@ def build_prompt(question: str, passages: Sequence[Passage], template: Template,
 
     # estimate: each passage tokenized once, stopping once the estimate is over the budget
     blocks = [_passage_block(template, i + 1, p) for i, p in enumerate(unique)]
-    est = base - _count(tokenizer, template.no_context)
+    est = base - count_tokens(tokenizer, template.no_context)
     guess = 0
     for b in blocks:
-        est += _count(tokenizer, b + "\n\n")
+        est += count_tokens(tokenizer, b + "\n\n")
         if est > max_prompt_tokens:
             break
         guess += 1
@@ -511,7 +508,7 @@ def build_plain_prompt(input_text: str, template: Template, tokenizer: Any, *, m
         return msgs, render(msgs, tokenizer)
 
     def measure(text: str) -> int:
-        return _count(tokenizer, assemble(text)[1])
+        return count_tokens(tokenizer, assemble(text)[1])
 
     text = input_text.strip()
     tokens = measure(text)

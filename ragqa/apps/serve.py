@@ -224,8 +224,11 @@ class Server:
     def base_name(self) -> str:
         return str(getattr(self.qa.generator, "model_name", "base"))
 
-    def model_ids(self) -> list[str]:
-        names = [self.base_name] + [v["name"] for v in self.qa.variants() if v["name"] != "base"]
+    def model_ids(self, variants: list[dict] | None = None) -> list[str]:
+        """The base model, its variants (read from disk now: a new one is served without a
+        restart), then each as ``plain/<id>``."""
+        variants = self.qa.variants() if variants is None else variants
+        names = [self.base_name] + [v["name"] for v in variants if v["name"] != "base"]
         return names + [PLAIN + n for n in names]
 
     def resolve(self, model: str) -> tuple[str, bool]:
@@ -233,10 +236,10 @@ class Server:
         plain = model.startswith(PLAIN)
         name = model[len(PLAIN):] if plain else model
         variant = "base" if name in ("base", self.base_name) else name
-        known = {v["name"] for v in self.qa.variants()}
-        if variant not in known:
+        variants = self.qa.variants()
+        if variant not in {v["name"] for v in variants}:
             raise ApiError(404, f"the model {model!r} does not exist here; this server has "
-                           f"{', '.join(self.model_ids())} (GET /v1/models)", param="model",
+                           f"{', '.join(self.model_ids(variants))} (GET /v1/models)", param="model",
                            code="model_not_found")
         return variant, plain
 
@@ -294,6 +297,7 @@ class Server:
     def _plain(self, messages, variant, req: ChatRequest, schema):
         from ragqa.answering.prompting import render
         from ragqa.generators.constrained import with_schema_instruction
+        from ragqa.generators.protocol import count_tokens
         from ragqa.generators.stopping import cut_stream
 
         chat = [{"role": "system" if role == "developer" else role, "content": text} for role, text in messages]
@@ -316,11 +320,10 @@ class Server:
                 yield "text", piece
         finally:
             pieces.close()
-        count = lambda s: len(gen.tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
-        prompt_tokens = getattr(result, "prompt_tokens", None) or count(prompt)
+        prompt_tokens = getattr(result, "prompt_tokens", None) or count_tokens(gen.tokenizer, prompt)
         new_tokens = getattr(result, "new_tokens", None)
-        if new_tokens is None:
-            new_tokens = count("".join(text))
+        if new_tokens is None:  # cut by a stop string (the stream was closed), or a generator that
+            new_tokens = count_tokens(gen.tokenizer, "".join(text))  # returns nothing
         timings = result.timings() if hasattr(result, "timings") else {
             "generate_ms": round(1000 * (time.perf_counter() - started), 1)}
         yield "done", {"finish_reason": _finish(stopped, new_tokens, settings.max_new_tokens),
@@ -337,7 +340,7 @@ class Server:
                 history.append((pending, text))
                 pending = None
         opts = req.ragqa or _RagqaOptions()
-        gen = self.qa.generation_for(None, **req.generation())  # the cap this request runs under
+        cap = req.generation()["max_new_tokens"] or self.qa.settings.max_new_tokens
         streamed = []
         answer = None
         for item in self.qa.stream(question, variant=variant, history=history, k=opts.k, mode=opts.mode,
@@ -355,7 +358,7 @@ class Server:
         extension = answer.to_json()
         extension.pop("question", None)
         extension.pop("answer", None)
-        yield "done", {"finish_reason": _finish(False, new_tokens, gen.max_new_tokens),
+        yield "done", {"finish_reason": _finish(False, new_tokens, cap),
                        "usage": _usage(int(t.get("prompt_tokens", 0)) if new_tokens else 0, new_tokens),
                        "ragqa": {"mode": "rag", **extension}}
 
@@ -502,10 +505,13 @@ def create_app(server: Server):
                              "finish_reason": done["finish_reason"], "logprobs": None}],
                 "usage": done["usage"], "ragqa": done["ragqa"]})
 
-        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        def event(choices: list, **extra) -> str:
             body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+                    "choices": choices, **extra}
             return f"data: {json.dumps(body)}\n\n"
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+            return event([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra)
 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -518,7 +524,7 @@ def create_app(server: Server):
                     else:
                         yield chunk({}, value["finish_reason"], ragqa=value["ragqa"])
                         if include_usage:
-                            yield (f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': created, 'model': req.model, 'choices': [], 'usage': value['usage']})}\n\n")
+                            yield event([], usage=value["usage"])
             except Exception as exc:  # noqa: BLE001 - the status line is sent: the error is an event
                 yield f"data: {json.dumps(api_error(exc).body())}\n\n"
             finally:

@@ -111,16 +111,12 @@ def embedder_label(name: str) -> str:
 def example_questions(documents: list[dict], n: int = 3) -> list[str]:
     """Up to ``n`` questions about documents spread over the index, one per distinct title (many
     records of one file often share its title)."""
-    titles = list(dict.fromkeys(_plain_title(d.get("title") or "") for d in documents))
+    titles = list(dict.fromkeys(passage_text(d.get("title") or "").rstrip(".:") for d in documents))
     titles = [t for t in titles if t]
     if not titles:
         return []
     step = max(1, len(titles) // n)
     return [f"What do the documents say about {t}?" for t in titles[::step][:n]]
-
-
-def _plain_title(title: str) -> str:
-    return " ".join(_HEADING.sub("", title).split()).rstrip(".:")
 
 
 def passage_text(text: str) -> str:

@@ -211,9 +211,12 @@ class Generator:
     @property
     def path(self) -> Path | str:
         """The directory the base loads from (a packaged model is converted on first access)."""
+        return self._resolve_path()
+
+    def _resolve_path(self, status: Callable[[str], None] | None = None) -> Path | str:
         with self._meta_lock:
             if self._path is None:
-                self._path = resolve_model(self.model_name, self.cache_dir)
+                self._path = resolve_model(self.model_name, self.cache_dir, status=status)
             return self._path
 
     @property
@@ -277,12 +280,8 @@ class Generator:
         is happening: the one-time conversion's steps, then loading."""
         if self._host is not None:
             return
-        if status is not None and self._path is None and self.model_name in BASE_MODELS \
-                and converted_path(self.model_name, self.cache_dir) is None:
-            with self._meta_lock:
-                if self._path is None:
-                    self._path = resolve_model(self.model_name, self.cache_dir, status=status)
         if status is not None:
+            self._resolve_path(status)  # converts a packaged model first if it must, saying so
             status(f"loading {self.model_name} into memory")
         with self._locked():
             self._ensure_base()

@@ -24,12 +24,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from ragqa.errors import ConfigError, ModelError
 from ragqa.generators.engine import MAX_CONTEXT, GenerationResult, GenerationSettings
+from ragqa.generators.protocol import count_tokens
 
 PREFIX = "openai:"
 
@@ -348,7 +350,7 @@ class OpenAIGenerator:
             reply.close()
         ended = time.perf_counter()
         out = "".join(text)
-        count = lambda t: len(self.tokenizer(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+        count = partial(count_tokens, self.tokenizer)
         new = int(usage.get("completion_tokens") or count(out))
         seconds = ended - started
         return GenerationResult(text=out, prompt_tokens=int(usage.get("prompt_tokens") or count(prompt)),

@@ -13,6 +13,11 @@ from collections.abc import Generator as _Iterator
 from typing import Any, Protocol, runtime_checkable
 
 
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """How many tokens ``text`` is to ``tokenizer`` (a generator's), special tokens left out."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 @runtime_checkable
 class TextGenerator(Protocol):
     model_name: str

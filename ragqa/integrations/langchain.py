@@ -294,7 +294,7 @@ class RagqaChatModel(BaseChatModel):
         prompt = render(chat, self.generator.tokenizer)
         return prompt, variant, GenerationSettings(
             max_new_tokens=self._max_tokens(kwargs), do_sample=sampling,
-            temperature=temperature if sampling else 1.0, json_schema=schema, **values)
+            temperature=temperature, json_schema=schema, **values)
 
     def _metadata(self, variant: str, result: Any) -> tuple[dict, dict | None]:
         meta: dict[str, Any] = {"variant": variant, "model_name": self._served_name(variant)}
