@@ -157,6 +157,10 @@ class Settings(BaseSettings):
         "Decode (one new token at a time) with int8 copies of the weights: ~3x faster linear layers per "
         "token here, prompts still read at full precision; false: the exact model (docs/answering.md "
         "\"Generation speed\")."))
+    decode_int4: bool = _setting(True, description=(
+        "Decode the linear layers a packaged model's GGUF holds in 4-bit blocks with those blocks (PyTorch's "
+        "int4 kernel: half the bytes of int8 per token); they are read once into a file beside the converted "
+        "model. false: those layers decode as decode_int8 says (docs/answering.md \"Generation speed\")."))
     abstain_threshold: float = _setting(0.62, description=(
         "ragqa answers \"I don't know\" without generating when the relevance of what it retrieved, best "
         "dense cosine similarity + abstain_coverage_weight x term coverage of the hits (0..1), is below "

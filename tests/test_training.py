@@ -351,6 +351,51 @@ def test_prompt_learning_methods_give_servable_variants(tiny_world, tmp_path, me
         assert len(info["nearest_tokens"]) == 4 and len(info["nearest_tokens"][0]) == 3
 
 
+@pytest.mark.parametrize("method", ["ia3", "ln-tuning"])
+def test_ia3_and_ln_tuning_give_servable_variants(tiny_world, tmp_path, method):
+    """Trained by PEFT, served without it (hooks / swapped norms) beside a LoRA variant of the
+    same base: each writes what a PeftModel of its adapter writes."""
+    import peft
+
+    from ragqa.generators import GenerationSettings, Generator
+    from ragqa.training.trainer import train
+
+    root, base = tiny_world
+    out = tmp_path / "adapters" / f"tiny-{method}"
+    card = train(_cfg(root, base, out, method=method, max_steps=4), log=lambda m: None)
+    assert card.kind == method and card.hyperparameters["method"] == method
+    # four steps barely move the weights: make them far from 1 so the check below means something
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and all(k.endswith("ia3_l" if method == "ia3" else "ln_tuning_layers.weight") for k in weights)
+    gen_ = torch.Generator().manual_seed(0)
+    save_file({k: (v * (1 + 2 * torch.randn(v.shape, generator=gen_))).contiguous() for k, v in weights.items()},
+              str(out / "adapter_model.safetensors"))
+    train(_cfg(root, base, tmp_path / "adapters" / "tiny-lora", max_steps=2), log=lambda m: None)
+    gen = Generator(str(base), cache_dir=root / "cache", variants_dir=out.parent, dtype="float32")
+    prompt = gen.chat_prompt("What is the capital of land0x0 ?")
+    settings = GenerationSettings(max_new_tokens=8, repetition_penalty=1.0)
+    base_ids = gen.generate(prompt, settings=settings).token_ids
+    gen.generate(prompt, variant="tiny-lora", settings=settings)  # the shared PeftModel exists
+    got = gen.generate(prompt, variant=card.name, settings=settings)
+    assert got.variant == card.name
+    from transformers import AutoModelForCausalLM
+
+    ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)), str(out)).eval()
+    ids = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    want = []
+    with torch.no_grad():
+        for _ in range(8):
+            nxt = int(ref(input_ids=ids).logits[0, -1].argmax())
+            want.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+            if nxt == gen.tokenizer.eos_token_id:
+                break
+    assert got.token_ids == want and want != base_ids
+    assert gen.generate(prompt, settings=settings).token_ids == base_ids  # base is untouched after
+
+
 def test_inspect_lora_and_cli(tiny_world, tmp_path):
     from ragqa.apps.cli import main
     from ragqa.generators.inspect import format_inspection, inspect_variant
@@ -413,12 +458,13 @@ def test_each_method_is_its_kind_s_own_file():
     from ragqa.generators.registry import kind_from_peft_type, trainable_kinds
     from ragqa.training.trainer import METHODS, TrainConfig
 
-    assert METHODS == ("lora", "prompt-tuning", "prefix-tuning")
+    assert METHODS == ("lora", "prompt-tuning", "prefix-tuning", "ia3", "ln-tuning")
     assert {m: TrainConfig(data="d", out="o", method=m).lr for m in METHODS} == {
-        "lora": 2e-4, "prompt-tuning": 3e-2, "prefix-tuning": 5e-3}
+        "lora": 2e-4, "prompt-tuning": 3e-2, "prefix-tuning": 5e-3, "ia3": 3e-3, "ln-tuning": 1e-3}
     hp = TrainConfig(data="d", out="o", method="lora").hyperparameters()
     assert {"lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora"} <= set(hp)
     assert "num_virtual_tokens" in TrainConfig(data="d", out="o", method="prefix-tuning").hyperparameters()
     assert {cls.peft_type: name for name, cls in trainable_kinds().items()} == {
-        "LORA": "lora", "PROMPT_TUNING": "prompt-tuning", "PREFIX_TUNING": "prefix-tuning"}
+        "LORA": "lora", "PROMPT_TUNING": "prompt-tuning", "PREFIX_TUNING": "prefix-tuning",
+        "IA3": "ia3", "LN_TUNING": "ln-tuning"}
     assert kind_from_peft_type("PREFIX_TUNING") == "prefix-tuning" and kind_from_peft_type("IA3") == "ia3"

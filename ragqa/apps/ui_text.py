@@ -11,7 +11,7 @@ from pathlib import Path
 from ragqa.generators.engine import describe_timings, seconds
 
 KINDS = {"base": "the base model, untuned", "lora": "LoRA adapter", "prompt-tuning": "soft prompt",
-         "prefix-tuning": "prefix tuning", "ia3": "IA3 adapter"}
+         "prefix-tuning": "prefix tuning", "ia3": "IA3 adapter", "ln-tuning": "LayerNorm tuning"}
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _HEADING = re.compile(r"(?m)^\s{0,3}#{1,6}\s+")
 

@@ -957,7 +957,8 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
     results: dict = {"model": settings.model, "variant": variant, "gguf": str(gguf),
                      "machine": machine_info(settings.threads), "cpu_flags": cpu_flags(),
                      "settings": {"threads": settings.threads, "gen_dtype": _dtype(settings.gen_dtype),
-                                  "decode_int8": settings.decode_int8, "runs": runs}, "regimes": {}}
+                                  "decode_int8": settings.decode_int8, "decode_int4": settings.decode_int4,
+                                  "runs": runs}, "regimes": {}}
     gen = make_generator(settings)
     echo(f"loading {settings.model} in ragqa and {gguf.name} in llama.cpp ...")
     gen.load()
@@ -995,11 +996,19 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
     return results
 
 
+def decoding_words(settings: dict) -> str:
+    """`` + 4-bit (GGUF) / int8 decoding`` as the settings of a result say (older results have no
+    ``decode_int4``)."""
+    kinds = [k for k, on in (("4-bit (GGUF)", settings.get("decode_int4")),
+                             ("int8", settings.get("decode_int8"))) if on]
+    return f" + {' / '.join(kinds)} decoding" if kinds else ""
+
+
 def format_peer_table(r: dict) -> str:
     m = r["machine"]
     lines = [f"{r['model']} ({r['variant']}) against llama.cpp on {Path(r['gguf']).name}, "
              f"{r['settings']['threads']} threads, ragqa {r['settings']['gen_dtype']}"
-             f"{' + int8 decoding' if r['settings']['decode_int8'] else ''}; {m['cpu']} "
+             f"{decoding_words(r['settings'])}; {m['cpu']} "
              f"[{' '.join(r['cpu_flags'])}], load {m['load_avg_at_start']:.1f}, median of {r['settings']['runs']}",
              "| regime | prompt / new tokens | engine | reading the prompt s | decoding tokens/s | whole call s | "
              "llama.cpp / ragqa (whole call) |", "|---|---|---|---|---|---|---|"]

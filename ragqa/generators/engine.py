@@ -185,13 +185,14 @@ def _cancel_criteria(event: threading.Event):
 class Generator:
     def __init__(self, model: str = DEFAULT_MODEL, *, cache_dir: Path,
                  variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1,
-                 decode_int8: bool = False):
+                 decode_int8: bool = False, decode_int4: bool = False):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
         self.dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
         self.threads = max(1, int(threads))
         self.decode_int8 = bool(decode_int8)  # decode with int8 weight copies (int8_decode.py)
+        self.decode_int4 = bool(decode_int4)  # decode with the GGUF's 4-bit blocks (gguf_int4.py)
         self._lock = threading.Lock()      # every load and generation
         self._owner: int | None = None
         self._meta_lock = threading.Lock()  # lazy path / tokenizer resolution
@@ -284,12 +285,13 @@ class Generator:
             self._resolve_path(status)  # converts a packaged model first if it must, saying so
             status(f"loading {self.model_name} into memory")
         with self._locked():
-            self._ensure_base()
+            self._ensure_base(status)
 
-    def _ensure_base(self) -> ModelHost:
+    def _ensure_base(self, status: Callable[[str], None] | None = None) -> ModelHost:
         if self._host is None:
             model, tokenizer = load_base(self.path, dtype=self.dtype, threads=self.threads,
-                                         decode_int8=self.decode_int8)
+                                         decode_int8=self.decode_int8, decode_int4=self.decode_int4,
+                                         status=status)
             self._host = ModelHost(model, tokenizer)
             self._tokenizer = tokenizer
             self._variants = {"base": get_kind("base")(self._host, "base", None, None, "base")}

@@ -1,4 +1,4 @@
-"""The ``lora`` kind (and every other non-prompt PEFT type PeftModel loads: ia3, loha, lokr...).
+"""The ``lora`` kind (and the other non-prompt PEFT types PeftModel loads: loha, lokr...).
 
 All such adapters live in ONE PeftModel wrapping the shared base module in place: the first is
 attached with ``PeftModel.from_pretrained``, the next ones with ``load_adapter``, and a call
@@ -6,9 +6,9 @@ switches with ``set_adapter`` (milliseconds; the base is never reloaded or copie
 inside PEFT are short safe ids (``v0``, ``v1``...), never substrings of PEFT's parameter
 prefixes (``lora_``, ``prompt``...), which would corrupt loading.
 
-PEFT keeps one adapter type per PeftModel ("Cannot combine adapters with different peft types"):
-an ia3 or ln-tuning adapter loads only while no adapter of another type is loaded (checked with
-PEFT 0.21 on a tiny Llama; serving them beside LoRA needs a kind of their own).
+PEFT keeps one adapter type per PeftModel ("Cannot combine adapters with different peft types";
+checked with PEFT 0.21 on a tiny Llama), so IA3 and LN tuning have kinds of their own that do
+not go through PEFT when serving (ia3.py, ln_tuning.py).
 """
 
 from __future__ import annotations

@@ -366,10 +366,13 @@ def load_tokenizer(path: Path | str):
     return tokenizer
 
 
-def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False):
+def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False,
+              decode_int4: bool = False, status: Callable[[str], None] | None = None):
     """(model, tokenizer) in eval mode, torch threads set, pad token set if missing, one-token
-    attention steps by ``decode_attention``; with ``decode_int8`` its linear layers decode with
-    int8 copies of their weights (int8_decode)."""
+    attention steps by ``decode_attention``; with ``decode_int4`` the linear layers a packaged
+    model's GGUF holds in 4-bit blocks decode with them (gguf_int4) and the output layer scores
+    with a 4-bit copy, exact for the best scores (head_int4); with ``decode_int8`` the
+    other linear layers decode with int8 copies of their weights (int8_decode)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -384,6 +387,12 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
     from ragqa.generators import decode_attention
 
     decode_attention.enable(model)  # one-token steps: two matmuls instead of SDPA's flash kernel
+    if decode_int4:
+        from ragqa.generators import head_int4
+
+        if isinstance(path, Path):
+            enable_int4_decoding(model, path, status)
+        head_int4.enable(model)  # 4-bit scores for the vocabulary, exact ones for the best 64
     if decode_int8:
         from ragqa.generators import int8_decode
 
@@ -391,3 +400,65 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------- 4-bit decoding
+
+def int4_path(path: Path) -> Path:
+    """Where a converted model's 4-bit decoding weights live: beside its directory, not in it
+    (the fingerprint covers the directory's weight files)."""
+    from ragqa.generators.gguf_int4 import SUFFIX
+
+    return path.parent / (path.name + SUFFIX)
+
+
+@contextlib.contextmanager
+def _one_gguf(name: str, work_dir: Path):
+    """The packaged model as one GGUF file for as long as it is needed: the package's own file,
+    the joined copy ``bench peer`` keeps if there is one, else the parts joined into a temporary
+    file (sha256 checked) that is removed afterwards."""
+    files = packaged_files(name)
+    info = BASE_MODELS[name]
+    joined = work_dir / f"{name}-{info.sha256[:8]}.gguf"
+    if len(files) == 1:
+        yield files[0]
+    elif joined.is_file() and joined.stat().st_size == sum(f.stat().st_size for f in files):
+        yield joined
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.join-", suffix=".gguf", dir=work_dir)
+        os.close(fd)
+        try:
+            if _sha256_concat(files, Path(tmp)) != info.sha256:
+                raise ModelError(f"model {name!r}: its GGUF parts do not match their sha256; "
+                                 f"reinstall them: {info.pip} --force-reinstall")
+            yield Path(tmp)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def enable_int4_decoding(model, path: Path, status: Callable[[str], None] | None = None) -> int:
+    """Switches the layers of a packaged model that its GGUF holds in 4-bit blocks to decode with
+    them (``gguf_int4``), reading the blocks into ``int4_path(path)`` the first time; returns how
+    many layers were switched. 0, and nothing else changes, for a directory that is no converted
+    packaged model, or when the model's packages are no longer installed (the layers then decode
+    as ``decode_int8`` says)."""
+    from ragqa.generators import gguf_int4
+
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return 0
+    name, sha = marker.get("name"), marker.get("gguf_sha256")
+    if name not in BASE_MODELS or sha != BASE_MODELS[name].sha256:
+        return 0
+    target = int4_path(path)
+    if gguf_int4.file_metadata(target).get("gguf_sha256") != sha or \
+            gguf_int4.file_metadata(target).get("format") != str(gguf_int4.FORMAT):
+        try:
+            with _file_lock(target.parent / f".{target.name}.lock"):
+                if gguf_int4.file_metadata(target).get("gguf_sha256") != sha:
+                    with _one_gguf(name, path.parent) as gguf_file:
+                        gguf_int4.build(gguf_file, model, target, gguf_sha256=sha, status=status)
+        except ModelError:
+            return 0
+    return gguf_int4.enable(model, target, sha)

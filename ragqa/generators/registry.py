@@ -9,9 +9,11 @@ new module plus its name in ``_BUILTIN_KIND_MODULES``:
 
     base            the base model, every adapter disabled            (base.py)
     lora            PEFT load_adapter/set_adapter on one PeftModel     (lora.py; also other
-                    non-prompt PEFT types such as ia3, loha, lokr)
+                    non-prompt PEFT types such as loha, lokr)
     prompt-tuning   soft prompt prepended through inputs_embeds        (prompt_tuning.py)
     prefix-tuning   a prompt-learning PeftModel around the same module (prefix_tuning.py)
+    ia3             activation scales applied by forward hooks         (ia3.py)
+    ln-tuning       trained norm weights swapped in for one generation (ln_tuning.py)
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 KINDS: dict[str, type[VariantKind]] = {}
-_BUILTIN_KIND_MODULES = ("base", "lora", "prompt_tuning", "prefix_tuning")
+_BUILTIN_KIND_MODULES = ("base", "lora", "prompt_tuning", "prefix_tuning", "ia3", "ln_tuning")
 
 
 def register_kind(name: str):
@@ -61,7 +63,7 @@ def trainable_kinds() -> dict[str, type[VariantKind]]:
 
 
 def get_kind(kind: str) -> type[VariantKind]:
-    """The class serving ``kind``. A kind with no class of its own (a PEFT type such as ``ia3``)
+    """The class serving ``kind``. A kind with no class of its own (a PEFT type such as ``loha``)
     is served like lora, through load_adapter/set_adapter."""
     _ensure_builtin_kinds()
     if kind in KINDS:

@@ -424,7 +424,9 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
     tasks = {e.task for e in train_examples}
     task = "qa" if "qa" in tasks else sorted(tasks)[0]
     templates = sorted({e.template for e in train_examples})
-    virtual = cfg.num_virtual_tokens if cfg.method != "lora" else 0
+    # prompt learning (soft prompts, prefixes) puts virtual tokens before the text
+    prompt_learning = "num_virtual_tokens" in trainable_kinds()[cfg.method].train_settings
+    virtual = cfg.num_virtual_tokens if prompt_learning else 0
 
     train_rows, train_stats = featurize(train_examples, tokenizer, max_seq_len=cfg.max_seq_len,
                                         virtual_tokens=virtual, phrasing_share=cfg.phrasing_share,
@@ -442,7 +444,7 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         f"{sum(len(r['input_ids']) for r in train_rows) / len(train_rows):.0f} tokens on average")
 
     model = get_peft_model(model, peft_config(cfg, model, model_path))
-    if cfg.method != "lora":  # validation generates with PEFT's generate (transformers >= 5.24)
+    if prompt_learning:  # validation generates with PEFT's generate (transformers >= 5.24)
         from ragqa.generators.peft_compat import fix_prompt_learning_generation
 
         fix_prompt_learning_generation(model)

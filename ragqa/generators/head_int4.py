@@ -1,0 +1,81 @@
+"""The output layer while decoding: 4-bit scores for the whole vocabulary, exact ones for the best.
+
+The output layer is the largest single matrix a decoding step reads (Qwen2.5-Coder-1.5B: 151,936
+x 1,536, 233 MB as int8, 8.7 ms of a ~50 ms token here). Here it first scores every token with
+a 4-bit copy of its weight (groups of 32 with a scale and a zero, quantized from the layer's own
+weight; PyTorch's int4 kernel, 3.9 ms), then recomputes the ``EXACT`` best of those scores with
+the full-precision rows and puts them back. So the tokens greedy decoding or top-p sampling can
+pick get exact scores; only far-off tokens keep 4-bit ones. The pick changes only if the exact
+best token is not among the 4-bit scores' best ``EXACT``, which did not happen in the steps
+measured (docs/answering.md "Generation speed"). Prompts (more than ``MAX_ROWS`` rows) and
+training use the weight as it is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ragqa.generators.int8_decode import MAX_ROWS
+
+GROUP = 32
+EXACT = 64  # best 4-bit scores recomputed exactly per row
+
+
+def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric 4-bit groups of 32 along each row: (weight packed for the kernel, scales and
+    zeros [K/32, N, 2] in the weight's dtype), the kernel computing ``(q - 8) * scale + zero``."""
+    rows, k = weight.shape
+    packed, sz = [], []
+    for start in range(0, rows, 16384):  # a slice at a time: float32 copies of the whole matrix are big
+        w = weight[start:start + 16384].detach().float().reshape(-1, k // GROUP, GROUP)
+        lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+        scale = ((hi - lo) / 15).clamp(min=1e-8)
+        q = torch.round((w - lo) / scale).clamp(0, 15).to(torch.int32).reshape(-1, k)
+        packed.append(torch._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1))
+        sz.append(torch.cat([scale, lo + 8 * scale], -1).transpose(0, 1))
+    return torch.cat(packed), torch.cat(sz, 1).contiguous().to(weight.dtype)
+
+
+class Int4HeadLinear(torch.nn.Linear):
+    """An output ``nn.Linear`` scoring up to ``MAX_ROWS`` rows with ``qhead`` / ``qhead_sz``
+    (4-bit), the best ``EXACT`` scores of each row recomputed with ``weight``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // max(1, x.shape[-1])
+        if (rows > MAX_ROWS or x.dtype != self.qhead_sz.dtype or torch.is_grad_enabled()
+                or self.bias is not None):
+            return F.linear(x, self.weight, self.bias)
+        x2 = x.reshape(rows, x.shape[-1])
+        scores = torch._weight_int4pack_mm_for_cpu(x2, self.qhead, GROUP, self.qhead_sz)
+        best = scores.topk(min(EXACT, scores.shape[-1]), dim=-1).indices  # [rows, EXACT]
+        exact = torch.bmm(self.weight[best], x2.unsqueeze(-1)).squeeze(-1)  # [rows, EXACT]
+        scores.scatter_(1, best, exact.to(scores.dtype))
+        return scores.reshape(*x.shape[:-1], scores.shape[-1])
+
+
+def enable(model) -> bool:
+    """Gives the model's output layer its 4-bit copy (in place); False where it is no plain
+    ``nn.Linear`` of bf16 / fp32 weights without bias, its width is not a multiple of 32 or its
+    vocabulary of 16, or the kernel is missing."""
+    head = model.get_output_embeddings()
+    if (type(head) is not torch.nn.Linear or head.bias is not None or head.in_features % GROUP
+            or head.out_features % 16  # the kernel packs 16 rows at a time
+            or head.weight.dtype not in (torch.bfloat16, torch.float32)
+            or not hasattr(torch, "_weight_int4pack_mm_for_cpu")):
+        return False
+    packed, sz = quantize(head.weight)
+    head.register_buffer("qhead", packed, persistent=False)
+    head.register_buffer("qhead_sz", sz, persistent=False)
+    head.__class__ = Int4HeadLinear
+    return True
+
+
+def disable(model) -> bool:
+    """Back to the exact output layer."""
+    head = model.get_output_embeddings()
+    if type(head) is not Int4HeadLinear:
+        return False
+    del head.qhead, head.qhead_sz
+    head.__class__ = torch.nn.Linear
+    return True

