@@ -325,6 +325,10 @@ def test_resume_after_interruption(tiny_world, tmp_path):
     assert (partial / "checkpoint-4").is_dir() and not out.exists()
     with pytest.raises(ConfigError, match="other settings"):
         train(_cfg(root, base, out, learning_rate=5e-3, resume=True), log=lambda m: None)
+    # a run started before a setting existed (mixing) resumes: absent means its default
+    saved = json.loads((partial / "train_config.json").read_text())
+    del saved["mix_data"], saved["mix"]
+    (partial / "train_config.json").write_text(json.dumps(saved))
     messages = []
     card = train(_cfg(root, base, out, resume=True), log=messages.append)
     assert card.metrics["steps"] == 8 and out.is_dir() and not partial.exists()
@@ -396,6 +400,102 @@ def test_ia3_and_ln_tuning_give_servable_variants(tiny_world, tmp_path, method):
     assert gen.generate(prompt, settings=settings).token_ids == base_ids  # base is untouched after
 
 
+def test_a_prefix_from_activations_acts_like_its_text(tiny_world, tmp_path):
+    """Li & Liang's init: before any step the prefix holds the base model's keys and values of
+    the task text, so the prompt's logits equal the base model's after that text."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ragqa.generators.models import load_tokenizer
+    from ragqa.generators.prefix_tuning import PrefixTuningKind, init_ids
+    from ragqa.training.trainer import TrainConfig
+
+    root, base = tiny_world
+    cfg = TrainConfig(data=root / "data", out=tmp_path / "p", method="prefix-tuning", num_virtual_tokens=6,
+                      prefix_init_text="What is the capital of land0x0 ?")
+    tokenizer = load_tokenizer(base)
+    model = AutoModelForCausalLM.from_pretrained(str(base)).eval()
+    text_ids = init_ids(tokenizer, cfg.prefix_init_text, 6)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
+                                PrefixTuningKind.peft_config(cfg, model, base)).eval()
+    PrefixTuningKind.init_trainable(cfg, peft_model, tokenizer)
+    prompt = tokenizer("the capital of land0x1", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor([text_ids + prompt])).logits[0, len(text_ids):]
+        got = peft_model(input_ids=torch.tensor([prompt])).logits[0]
+    assert torch.allclose(got, want, atol=1e-4)
+    with pytest.raises(ConfigError, match="give one of them"):
+        TrainConfig(data=root / "data", out=tmp_path / "p", method="prefix-tuning", prefix_projection=True,
+                    prefix_init_text="x")
+
+
+@pytest.mark.parametrize("start", [{"prefix_projection": True}, {"prefix_init_text": "the capital of land0x0"}])
+def test_projected_and_activation_started_prefixes_serve_like_peft(tiny_world, tmp_path, start):
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from ragqa.generators import GenerationSettings, Generator
+    from ragqa.training.trainer import train
+
+    root, base = tiny_world
+    out = tmp_path / "adapters" / "prefix-start"
+    card = train(_cfg(root, base, out, method="prefix-tuning", num_virtual_tokens=4, max_steps=2, eval_steps=2,
+                      **start), log=lambda m: None)
+    assert {k: card.hyperparameters[k] for k in start} == start
+    gen = Generator(str(base), cache_dir=root / "cache", variants_dir=out.parent, dtype="float32")
+    prompt = gen.chat_prompt("What is the capital of land0x0 ?")
+    got = gen.generate(prompt, variant=card.name, settings=GenerationSettings(max_new_tokens=6,
+                                                                              repetition_penalty=1.0))
+    ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)), str(out)).eval()
+    ids = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    want = []
+    with torch.no_grad():
+        for _ in range(6):
+            nxt = int(ref(input_ids=ids).logits[0, -1].argmax())
+            want.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+            if nxt == gen.tokenizer.eos_token_id:
+                break
+    assert got.token_ids == want
+
+
+def test_mixing_draws_by_weight_and_repeats_a_small_task():
+    from ragqa.training.trainer import mix_examples
+
+    a, b = [("a", i) for i in range(30)], [("b", i) for i in range(5)]
+    mixed = mix_examples([a, b], [0.5, 0.5], seed=0)
+    assert len(mixed) == 35 and mix_examples([a, b], [0.5, 0.5], seed=0) == mixed  # seeded
+    assert 10 <= sum(x[0] == "b" for x in mixed) <= 25  # ~half, so b's 5 come round again
+    assert {x for x in mixed if x[0] == "b"} == set(b)
+    assert all(x[0] == "a" for x in mix_examples([a, b], [1, 0], seed=0))
+    assert sorted(mix_examples([a, b], None, seed=0)) == sorted(a + b)  # no weights: all, once
+
+
+def test_multi_task_training_over_two_data_directories(tiny_world, tmp_path):
+    from ragqa.apps.cli import main
+    from ragqa.training.trainer import TrainConfig, train
+
+    root, base = tiny_world
+    dialogues = tmp_path / "dialogues.jsonl"
+    dialogues.write_text("".join(json.dumps({
+        "fname": f"d{i}", "dialogue": f"#Person1#: where is land{i}x0 ? #Person2#: it is far .",
+        "summary": f"Person1 asks where land{i}x0 is ."}) + "\n" for i in range(12)))
+    build_dataset(import_dialogsum(dialogues), tmp_path / "sum", fractions=(0.6, 0.2, 0.2))
+    out = tmp_path / "adapters" / "mixed"
+    card = train(_cfg(root, base, out, mix_data=[tmp_path / "sum"], mix=[0.7, 0.3], max_steps=2,
+                      eval_steps=2), log=lambda m: None)
+    assert card.metrics["task"] == "qa"  # validation: the first --data's task
+    assert card.hyperparameters["mix"] == [0.7, 0.3] and card.hyperparameters["mix_data"] == [str(tmp_path / "sum")]
+    assert card.extra["mixed_with"][0]["weight"] == 0.3 and card.extra["mix_weights"] == {"data": 0.7}
+    assert "summarize" in card.template.split(",")
+    with pytest.raises(ConfigError, match="one weight per --data"):
+        TrainConfig(data=root / "data", out=out, mix_data=[tmp_path / "sum"], mix=[1.0])
+    with pytest.raises(ConfigError, match="weights >= 0"):
+        TrainConfig(data=root / "data", out=out, mix_data=[tmp_path / "sum"], mix=[0, 0])
+    assert main(["train", "--data", str(root / "data"), "--data", str(tmp_path / "sum"), "--mix", "a,b",
+                 "--out", str(tmp_path / "x"), "--model", str(base)]) == 2
+
+
 def test_inspect_lora_and_cli(tiny_world, tmp_path):
     from ragqa.apps.cli import main
     from ragqa.generators.inspect import format_inspection, inspect_variant
@@ -418,8 +518,9 @@ def test_train_config_errors(tiny_world, tmp_path):
     root, base = tiny_world
     with pytest.raises(ConfigError, match="method 'full'"):
         TrainConfig(data=root, out=tmp_path, method="full")
-    with pytest.raises(ConfigError, match="lora_r=2"):
-        TrainConfig(data=root, out=tmp_path, lora_r=2)
+    with pytest.raises(ConfigError, match="lora_r=0"):  # ranks 1 and 2 are allowed: the rank study
+        TrainConfig(data=root, out=tmp_path, lora_r=0)
+    assert TrainConfig(data=root, out=tmp_path, lora_r=1).lora_r == 1
     with pytest.raises(InputNotFound, match="manifest.json"):
         train(_cfg(root, base, tmp_path / "x", data=tmp_path), log=lambda m: None)
     if not torch.cuda.is_available():

@@ -124,9 +124,22 @@ def data_synthesize(
     typer.echo(f"kept {stats['kept']} of {stats['proposed']} proposed pairs: {stats}")
 
 
+def _weights(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        from ragqa.errors import ConfigError
+
+        raise ConfigError(f"--mix {text!r}: give comma-separated numbers, one per --data, e.g. 0.7,0.3") from None
+
+
 def train_command(
-    data: Annotated[Path, typer.Option("--data", help="Directory written by `ragqa data import` "
-                                       "or `ragqa data synthesize`.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Directory written by `ragqa data import` "
+                                             "or `ragqa data synthesize`; several (--data A --data B) "
+                                             "train one variant on all of them (multi-task mixing; "
+                                             "validation is the first one's task).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Variant directory to write, e.g. "
                                       "adapters/my-lora.")],
     method: Annotated[str, typer.Option("--method", help="lora | prompt-tuning | prefix-tuning | ia3 | ln-tuning")] = "lora",
@@ -154,22 +167,30 @@ def train_command(
     virtual_tokens: Annotated[int, typer.Option("--virtual-tokens", help="Soft prompt / prefix length.")] = 20,
     init_text: Annotated[Optional[str], typer.Option("--init-text", help="Soft prompt init text "
                                                      "('' for random init).")] = None,
+    prefix_projection: Annotated[bool, typer.Option("--prefix-projection", help="Prefix tuning: train "
+                                                    "the prefix through a two-layer MLP (Li & Liang).")] = False,
+    prefix_init_text: Annotated[Optional[str], typer.Option("--prefix-init-text", help="Prefix tuning: "
+                                                            "start from the model's keys and values of this "
+                                                            "task text (Li & Liang's init).")] = None,
     phrasing_share: Annotated[float, typer.Option("--phrasing-share", help="Share of training "
                                                   "examples rendered with another phrasing.")] = 0.5,
     qlora: Annotated[bool, typer.Option("--qlora", help="4-bit QLoRA (CUDA + bitsandbytes only).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    mix: Annotated[Optional[str], typer.Option("--mix", help="Weights of the --data directories, "
+                                               "comma-separated in their order, e.g. 0.7,0.3 (default: "
+                                               "as many examples as each holds).")] = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Train a variant (LoRA, soft prompt or prefix) on the training data, with validation,
+    """Train a variant (LoRA, soft prompt, prefix, IA3 or LayerNorm tuning) on the training data, with validation,
     early stopping and the best checkpoint kept; the result appears in `ragqa variants list`."""
     from ragqa.generators.models import FAST_MODEL
     from ragqa.training.trainer import DEFAULT_INIT_TEXT, TrainConfig, train
 
     settings = command_settings(threads=threads)
     cfg = TrainConfig(
-        data=data, out=out, method=method, model=model or FAST_MODEL, epochs=epochs, max_steps=max_steps,
+        data=data[0], mix_data=list(data[1:]), mix=_weights(mix), out=out, method=method, model=model or FAST_MODEL, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr, max_seq_len=max_seq_len,
         limit_train=limit_train, eval_steps=eval_steps, eval_examples=eval_examples, patience=patience,
         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
@@ -177,6 +198,7 @@ def train_command(
         target_modules != "all-linear" else ("all-linear" if target_modules else None),
         num_virtual_tokens=virtual_tokens,
         prompt_init_text=DEFAULT_INIT_TEXT if init_text is None else (init_text or None),
+        prefix_projection=prefix_projection, prefix_init_text=prefix_init_text or None,
         phrasing_share=phrasing_share, qlora=qlora, resume=resume, overwrite=overwrite, seed=seed,
         threads=settings.threads, cache_dir=settings.cache_dir,
         command="ragqa " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

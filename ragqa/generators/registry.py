@@ -297,6 +297,11 @@ class VariantKind:
         """The PEFT config that trains a new variant of this kind (``cfg``: a TrainConfig)."""
         raise NotImplementedError(f"kind {cls.kind!r} is served, not trained, by ragqa")
 
+    @classmethod
+    def init_trainable(cls, cfg, peft_model, tokenizer) -> None:
+        """Sets the new adapter's starting weights where the kind has an init of its own (called
+        by training right after ``get_peft_model``); by default PEFT's init stays."""
+
     def __init__(self, host: ModelHost, name: str, path: Path | None, card: Card | None,
                  adapter_name: str):
         self.host = host

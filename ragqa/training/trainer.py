@@ -32,7 +32,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +76,16 @@ class TrainConfig:
     target_modules: list[str] | None = None  # None: generators.lora.LORA_TARGETS by architecture
     num_virtual_tokens: int = 20
     prompt_init_text: str | None = DEFAULT_INIT_TEXT  # prompt tuning; None: random init
+    prefix_projection: bool = False  # prefix tuning: train the prefix through a two-layer MLP
+    prefix_init_text: str | None = None  # prefix tuning: start from the model's keys / values of this text
     qlora: bool = False
     resume: bool = False
     overwrite: bool = False
+    # multi-task mixing: more data directories trained on together with ``data``; ``mix`` weighs
+    # [data, *mix_data] (each a share of the training examples; None: as many as each has).
+    # Validation (and the best checkpoint) is ``data``'s task.
+    mix_data: list[Path] = field(default_factory=list)
+    mix: list[float] | None = None
     name: str | None = None          # the variant's name (default: the output directory's name)
     cache_dir: Path | None = None
     command: str = ""
@@ -91,14 +98,28 @@ class TrainConfig:
                      "num_virtual_tokens", "threads"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: give 1 or more")
-        if not 4 <= self.lora_r <= 256:
-            raise ConfigError(f"lora_r={self.lora_r}: give a rank from 4 to 256 (4-32 is usual)")
+        if not 1 <= self.lora_r <= 256:
+            raise ConfigError(f"lora_r={self.lora_r}: give a rank from 1 to 256 (4-32 is usual)")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout={self.lora_dropout}: give a value in [0, 1)")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ConfigError(f"learning_rate={self.learning_rate}: give a value > 0")
         if not 0 <= self.phrasing_share <= 1:
             raise ConfigError(f"phrasing_share={self.phrasing_share}: give a value in [0, 1]")
+        if self.prefix_projection and self.resume:
+            raise ConfigError("--resume does not work with --prefix-projection: its checkpoints hold the "
+                              "projected prefix, not the MLP being trained; start the run again")
+        if self.prefix_projection and self.prefix_init_text:
+            raise ConfigError("prefix_projection and prefix_init_text are two ways to start a prefix; "
+                              "give one of them (--prefix-projection or --prefix-init-text)")
+        self.mix_data = [Path(d) for d in self.mix_data]
+        if self.mix is not None:
+            self.mix = [float(w) for w in self.mix]
+            if len(self.mix) != 1 + len(self.mix_data):
+                raise ConfigError(f"mix has {len(self.mix)} weights for {1 + len(self.mix_data)} data "
+                                  "directories; give one weight per --data, in the same order")
+            if any(w < 0 for w in self.mix) or not sum(self.mix) > 0:
+                raise ConfigError(f"mix={','.join(map(str, self.mix))}: give weights >= 0 with a sum > 0")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("give epochs > 0 or max_steps > 0")
 
@@ -111,7 +132,29 @@ class TrainConfig:
                 "weight_decay", "max_seq_len", "limit_train", "eval_steps", "eval_examples",
                 "patience", "seed", "phrasing_share"]
         keys += list(trainable_kinds()[self.method].train_settings)
-        return {"learning_rate": self.lr, **{k: getattr(self, k) for k in keys}}
+        mixing = {"mix_data": [str(d) for d in self.mix_data], "mix": self.mix} if self.mix_data else {}
+        return {"learning_rate": self.lr, **{k: getattr(self, k) for k in keys}, **mixing}
+
+
+def mix_examples(sources: list[list], weights: list[float] | None, seed: int) -> list:
+    """One training list from several (each already shuffled): with ``weights``, as many examples
+    as all sources hold, each drawn from source i with probability weights[i] / sum (a source
+    that runs out starts over: a small task is repeated, not dropped); without, all of them.
+    Seeded and shuffled."""
+    rng = random.Random(seed)
+    if weights is None:
+        mixed = [e for source in sources for e in source]
+        rng.shuffle(mixed)
+        return mixed
+    live = [(i, w) for i, w in enumerate(weights) if w > 0 and sources[i]]
+    total = sum(len(s) for s in sources)
+    positions = [0] * len(sources)
+    mixed = []
+    for _ in range(total):
+        i = rng.choices([i for i, _ in live], weights=[w for _, w in live])[0]
+        mixed.append(sources[i][positions[i] % len(sources[i])])
+        positions[i] += 1
+    return mixed
 
 
 # ----------------------------------------------------------------------------- features
@@ -354,6 +397,16 @@ def load_training_model(cfg: TrainConfig, path):
 
 # ----------------------------------------------------------------------------- train
 
+def _data_hash(manifests: list[dict]) -> str:
+    """The training file's sha256 from the manifest; with mixing, the sha256 of those hashes."""
+    hashes = [(m.get("files") or {}).get("train.jsonl", "") for m in manifests]
+    if len(hashes) == 1:
+        return hashes[0]
+    import hashlib
+
+    return hashlib.sha256("+".join(hashes).encode()).hexdigest()
+
+
 def _partial_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
@@ -365,7 +418,11 @@ def _check_resume(work: Path, cfg: TrainConfig) -> bool:
         return False
     old = json.loads(saved.read_text())
     new = _config_json(cfg)
-    diff = [k for k in new if k not in ("resume", "command", "overwrite", "threads") and old.get(k) != new[k]]
+    # a setting added since the run started (absent in its file) matches when it has its default
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(TrainConfig)}
+    diff = [k for k in new if k not in ("resume", "command", "overwrite", "threads")
+            and old.get(k, defaults.get(k)) != new[k]]
     if diff:
         raise ConfigError(f"--resume: {work} was started with other settings ({diff[0]}: "
                           f"{old.get(diff[0])!r} then, {new[diff[0]]!r} now); use the same settings "
@@ -375,7 +432,8 @@ def _check_resume(work: Path, cfg: TrainConfig) -> bool:
 
 def _config_json(cfg: TrainConfig) -> dict:
     data = asdict(cfg)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+    return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k == "mix_data" else v)
+            for k, v in data.items()}
 
 
 def train(cfg: TrainConfig, log=print, callbacks=()):
@@ -390,6 +448,7 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
     from ragqa.generators.registry import Card
 
     manifest = read_manifest(cfg.data)
+    mixed_manifests = [read_manifest(d) for d in cfg.mix_data]
     out = cfg.out
     if out.exists() and not cfg.overwrite and not cfg.resume:
         raise ConfigError(f"{out} already exists; choose another --out or pass --overwrite")
@@ -416,12 +475,21 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
                           "with a validation share > 0")
     rng = random.Random(cfg.seed)
     rng.shuffle(train_examples)
+    if cfg.mix_data:  # multi-task: the other directories' training examples join; validation stays
+        sources = [train_examples]
+        for d in cfg.mix_data:
+            more = read_examples(d / "train.jsonl")
+            if not more:
+                raise ConfigError(f"{d / 'train.jsonl'}: no training examples")
+            rng.shuffle(more)
+            sources.append(more)
+        train_examples = mix_examples(sources, cfg.mix, cfg.seed)
     if cfg.limit_train:
         train_examples = train_examples[:cfg.limit_train]
     if cfg.max_steps > 0:  # featurize only what the steps can use (plus room for dropped ones)
         need = cfg.max_steps * cfg.batch_size * cfg.grad_accum
         train_examples = train_examples[:need + need // 10 + 8]
-    tasks = {e.task for e in train_examples}
+    tasks = {e.task for e in val_examples}  # the validation data's (with mixing: the first --data's)
     task = "qa" if "qa" in tasks else sorted(tasks)[0]
     templates = sorted({e.template for e in train_examples})
     # prompt learning (soft prompts, prefixes) puts virtual tokens before the text
@@ -444,6 +512,7 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         f"{sum(len(r['input_ids']) for r in train_rows) / len(train_rows):.0f} tokens on average")
 
     model = get_peft_model(model, peft_config(cfg, model, model_path))
+    trainable_kinds()[cfg.method].init_trainable(cfg, model, tokenizer)
     if prompt_learning:  # validation generates with PEFT's generate (transformers >= 5.24)
         from ragqa.generators.peft_compat import fix_prompt_learning_generation
 
@@ -462,7 +531,9 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, lr_scheduler_type="linear",
         logging_steps=max(1, min(10, cfg.eval_steps // 2)), logging_first_step=True,
         eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps",
-        save_steps=cfg.eval_steps, save_total_limit=2, load_best_model_at_end=True,
+        # a projected prefix's checkpoints hold the prefix it projects (what is served), not the MLP
+        # being trained, so they cannot be loaded back into training: its best one is copied instead
+        save_steps=cfg.eval_steps, save_total_limit=2, load_best_model_at_end=not cfg.prefix_projection,
         metric_for_best_model=metric, greater_is_better=True, seed=cfg.seed, data_seed=cfg.seed,
         report_to="none", use_cpu=use_cpu, dataloader_num_workers=0, remove_unused_columns=False,
         bf16=bool(cfg.qlora), disable_tqdm=False)
@@ -491,13 +562,19 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
     # the variant directory, written next to its final place and renamed into it
     final_tmp = out.parent / f".{out.name}.final"
     shutil.rmtree(final_tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(final_tmp))
+    best_dir = work / f"checkpoint-{best.get('step')}"
+    if cfg.prefix_projection and (best_dir / "adapter_model.safetensors").is_file():
+        final_tmp.mkdir(parents=True)
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(best_dir / f, final_tmp / f)
+    else:  # the best checkpoint is loaded (or the last step is the best)
+        trainer.model.save_pretrained(str(final_tmp))
     (final_tmp / "README.md").unlink(missing_ok=True)  # PEFT's blank model card; ours is the Card
     name = cfg.name or out.name
     card = Card(
         name=name, kind=cfg.method, base_model=cfg.model, base_fingerprint=model_fingerprint(model_path),
         template=templates[0] if len(templates) == 1 else ",".join(templates),
-        data_hash=(manifest.get("files") or {}).get("train.jsonl", ""),
+        data_hash=_data_hash([manifest, *mixed_manifests]),
         metrics={"validation": {k[5:]: v for k, v in best.items() if k.startswith("eval_")
                                 and not k.endswith(("runtime", "per_second"))},
                  "best_step": best.get("step"), "steps": state.global_step,
@@ -507,7 +584,10 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
                          "validation_examples": len(val_rows), "trainable_parameters": trainable},
         command=cfg.command or " ".join(sys.argv),
         extra={"data": {"dir": str(cfg.data), "manifest_created": manifest.get("created"),
-                        "counts": manifest.get("counts")}})
+                        "counts": manifest.get("counts")},
+               **({"mixed_with": [{"dir": str(d), "weight": w, "counts": m.get("counts")} for d, w, m in
+                                  zip(cfg.mix_data, (cfg.mix or [None] * 99)[1:], mixed_manifests)],
+                   "mix_weights": {"data": (cfg.mix or [None])[0]}} if cfg.mix_data else {})})
     card.save(final_tmp)
     (final_tmp / "training_log.json").write_text(json.dumps(
         {"metric": metric, "best": best, "log_history": state.log_history,
