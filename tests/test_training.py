@@ -459,6 +459,28 @@ def test_projected_and_activation_started_prefixes_serve_like_peft(tiny_world, t
     assert got.token_ids == want
 
 
+def test_full_fine_tuning_writes_a_model_directory(tiny_world, tmp_path):
+    """--method full trains every weight and writes a model directory that --model serves (with
+    its tokenizer and card), not an adapter."""
+    from ragqa.generators import GenerationSettings, Generator
+    from ragqa.generators.models import model_fingerprint
+    from ragqa.generators.registry import is_variant_dir
+    from ragqa.training.trainer import train
+
+    root, base = tiny_world
+    out = tmp_path / "models" / "tiny-full"
+    card = train(_cfg(root, base, out, method="full", max_steps=2, eval_steps=2, learning_rate=1e-3),
+                 log=lambda m: None)
+    assert card.kind == "full" and not is_variant_dir(out) and (out / "config.json").is_file()
+    total = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(str(base)).parameters())
+    assert card.hyperparameters["trainable_parameters"] == total
+    assert model_fingerprint(out) != model_fingerprint(base)  # its own model: base's variants are not offered
+    gen = Generator(str(out), cache_dir=root / "cache", variants_dir=tmp_path / "none", dtype="float32")
+    assert gen.generate(gen.chat_prompt("What is the capital of land0x0 ?"),
+                        settings=GenerationSettings(max_new_tokens=3)).new_tokens >= 1
+    assert [v["name"] for v in gen.variants()] == ["base"]
+
+
 def test_mixing_draws_by_weight_and_repeats_a_small_task():
     from ragqa.training.trainer import mix_examples
 
@@ -559,9 +581,9 @@ def test_each_method_is_its_kind_s_own_file():
     from ragqa.generators.registry import kind_from_peft_type, trainable_kinds
     from ragqa.training.trainer import METHODS, TrainConfig
 
-    assert METHODS == ("lora", "prompt-tuning", "prefix-tuning", "ia3", "ln-tuning")
+    assert METHODS == ("lora", "prompt-tuning", "prefix-tuning", "ia3", "ln-tuning", "full")
     assert {m: TrainConfig(data="d", out="o", method=m).lr for m in METHODS} == {
-        "lora": 2e-4, "prompt-tuning": 3e-2, "prefix-tuning": 5e-3, "ia3": 3e-3, "ln-tuning": 1e-3}
+        "lora": 2e-4, "prompt-tuning": 3e-2, "prefix-tuning": 5e-3, "ia3": 3e-3, "ln-tuning": 1e-3, "full": 2e-5}
     hp = TrainConfig(data="d", out="o", method="lora").hyperparameters()
     assert {"lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora"} <= set(hp)
     assert "num_virtual_tokens" in TrainConfig(data="d", out="o", method="prefix-tuning").hyperparameters()

@@ -142,7 +142,8 @@ def train_command(
                                              "validation is the first one's task).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Variant directory to write, e.g. "
                                       "adapters/my-lora.")],
-    method: Annotated[str, typer.Option("--method", help="lora | prompt-tuning | prefix-tuning | ia3 | ln-tuning")] = "lora",
+    method: Annotated[str, typer.Option("--method", help="lora | prompt-tuning | prefix-tuning | ia3 | ln-tuning | full (every weight; "
+                                               "writes a model directory for --model)")] = "lora",
     model: Annotated[Optional[str], typer.Option("--model", help="Base model: packaged name or local "
                                                  "directory (default: smollm2-135m-instruct).")] = None,
     epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
@@ -150,7 +151,7 @@ def train_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default by method: "
-                                                "lora 2e-4, prompt-tuning 3e-2, prefix-tuning 5e-3, ia3 3e-3, ln-tuning 1e-3).")] = None,
+                                                "lora 2e-4, prompt-tuning 3e-2, prefix-tuning 5e-3, ia3 3e-3, ln-tuning 1e-3, full 2e-5).")] = None,
     max_seq_len: Annotated[int, typer.Option("--max-seq-len", help="Prompt + answer tokens.")] = 768,
     limit_train: Annotated[Optional[int], typer.Option("--limit-train", help="Use N training examples.")] = None,
     eval_steps: Annotated[int, typer.Option("--eval-steps", help="Evaluate every N steps.")] = 25,

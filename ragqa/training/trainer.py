@@ -41,7 +41,10 @@ from ragqa.generators.registry import trainable_kinds
 from ragqa.training.data import read_examples, read_manifest
 
 # the methods are the kinds that say how they are trained (one file per kind in ragqa/generators/)
-METHODS = tuple(trainable_kinds())
+# plus "full": every weight trained, written as a model directory of its own (``--model DIR``)
+FULL = "full"
+FULL_LR = 2e-5  # full fine-tuning's usual 1e-5..5e-5 (every weight moves)
+METHODS = (*trainable_kinds(), FULL)
 TASK_METRIC = {"qa": "f1", "summarize": "rouge1", "instruct": "rougeL"}
 DEFAULT_INIT_TEXT = ("Answer the question briefly from the numbered passages and cite the passage "
                      "number in brackets.")
@@ -125,13 +128,15 @@ class TrainConfig:
 
     @property
     def lr(self) -> float:
+        if self.method == FULL:
+            return self.learning_rate or FULL_LR
         return self.learning_rate or trainable_kinds()[self.method].default_lr
 
     def hyperparameters(self) -> dict:
         keys = ["method", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_steps",
                 "weight_decay", "max_seq_len", "limit_train", "eval_steps", "eval_examples",
                 "patience", "seed", "phrasing_share"]
-        keys += list(trainable_kinds()[self.method].train_settings)
+        keys += list(trainable_kinds()[self.method].train_settings) if self.method != FULL else []
         mixing = {"mix_data": [str(d) for d in self.mix_data], "mix": self.mix} if self.mix_data else {}
         return {"learning_rate": self.lr, **{k: getattr(self, k) for k in keys}, **mixing}
 
@@ -493,7 +498,7 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
     task = "qa" if "qa" in tasks else sorted(tasks)[0]
     templates = sorted({e.template for e in train_examples})
     # prompt learning (soft prompts, prefixes) puts virtual tokens before the text
-    prompt_learning = "num_virtual_tokens" in trainable_kinds()[cfg.method].train_settings
+    prompt_learning = cfg.method != FULL and "num_virtual_tokens" in trainable_kinds()[cfg.method].train_settings
     virtual = cfg.num_virtual_tokens if prompt_learning else 0
 
     train_rows, train_stats = featurize(train_examples, tokenizer, max_seq_len=cfg.max_seq_len,
@@ -511,13 +516,18 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         f"(dropped: train {train_stats}, validation {val_stats}); "
         f"{sum(len(r['input_ids']) for r in train_rows) / len(train_rows):.0f} tokens on average")
 
-    model = get_peft_model(model, peft_config(cfg, model, model_path))
-    trainable_kinds()[cfg.method].init_trainable(cfg, model, tokenizer)
+    if cfg.method == FULL:  # every weight trains; the result is a model directory, not an adapter
+        model.requires_grad_(True)
+    else:
+        model = get_peft_model(model, peft_config(cfg, model, model_path))
+        trainable_kinds()[cfg.method].init_trainable(cfg, model, tokenizer)
     if prompt_learning:  # validation generates with PEFT's generate (transformers >= 5.24)
         from ragqa.generators.peft_compat import fix_prompt_learning_generation
 
         fix_prompt_learning_generation(model)
-    trainable, total = model.get_nb_trainable_parameters()
+    trainable, total = (model.get_nb_trainable_parameters() if cfg.method != FULL else
+                        (sum(p.numel() for p in model.parameters() if p.requires_grad),
+                         sum(p.numel() for p in model.parameters())))
     log(f"{cfg.method}: {trainable:,} trainable of {total:,} parameters")
 
     metric = TASK_METRIC[task]
@@ -567,6 +577,13 @@ def train(cfg: TrainConfig, log=print, callbacks=()):
         final_tmp.mkdir(parents=True)
         for f in ("adapter_config.json", "adapter_model.safetensors"):
             shutil.copy2(best_dir / f, final_tmp / f)
+    elif cfg.method == FULL:  # a model directory in the base's stored dtype, with its tokenizer
+        import torch
+
+        stored = json.loads((Path(model_path) / "config.json").read_text()).get("dtype") or \
+            json.loads((Path(model_path) / "config.json").read_text()).get("torch_dtype") or "float32"
+        trainer.model.to(getattr(torch, str(stored), torch.float32)).save_pretrained(str(final_tmp))
+        tokenizer.save_pretrained(str(final_tmp))
     else:  # the best checkpoint is loaded (or the last step is the best)
         trainer.model.save_pretrained(str(final_tmp))
     (final_tmp / "README.md").unlink(missing_ok=True)  # PEFT's blank model card; ours is the Card
