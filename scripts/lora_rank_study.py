@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--method", method, "--max-steps", str(a.steps), "--eval-steps", str(a.steps // 2),
                      "--eval-examples", "16", "--patience", "2", "--max-seq-len", str(a.max_seq_len),
                      "--seed", "0", *resume])
+    # a full fine-tune is a model of its own: it enters as MODEL_DIR:base
     variants = ",".join(["base"] + [str((work / f"rank-{r}").relative_to(ROOT)) for r in ranks]
-                        + [str((work / m).relative_to(ROOT)) for m in methods])
+                        + [str((work / m).relative_to(ROOT)) + (":base" if m == "full" else "") for m in methods])
     run(RAGQA + ["eval", "qa", "--index", a.index, "--data", a.eval_data, "--model", a.model,
                  "--variants", variants, "--limit", str(a.questions), "--seed", "4",
                  "--report", str(out.relative_to(ROOT) / "eval")])
@@ -89,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     others = []
     for method in methods:
         card = json.loads((work / method / "ragqa_variant.json").read_text())
-        m, result = card["metrics"], evaluated[card["name"]]
+        key = card["name"] if method != "full" else next(
+            k for k, v in evaluated.items() if k != "base" and str(v.get("model", "")).rstrip("/").endswith(method))
+        m, result = card["metrics"], evaluated[key]
+        weights = "adapter_model.safetensors" if method != "full" else "model.safetensors"
         others.append({"method": method, "parameters": card["hyperparameters"].get("trainable_parameters"),
-                       "adapter_bytes": (work / method / "adapter_model.safetensors").stat().st_size,
+                       "adapter_bytes": (work / method / weights).stat().st_size,
                        "seconds_per_step": m["train_seconds"] / max(1, m["steps"]), "steps": m["steps"],
                        "best_step": m.get("best_step"), "validation_f1": m["validation"].get("f1"),
                        "lr": card["hyperparameters"].get("learning_rate"),

@@ -252,6 +252,24 @@ def _cfg(root, base, out, **kw):
     return TrainConfig(**defaults)
 
 
+def _peft_greedy(base, adapter, tokenizer, prompt: str, n: int) -> list[int]:
+    """Greedy ids of a PeftModel of ``adapter`` from its full forward pass (no generate, no cache)."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)), str(adapter)).eval()
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(ref(input_ids=ids).logits[0, -1].argmax())
+            out.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+            if nxt == tokenizer.eos_token_id:
+                break
+    return out
+
+
 def test_featurize_masks_the_prompt(tiny_world):
     from ragqa.generators.models import load_tokenizer
     from ragqa.training.trainer import featurize
@@ -359,8 +377,6 @@ def test_prompt_learning_methods_give_servable_variants(tiny_world, tmp_path, me
 def test_ia3_and_ln_tuning_give_servable_variants(tiny_world, tmp_path, method):
     """Trained by PEFT, served without it (hooks / swapped norms) beside a LoRA variant of the
     same base: each writes what a PeftModel of its adapter writes."""
-    import peft
-
     from ragqa.generators import GenerationSettings, Generator
     from ragqa.training.trainer import train
 
@@ -384,18 +400,7 @@ def test_ia3_and_ln_tuning_give_servable_variants(tiny_world, tmp_path, method):
     gen.generate(prompt, variant="tiny-lora", settings=settings)  # the shared PeftModel exists
     got = gen.generate(prompt, variant=card.name, settings=settings)
     assert got.variant == card.name
-    from transformers import AutoModelForCausalLM
-
-    ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)), str(out)).eval()
-    ids = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    want = []
-    with torch.no_grad():
-        for _ in range(8):
-            nxt = int(ref(input_ids=ids).logits[0, -1].argmax())
-            want.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-            if nxt == gen.tokenizer.eos_token_id:
-                break
+    want = _peft_greedy(base, out, gen.tokenizer, prompt, 8)
     assert got.token_ids == want and want != base_ids
     assert gen.generate(prompt, settings=settings).token_ids == base_ids  # base is untouched after
 
@@ -431,9 +436,6 @@ def test_a_prefix_from_activations_acts_like_its_text(tiny_world, tmp_path):
 
 @pytest.mark.parametrize("start", [{"prefix_projection": True}, {"prefix_init_text": "the capital of land0x0"}])
 def test_projected_and_activation_started_prefixes_serve_like_peft(tiny_world, tmp_path, start):
-    import peft
-    from transformers import AutoModelForCausalLM
-
     from ragqa.generators import GenerationSettings, Generator
     from ragqa.training.trainer import train
 
@@ -446,17 +448,7 @@ def test_projected_and_activation_started_prefixes_serve_like_peft(tiny_world, t
     prompt = gen.chat_prompt("What is the capital of land0x0 ?")
     got = gen.generate(prompt, variant=card.name, settings=GenerationSettings(max_new_tokens=6,
                                                                               repetition_penalty=1.0))
-    ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)), str(out)).eval()
-    ids = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    want = []
-    with torch.no_grad():
-        for _ in range(6):
-            nxt = int(ref(input_ids=ids).logits[0, -1].argmax())
-            want.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-            if nxt == gen.tokenizer.eos_token_id:
-                break
-    assert got.token_ids == want
+    assert got.token_ids == _peft_greedy(base, out, gen.tokenizer, prompt, 6)
 
 
 def test_full_fine_tuning_writes_a_model_directory(tiny_world, tmp_path):
@@ -538,8 +530,8 @@ def test_train_config_errors(tiny_world, tmp_path):
     from ragqa.training.trainer import TrainConfig, train
 
     root, base = tiny_world
-    with pytest.raises(ConfigError, match="method 'full'"):
-        TrainConfig(data=root, out=tmp_path, method="full")
+    with pytest.raises(ConfigError, match="method 'dora'"):  # ("full" is a method since issue 21)
+        TrainConfig(data=root, out=tmp_path, method="dora")
     with pytest.raises(ConfigError, match="lora_r=0"):  # ranks 1 and 2 are allowed: the rank study
         TrainConfig(data=root, out=tmp_path, lora_r=0)
     assert TrainConfig(data=root, out=tmp_path, lora_r=1).lora_r == 1

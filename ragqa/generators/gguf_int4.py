@@ -242,12 +242,6 @@ def enable(model, path: Path, gguf_sha256: str) -> int:
 
 def disable(model) -> int:
     """Back to the exact layers (drops the 4-bit weights); returns how many were switched back."""
-    import torch
+    from ragqa.generators.int8_decode import switch_back
 
-    count = 0
-    for module in model.modules():
-        if type(module) is Int4DecodeLinear:
-            del module.qweight4, module.qsz4
-            module.__class__ = torch.nn.Linear
-            count += 1
-    return count
+    return switch_back(model, Int4DecodeLinear, ("qweight4", "qsz4"))

@@ -73,9 +73,6 @@ def enable(model) -> bool:
 
 def disable(model) -> bool:
     """Back to the exact output layer."""
-    head = model.get_output_embeddings()
-    if type(head) is not Int4HeadLinear:
-        return False
-    del head.qhead, head.qhead_sz
-    head.__class__ = torch.nn.Linear
-    return True
+    from ragqa.generators.int8_decode import switch_back
+
+    return switch_back(model.get_output_embeddings(), Int4HeadLinear, ("qhead", "qhead_sz")) == 1

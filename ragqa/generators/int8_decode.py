@@ -65,12 +65,19 @@ def enable(model: torch.nn.Module) -> int:
     return count
 
 
-def disable(model: torch.nn.Module) -> int:
-    """Back to the exact layers (drops the int8 copies); returns how many were switched back."""
+def switch_back(model: torch.nn.Module, cls: type, buffers: tuple[str, ...]) -> int:
+    """Every layer of class ``cls`` back to a plain ``nn.Linear``, its ``buffers`` dropped; returns
+    how many were switched back (the decoding layers of this module, gguf_int4 and head_int4)."""
     count = 0
     for module in model.modules():
-        if type(module) is Int8DecodeLinear:
-            del module.qweight, module.qscale
+        if type(module) is cls:
+            for name in buffers:
+                delattr(module, name)
             module.__class__ = torch.nn.Linear
             count += 1
     return count
+
+
+def disable(model: torch.nn.Module) -> int:
+    """Back to the exact layers (drops the int8 copies); returns how many were switched back."""
+    return switch_back(model, Int8DecodeLinear, ("qweight", "qscale"))
