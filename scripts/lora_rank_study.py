@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-len", type=int, default=768)
     p.add_argument("--work", default="build/rank-study")
     p.add_argument("--out", default="reports/lora-rank-study")
+    p.add_argument("--reuse-eval", action="store_true", help="Use the evaluation already in --out/eval.")
     p.add_argument("--methods", default="", help="Also train these methods (e.g. ia3,ln-tuning) with the "
                    "same data, steps and seed and score them in the same evaluation (the PEFT classes).")
     a = p.parse_args(argv)
@@ -70,16 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     # a full fine-tune is a model of its own: it enters as MODEL_DIR:base
     variants = ",".join(["base"] + [str((work / f"rank-{r}").relative_to(ROOT)) for r in ranks]
                         + [str((work / m).relative_to(ROOT)) + (":base" if m == "full" else "") for m in methods])
-    run(RAGQA + ["eval", "qa", "--index", a.index, "--data", a.eval_data, "--model", a.model,
-                 "--variants", variants, "--limit", str(a.questions), "--seed", "4",
-                 "--report", str(out.relative_to(ROOT) / "eval")])
+    if not (a.reuse_eval and (out / "eval" / "results.json").is_file()):
+        run(RAGQA + ["eval", "qa", "--index", a.index, "--data", a.eval_data, "--model", a.model,
+                     "--variants", variants, "--limit", str(a.questions), "--seed", "4",
+                     "--report", str(out.relative_to(ROOT) / "eval")])
     evaluated = json.loads((out / "eval" / "results.json").read_text())["variants"]
+
+    def result_of(directory: Path) -> dict:
+        """The evaluation's row of a variant directory (labelled by the path given) or a model."""
+        for key, value in evaluated.items():
+            if key.rstrip("/").endswith("/" + directory.name) or key == directory.name or \
+                    str(value.get("model", "")).rstrip("/").endswith("/" + directory.name):
+                return value
+        raise KeyError(directory.name)
     rows = []
     for r in ranks:
         target = work / f"rank-{r}"
         card = json.loads((target / "ragqa_variant.json").read_text())
         m = card["metrics"]
-        result = next(v for k, v in evaluated.items() if k == card["name"] or k.endswith(f"rank-{r}"))
+        result = result_of(target)
         rows.append({
             "rank": r, "alpha": 2 * r,
             "adapter_bytes": (target / "adapter_model.safetensors").stat().st_size,
@@ -90,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     others = []
     for method in methods:
         card = json.loads((work / method / "ragqa_variant.json").read_text())
-        key = card["name"] if method != "full" else next(
-            k for k, v in evaluated.items() if k != "base" and str(v.get("model", "")).rstrip("/").endswith(method))
-        m, result = card["metrics"], evaluated[key]
+        m, result = card["metrics"], result_of(work / method)
         weights = "adapter_model.safetensors" if method != "full" else "model.safetensors"
         others.append({"method": method, "parameters": card["hyperparameters"].get("trainable_parameters"),
                        "adapter_bytes": (work / method / weights).stat().st_size,
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                        "lr": card["hyperparameters"].get("learning_rate"),
                        "f1": result["f1"]["mean"] * 100, "f1_ci95": [x * 100 for x in result["f1"]["ci95"]],
                        "em": result["em"]["mean"] * 100, "n": result["n"]})
-    base = evaluated["base"]
+    base = evaluated.get("base") or evaluated[a.model]  # labelled by the model when models differ
     summary = {"model": a.model, "steps": a.steps, "questions": a.questions, "data": a.data,
                "eval_data": a.eval_data, "base_f1": base["f1"]["mean"] * 100,
                "base_f1_ci95": [x * 100 for x in base["f1"]["ci95"]], "ranks": rows, "methods": others,
