@@ -242,8 +242,8 @@ def _tiny_data(root: Path) -> dict:
 @pytest.mark.slow  # indexes, evaluates and trains (SmolLM2, a few steps) as the docs say
 def test_every_other_documented_command_runs(tmp_path):
     """Each documented `ragqa` line not in NOT_RUN, in the order the docs give them, with its
-    placeholders filled in: DIR / IDX / INDEX an index of the demo corpus, DATA / data-dir the
-    data the import made, NAME the variant `ragqa train` made, squad.json / FILE / dev.json a small
+    placeholders filled in: DIR / IDX / INDEX an index of the demo corpus, DATA / data-dir (and
+    the mixing example's qa-data / dialogsum-data) the data the import made, NAME the variant `ragqa train` made, squad.json / FILE / dev.json a small
     SQuAD file (and so on); the generator is the fake one except for training, which is real."""
     work = tmp_path / "w"
     work.mkdir()
@@ -258,6 +258,8 @@ def test_every_other_documented_command_runs(tmp_path):
     assert ragqa(["index", "build", "docs", "--index", "idx"]).returncode == 0
     values = {"DIR": "idx", "IDX": "idx", "INDEX": "idx", "DOCS": "docs", "docs/": "docs", "DATA": "data",
               "data-dir": "data", "adapters/NAME": "adapters/tuned", "NAME": "adapters/tuned",
+              # the mixing example's two directories: the data the last import made, twice
+              "qa-data": "data", "dialogsum-data": "data",
               "base,NAME,MODEL:base": "base,fake-lora,smollm2-135m-instruct:base", "qdrant:///srv/q": f"qdrant://{work / 'q'}",
               "indexes/scifact": "idx",
               **files}
