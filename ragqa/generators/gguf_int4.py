@@ -128,7 +128,6 @@ def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
     ``.offset`` float32 per group of 32); written to a temporary file and renamed into place.
     Returns the number of layers written."""
     import gguf
-    import torch
     from safetensors.numpy import save_file
 
     from ragqa.files import publish
@@ -170,6 +169,12 @@ def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
     return len(tensors) // 3
 
 
+def is_current(path: Path, gguf_sha256: str) -> bool:
+    """Whether the 4-bit file at ``path`` was written, in this format, for that GGUF."""
+    meta = file_metadata(path)
+    return meta.get("format") == str(FORMAT) and meta.get("gguf_sha256") == gguf_sha256
+
+
 def file_metadata(path: Path) -> dict:
     """The safetensors metadata of a 4-bit file ({} when it cannot be read)."""
     try:
@@ -206,11 +211,9 @@ def enable(model, path: Path, gguf_sha256: str) -> int:
     """Gives each plain ``nn.Linear`` of ``model`` named in the 4-bit file ``path`` its 4-bit
     weights for decoding (in place); returns how many layers were switched (0 when the file was
     written for another GGUF or the kernel is missing)."""
-    import torch
     from safetensors import safe_open
 
-    meta = file_metadata(path)
-    if meta.get("format") != str(FORMAT) or meta.get("gguf_sha256") != gguf_sha256:
+    if not is_current(path, gguf_sha256):
         return 0
     if not hasattr(torch, "_weight_int4pack_mm_for_cpu"):
         return 0

@@ -254,6 +254,12 @@ def convert_gguf(name: str, files: list[Path], out_dir: Path,
     }, indent=2) + "\n")
 
 
+def _joined_gguf(converted: Path) -> Path:
+    """Where a multi-part packaged model's parts are kept joined: beside its converted directory,
+    ``<name>-<sha8>.gguf``."""
+    return converted.parent / f"{converted.name}.gguf"  # not with_suffix: the name has dots
+
+
 def gguf_path(name: str, cache_dir: Path) -> Path:
     """The packaged model as one GGUF file, for engines that read GGUF themselves (the llama.cpp
     peer of ``ragqa bench peer``): the package's own file when it has one part, else the parts
@@ -262,8 +268,7 @@ def gguf_path(name: str, cache_dir: Path) -> Path:
     if len(files) == 1:
         return files[0]
     info = BASE_MODELS[name]
-    converted = cached_dir(name, cache_dir)
-    target = converted.parent / f"{converted.name}.gguf"  # not with_suffix: the name has dots
+    target = _joined_gguf(cached_dir(name, cache_dir))
     if target.is_file() and target.stat().st_size == sum(f.stat().st_size for f in files):
         return target
     with _file_lock(target.parent / f".{target.name}.lock"):
@@ -413,19 +418,19 @@ def int4_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _one_gguf(name: str, work_dir: Path):
+def _one_gguf(name: str, converted: Path):
     """The packaged model as one GGUF file for as long as it is needed: the package's own file,
     the joined copy ``bench peer`` keeps if there is one, else the parts joined into a temporary
     file (sha256 checked) that is removed afterwards."""
     files = packaged_files(name)
     info = BASE_MODELS[name]
-    joined = work_dir / f"{name}-{info.sha256[:8]}.gguf"
+    joined = _joined_gguf(converted)
     if len(files) == 1:
         yield files[0]
     elif joined.is_file() and joined.stat().st_size == sum(f.stat().st_size for f in files):
         yield joined
     else:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.join-", suffix=".gguf", dir=work_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.join-", suffix=".gguf", dir=converted.parent)
         os.close(fd)
         try:
             if _sha256_concat(files, Path(tmp)) != info.sha256:
@@ -452,12 +457,11 @@ def enable_int4_decoding(model, path: Path, status: Callable[[str], None] | None
     if name not in BASE_MODELS or sha != BASE_MODELS[name].sha256:
         return 0
     target = int4_path(path)
-    if gguf_int4.file_metadata(target).get("gguf_sha256") != sha or \
-            gguf_int4.file_metadata(target).get("format") != str(gguf_int4.FORMAT):
+    if not gguf_int4.is_current(target, sha):
         try:
             with _file_lock(target.parent / f".{target.name}.lock"):
-                if gguf_int4.file_metadata(target).get("gguf_sha256") != sha:
-                    with _one_gguf(name, path.parent) as gguf_file:
+                if not gguf_int4.is_current(target, sha):  # another process may have written it
+                    with _one_gguf(name, path) as gguf_file:
                         gguf_int4.build(gguf_file, model, target, gguf_sha256=sha, status=status)
         except ModelError:
             return 0
