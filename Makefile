@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned to the CPU build that lies on these machines; an unpinned install pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev demo test bench-index tune tune-qwen clean
+.PHONY: install install-dev demo test bench-index tune tune-qwen distill mixing clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,37 @@ tune-qwen: install
 		--variants base,dialogsum-lora-qwen --limit 40 --seed 2 --predictions --report reports/squad-qwen-forgetting
 	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model $(Q) \
 		--variants base,squad-lora-qwen --predictions --report reports/dialogsum-qwen-forgetting
+
+# Distillation (docs/tuning.md): the 1.5B default writes questions and answers over SQuAD articles
+# 0-15, the 0.5B fast model's LoRA learns them; teacher, student and bases on unseen questions
+distill: $(BIN)/python
+	$(BIN)/python scripts/squad_splits.py $(T)
+	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
+	$(BIN)/ragqa index build ../shared/data/squad-v1.1/dev-v1.1.part-a.json --index $(T)/squad-all-index
+	$(BIN)/ragqa data synthesize --index $(T)/squad-dev-index --out $(T)/distill-data \
+		--teacher qwen2.5-coder-1.5b-instruct --passages 120 --seed 0
+	$(BIN)/ragqa train --data $(T)/distill-data --out adapters/squad-distilled-qwen --model $(Q) \
+		--method lora --max-steps 24 --eval-steps 12 --eval-examples 8 --patience 2 --lr 3e-4 --overwrite
+	$(BIN)/ragqa eval qa --index $(T)/squad-all-index --data $(T)/squad-report.json \
+		--variants qwen2.5-coder-1.5b-instruct:base,$(Q):base,$(Q):squad-distilled-qwen,$(Q):squad-lora-qwen \
+		--limit 60 --seed 4 --predictions --report reports/distillation
+
+# Multi-task mixing (docs/tuning.md): one SmolLM2 LoRA on SQuAD + DialogSum against the two
+# single-task variants (squad-lora, dialogsum-lora), each task measured on unseen data
+mixing: $(BIN)/python
+	$(BIN)/python scripts/squad_splits.py $(T)
+	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
+	$(BIN)/ragqa index build $(T)/squad-report.json --index $(T)/squad-report-index
+	$(BIN)/ragqa data import squad $(T)/squad-dev.json --index $(T)/squad-dev-index --out $(T)/squad-data
+	$(BIN)/ragqa data import dialogsum ../shared/data/dialogsum/dialogsum.dev.jsonl --out $(T)/dialogsum-data
+	$(BIN)/ragqa train --data $(T)/squad-data --data $(T)/dialogsum-data --mix 0.5,0.5 --out adapters/mixed-lora \
+		--method lora --max-steps 60 --eval-steps 15 --eval-examples 12 --patience 2 --lr 3e-4 --lora-r 16 \
+		--lora-alpha 32 --target-modules all-linear --overwrite
+	$(BIN)/ragqa eval qa --index $(T)/squad-report-index --data $(T)/squad-report.json \
+		--model smollm2-135m-instruct --variants base,squad-lora,dialogsum-lora,mixed-lora \
+		--limit 50 --seed 0 --predictions --report reports/mixing-qa
+	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model smollm2-135m-instruct \
+		--variants base,dialogsum-lora,squad-lora,mixed-lora --predictions --report reports/mixing-summarize
 
 clean:
 	rm -rf $(VENV) indexes/demo

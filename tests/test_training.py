@@ -224,6 +224,46 @@ def test_synthesize_filters(tmp_path, squad_file, settings):
     assert len({r.input for r in records}) == len(records)
 
 
+class ScriptedTeacher(ScriptedGenerator):
+    """A teacher that answers the check question in words of its own ("The City1. [1]")."""
+
+    def generate(self, prompt, variant="base", settings=None):
+        result = super().generate(prompt, variant, settings)
+        if result.text.endswith("[1]"):
+            result.text = f"The {result.text[:-4]}. [1]"
+        return result
+
+
+def test_synthesize_with_teacher_distills_its_answers(tmp_path, squad_file, settings):
+    from ragqa.indexing.index import Index
+    from ragqa.training.synthesize import synthesize, teacher_target
+
+    assert teacher_target("It is 1960. [1]") == "It is 1960"
+    Index.build([squad_file], tmp_path / "idx", settings)
+    with Index.open(tmp_path / "idx", settings) as index:
+        plain, _ = synthesize(index, ScriptedGenerator(), n_passages=12, min_words=5)
+        records, stats = synthesize(index, ScriptedGenerator(), n_passages=12, min_words=5,
+                                    teacher=ScriptedTeacher(), teacher_name="big-model")
+    assert stats["kept"] == len(records) == len(plain) > 0
+    for r, p in zip(records, plain):
+        assert r.input == p.input
+        assert r.output == f"The {p.output}"  # the teacher's answer is the target
+        assert r.answers == [r.output, p.output]  # the proposed span is still scored against
+        assert r.provenance["teacher"] == "big-model"
+
+
+def test_cli_synthesize_refuses_an_unknown_teacher_variant_first(tmp_path, squad_file, settings, capsys):
+    from ragqa.apps.cli import main
+    from ragqa.indexing.index import Index
+
+    Index.build([squad_file], tmp_path / "idx", settings)
+    assert main(["data", "synthesize", "--index", str(tmp_path / "idx"), "--out", str(tmp_path / "d"),
+                 "--teacher", "fake", "--teacher-variant", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no variant 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
 # ----------------------------------------------------------------------------- training (tiny)
 
 torch = pytest.importorskip("torch")

@@ -91,8 +91,13 @@ def data_synthesize(
     index: Annotated[Path, typer.Option("--index", "-i", help="Index to take passages from.")],
     out: OutOpt,
     model: Annotated[Optional[str], typer.Option("--model", help="Generator that proposes "
-                                                 "answers and questions.")] = None,
+                                                 "answers and questions (default: the teacher when "
+                                                 "one is given, else the default model).")] = None,
     variant: Annotated[str, typer.Option("--variant", help="Its variant.")] = "base",
+    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Distillation: this model "
+                                                   "(name or directory) answers every question, and "
+                                                   "its answers are the targets a student is trained on.")] = None,
+    teacher_variant: Annotated[str, typer.Option("--teacher-variant", help="The teacher's variant.")] = "base",
     passages: Annotated[int, typer.Option("--passages", help="How many passages to sample.")] = 50,
     summarize_over: Annotated[int, typer.Option("--summarize-over", help="Summarise passages longer "
                                                 "than this many words first (0: never).")] = 0,
@@ -103,23 +108,43 @@ def data_synthesize(
     threads: ThreadsOpt = None,
 ) -> None:
     """Make question/answer pairs from an index's passages with the generator, filter them, and
-    write training data like `data import`."""
+    write training data like `data import`. With --teacher the teacher's answers are the targets
+    (distillation: train the fast model on them with `ragqa train --model FAST`)."""
     from ragqa.answering.pipeline import make_generator
     from ragqa.training.data import ExampleSettings, build_dataset
     from ragqa.training.synthesize import synthesize
 
-    settings = command_settings(threads=threads, model=model)
+    settings = command_settings(threads=threads, model=model or teacher)
     idx = _open_index(index, threads)
     generator = make_generator(settings)
+    teacher_settings = teacher_gen = None
+    if teacher is not None:
+        teacher_settings = command_settings(threads=threads, model=teacher)
+        same = teacher_settings.model == settings.model
+        teacher_gen = generator if same else make_generator(teacher_settings)
+    # unknown variants are refused before any passage is read
+    for gen, name in ((generator, variant), (teacher_gen, teacher_variant)):
+        if gen is not None and hasattr(gen, "check_variant"):
+            gen.check_variant(name)
+    teacher_template = None
+    if teacher_gen is not None:  # the teacher answers as it is served: its variant's template, else the setting
+        teacher_template = (getattr(teacher_gen, "variant_template", lambda _: None)(teacher_variant)
+                            or teacher_settings.template)
     records, stats = synthesize(idx, generator, n_passages=passages, variant=variant, seed=seed,
-                                summarize_over=summarize_over, log=lambda m: typer.echo(m, err=True))
+                                summarize_over=summarize_over, teacher=teacher_gen,
+                                teacher_variant=teacher_variant,
+                                teacher_template=teacher_template,
+                                teacher_name=teacher_settings.model if teacher_settings else "",
+                                log=lambda m: typer.echo(m, err=True))
     if not records:
         raise ConfigError(f"no question survived the filters ({stats}); try more --passages or a "
                           "stronger --model")
     manifest = build_dataset(records, out, fractions=_fractions(split),
                              settings=ExampleSettings(k=k, idk_share=idk_share, seed=seed), index=idx,
-                             index_dir=str(index), extra={"synthesized": {**stats, "model": settings.model,
-                                                                          "variant": variant}})
+                             index_dir=str(index), extra={"synthesized": {
+                                 **stats, "model": settings.model, "variant": variant,
+                                 **({"teacher": teacher_settings.model, "teacher_variant": teacher_variant,
+                                     "teacher_template": teacher_template} if teacher_settings else {})}})
     _summary(manifest, out)
     typer.echo(f"kept {stats['kept']} of {stats['proposed']} proposed pairs: {stats}")
 

@@ -16,6 +16,12 @@ For each sampled passage:
        - ``unanswerable``   asked back with the passage (the answering prompt), the generator's
                             answer has token F1 < 0.5 against the proposed answer
   4. survivors become qa records with provenance (doc, chunk, model output, check answer).
+
+**Distillation** (``--teacher MODEL``): a second, usually bigger, generator answers every proposed
+question from its passage with the answering prompt, and its answer is the record's target (the
+proposed span stays among the ``answers`` it is scored against). The answerability filter is then
+the teacher's answer agreeing with the proposal, so a student trained on the data learns the
+teacher's answers on the user's own documents (``ragqa train --model FAST --data DIR``).
 """
 
 from __future__ import annotations
@@ -96,10 +102,22 @@ def is_duplicate(question: str, answer: str, kept: list[tuple[set[str], str]],
     return False
 
 
+def teacher_target(answer: str) -> str:
+    """The teacher's answer as a record's output: citations and a closing full stop removed, as
+    the training target adds the citation of the gold passage itself ("1960. [1]" -> "1960")."""
+    from ragqa.evaluation.evaluate import answer_text
+
+    return answer_text(answer).strip().rstrip(".").strip()
+
+
 def synthesize(index, generator, *, n_passages: int = 50, variant: str = "base", seed: int = 0,
                summarize_over: int = 0, min_words: int = 40, max_new_tokens: int = 64,
+               teacher=None, teacher_variant: str = "base", teacher_name: str = "",
+               teacher_template: str | None = None,
                log: Callable[[str], None] | None = None) -> tuple[list[Record], dict]:
-    """(records, stats) for up to ``n_passages`` passages sampled from ``index`` (see module doc)."""
+    """(records, stats) for up to ``n_passages`` passages sampled from ``index`` (see module doc);
+    with ``teacher`` (a generator) its answers, asked with ``teacher_template`` (default: the qa
+    template), are the targets (distillation)."""
     from ragqa.evaluation.evaluate import answer_text, token_f1
     from ragqa.generators.engine import GenerationSettings
     from ragqa.answering.prompting import Passage, build_plain_prompt, build_prompt, load_template, render
@@ -108,6 +126,9 @@ def synthesize(index, generator, *, n_passages: int = 50, variant: str = "base",
     qa_template, sum_template = load_template("qa"), load_template("summarize")
     tokenizer = generator.tokenizer
     budget = min(1536, generator.context_length - max_new_tokens)
+    checker, check_variant = (teacher, teacher_variant) if teacher is not None else (generator, variant)
+    check_budget = min(1536, checker.context_length - max_new_tokens)
+    check_template = load_template(teacher_template) if teacher is not None and teacher_template else qa_template
     ids = list(index.chunks.chunk_ids())
     random.Random(seed).shuffle(ids)
     stats = {"passages": 0, "proposed": 0, "unparsed": 0, "not_in_passage": 0, "copied": 0,
@@ -149,20 +170,26 @@ def synthesize(index, generator, *, n_passages: int = 50, variant: str = "base",
                 stats["duplicate"] += 1
                 continue
             check_prompt = build_prompt(question, [Passage(text=passage, title=row["title"], doc_id=row["doc_id"])],
-                                        qa_template, tokenizer, max_prompt_tokens=budget)
-            check = answer_text(generator.generate(check_prompt.text, variant=variant, settings=settings).text)
+                                        check_template, checker.tokenizer, max_prompt_tokens=check_budget)
+            check = answer_text(checker.generate(check_prompt.text, variant=check_variant, settings=settings).text)
             f1 = token_f1(check, [answer])
             if f1 < MIN_CHECK_F1:
                 stats["unanswerable"] += 1
                 continue
+            target = teacher_target(check) if teacher is not None else answer
+            if not target:
+                stats["unanswerable"] += 1
+                continue
             kept_words.append((set(_words(question)), _norm(answer)))
             stats["kept"] += 1
+            provenance = {"chunk_id": cid, "doc_id": row["doc_id"], "proposal": out.strip(),
+                          "check_answer": check, "check_f1": round(f1, 3), "summarized": source != passage}
+            if teacher is not None:
+                provenance["teacher"] = teacher_name or "teacher"
             records.append(Record(
-                id=f"syn-{cid}", task="qa", input=question, output=answer, answers=[answer],
-                context=passage, title=row["title"], doc=row["doc_id"], source=str(index.directory),
-                provenance={"chunk_id": cid, "doc_id": row["doc_id"], "proposal": out.strip(),
-                            "check_answer": check, "check_f1": round(f1, 3),
-                            "summarized": source != passage}))
+                id=f"syn-{cid}", task="qa", input=question, output=target,
+                answers=list(dict.fromkeys([target, answer])), context=passage, title=row["title"],
+                doc=row["doc_id"], source=str(index.directory), provenance=provenance))
             if log:
-                log(f"[{stats['kept']}/{stats['passages']}] {question} -> {answer}")
+                log(f"[{stats['kept']}/{stats['passages']}] {question} -> {target}")
     return records, stats
