@@ -109,12 +109,12 @@ distill: $(BIN)/python
 	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
 	$(BIN)/ragqa index build ../shared/data/squad-v1.1/dev-v1.1.part-a.json --index $(T)/squad-all-index
 	$(BIN)/ragqa data synthesize --index $(T)/squad-dev-index --out $(T)/distill-data \
-		--teacher qwen2.5-coder-1.5b-instruct --passages 120 --seed 0
+		--teacher qwen2.5-coder-1.5b-instruct --passages 50 --seed 0
 	$(BIN)/ragqa train --data $(T)/distill-data --out adapters/squad-distilled-qwen --model $(Q) \
-		--method lora --max-steps 24 --eval-steps 12 --eval-examples 8 --patience 2 --lr 3e-4 --overwrite
+		--method lora --max-steps 16 --eval-steps 8 --eval-examples 6 --patience 2 --lr 3e-4 --overwrite
 	$(BIN)/ragqa eval qa --index $(T)/squad-all-index --data $(T)/squad-report.json \
-		--variants qwen2.5-coder-1.5b-instruct:base,$(Q):base,$(Q):squad-distilled-qwen,$(Q):squad-lora-qwen \
-		--limit 60 --seed 4 --predictions --report reports/distillation
+		--variants qwen2.5-coder-1.5b-instruct:base,$(Q):base,$(Q):squad-distilled-qwen \
+		--limit 20 --seed 4 --predictions --report reports/distillation
 
 # Multi-task mixing (docs/tuning.md): one SmolLM2 LoRA on SQuAD + DialogSum against the two
 # single-task variants (squad-lora, dialogsum-lora), each task measured on unseen data
@@ -125,13 +125,13 @@ mixing: $(BIN)/python
 	$(BIN)/ragqa data import squad $(T)/squad-dev.json --index $(T)/squad-dev-index --out $(T)/squad-data
 	$(BIN)/ragqa data import dialogsum ../shared/data/dialogsum/dialogsum.dev.jsonl --out $(T)/dialogsum-data
 	$(BIN)/ragqa train --data $(T)/squad-data --data $(T)/dialogsum-data --mix 0.5,0.5 --out adapters/mixed-lora \
-		--method lora --max-steps 60 --eval-steps 15 --eval-examples 12 --patience 2 --lr 3e-4 --lora-r 16 \
+		--method lora --max-steps 48 --eval-steps 16 --eval-examples 12 --patience 2 --lr 3e-4 --lora-r 16 \
 		--lora-alpha 32 --target-modules all-linear --overwrite
 	$(BIN)/ragqa eval qa --index $(T)/squad-report-index --data $(T)/squad-report.json \
 		--model smollm2-135m-instruct --variants base,squad-lora,dialogsum-lora,mixed-lora \
-		--limit 50 --seed 0 --predictions --report reports/mixing-qa
+		--limit 40 --seed 0 --predictions --report reports/mixing-qa
 	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model smollm2-135m-instruct \
-		--variants base,dialogsum-lora,squad-lora,mixed-lora --predictions --report reports/mixing-summarize
+		--variants base,dialogsum-lora,squad-lora,mixed-lora --limit 30 --predictions --report reports/mixing-summarize
 
 clean:
 	rm -rf $(VENV) indexes/demo
