@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned to the CPU build that lies on these machines; an unpinned install pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev demo test bench-index tune tune-qwen distill mixing clean
+.PHONY: install install-dev demo test bench-index tune tune-qwen distill mixing prefix-study clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -132,6 +132,23 @@ mixing: $(BIN)/python
 		--limit 40 --seed 0 --predictions --report reports/mixing-qa
 	$(BIN)/ragqa eval summarize --data $(T)/dialogsum-data/test.jsonl --model smollm2-135m-instruct \
 		--variants base,dialogsum-lora,squad-lora,mixed-lora --limit 30 --predictions --report reports/mixing-summarize
+
+# Prefix tuning, two starts (docs/tuning.md): SmolLM2 prefixes trained like the shipped squad-prefix
+# (same data, steps, seed) from Li & Liang's reparameterisation and from real activations of task
+# text, scored with base and squad-prefix on the same unseen questions and passages
+PREFIX_INIT = Answer the question using only the numbered passages, with a short phrase copied from them.
+prefix-study: $(BIN)/python
+	$(BIN)/python scripts/squad_splits.py $(T)
+	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
+	$(BIN)/ragqa index build $(T)/squad-report.json --index $(T)/squad-report-index
+	$(BIN)/ragqa data import squad $(T)/squad-dev.json --index $(T)/squad-dev-index --out $(T)/squad-data
+	$(BIN)/ragqa train --data $(T)/squad-data --out build/prefix-study/projection --method prefix-tuning \
+		--prefix-projection --max-steps 32 --eval-steps 16 --eval-examples 16 --patience 2 --overwrite
+	$(BIN)/ragqa train --data $(T)/squad-data --out build/prefix-study/init-text --method prefix-tuning \
+		--prefix-init-text "$(PREFIX_INIT)" --max-steps 32 --eval-steps 16 --eval-examples 16 --patience 2 --overwrite
+	$(BIN)/ragqa eval qa --index $(T)/squad-report-index --data $(T)/squad-report.json \
+		--model smollm2-135m-instruct --variants base,squad-prefix,build/prefix-study/projection,build/prefix-study/init-text \
+		--limit 40 --seed 0 --predictions --report reports/prefix-study
 
 clean:
 	rm -rf $(VENV) indexes/demo
