@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned to the CPU build that lies on these machines; an unpinned install pulls CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: install install-dev demo test bench-index tune tune-qwen distill mixing prefix-study clean
+.PHONY: install install-dev demo test bench-index tune-data tune tune-qwen distill mixing prefix-study clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,11 +43,16 @@ bench-index: $(BIN)/python
 # Reproduces the shipped variants in adapters/ from ../shared/data development data (hours on a
 # 2-core CPU; see docs/tuning.md): SQuAD articles 0-15 train / validate, 16-31 are only measured.
 T := build/tune
-tune: install
+# the data every SmolLM2 study trains and is measured on: the splits, the indexes of articles
+# 0-15 and 16-31, the imported SQuAD and DialogSum training data
+tune-data: $(BIN)/python
 	$(BIN)/python scripts/squad_splits.py $(T)
 	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
+	$(BIN)/ragqa index build $(T)/squad-report.json --index $(T)/squad-report-index
 	$(BIN)/ragqa data import squad $(T)/squad-dev.json --index $(T)/squad-dev-index --out $(T)/squad-data
 	$(BIN)/ragqa data import dialogsum ../shared/data/dialogsum/dialogsum.dev.jsonl --out $(T)/dialogsum-data
+
+tune: install tune-data
 	$(BIN)/ragqa train --data $(T)/squad-data --out adapters/squad-lora --method lora --max-steps 48 \
 		--eval-steps 16 --eval-examples 16 --patience 2 --lr 3e-4 --overwrite
 	$(BIN)/ragqa train --data $(T)/dialogsum-data --out adapters/dialogsum-lora --method lora --max-steps 60 \
@@ -57,7 +62,6 @@ tune: install
 		--max-steps 32 --eval-steps 16 --eval-examples 16 --patience 2 --overwrite
 	$(BIN)/ragqa train --data $(T)/squad-data --out adapters/squad-prefix --method prefix-tuning \
 		--max-steps 32 --eval-steps 16 --eval-examples 16 --patience 2 --overwrite
-	$(BIN)/ragqa index build $(T)/squad-report.json --index $(T)/squad-report-index
 	$(BIN)/ragqa eval qa --index $(T)/squad-report-index --data $(T)/squad-report.json \
 		--model smollm2-135m-instruct --variants base,squad-lora \
 		--limit 50 --seed 0 --predictions --report reports/squad-smollm2-lora
@@ -118,12 +122,7 @@ distill: $(BIN)/python
 
 # Multi-task mixing (docs/tuning.md): one SmolLM2 LoRA on SQuAD + DialogSum against the two
 # single-task variants (squad-lora, dialogsum-lora), each task measured on unseen data
-mixing: $(BIN)/python
-	$(BIN)/python scripts/squad_splits.py $(T)
-	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
-	$(BIN)/ragqa index build $(T)/squad-report.json --index $(T)/squad-report-index
-	$(BIN)/ragqa data import squad $(T)/squad-dev.json --index $(T)/squad-dev-index --out $(T)/squad-data
-	$(BIN)/ragqa data import dialogsum ../shared/data/dialogsum/dialogsum.dev.jsonl --out $(T)/dialogsum-data
+mixing: tune-data
 	$(BIN)/ragqa train --data $(T)/squad-data --data $(T)/dialogsum-data --mix 0.5,0.5 --out adapters/mixed-lora \
 		--method lora --max-steps 48 --eval-steps 16 --eval-examples 12 --patience 2 --lr 3e-4 --lora-r 16 \
 		--lora-alpha 32 --target-modules all-linear --overwrite
@@ -137,11 +136,7 @@ mixing: $(BIN)/python
 # (same data, steps, seed) from Li & Liang's reparameterisation and from real activations of task
 # text, scored with base and squad-prefix on the same unseen questions and passages
 PREFIX_INIT = Answer the question using only the numbered passages, with a short phrase copied from them.
-prefix-study: $(BIN)/python
-	$(BIN)/python scripts/squad_splits.py $(T)
-	$(BIN)/ragqa index build $(T)/squad-dev.json --index $(T)/squad-dev-index
-	$(BIN)/ragqa index build $(T)/squad-report.json --index $(T)/squad-report-index
-	$(BIN)/ragqa data import squad $(T)/squad-dev.json --index $(T)/squad-dev-index --out $(T)/squad-data
+prefix-study: tune-data
 	$(BIN)/ragqa train --data $(T)/squad-data --out build/prefix-study/projection --method prefix-tuning \
 		--prefix-projection --max-steps 32 --eval-steps 16 --eval-examples 16 --patience 2 --overwrite
 	$(BIN)/ragqa train --data $(T)/squad-data --out build/prefix-study/init-text --method prefix-tuning \
