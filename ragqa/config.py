@@ -161,6 +161,12 @@ class Settings(BaseSettings):
         "Decode the linear layers a packaged model's GGUF holds in 4-bit blocks with those blocks (PyTorch's "
         "int4 kernel: half the bytes of int8 per token); they are read once into a file beside the converted "
         "model. false: those layers decode as decode_int8 says (docs/answering.md \"Generation speed\")."))
+    decode_dynamic_int8: bool = _setting(True, description=(
+        "Where the generator runs in float32 (gen_dtype auto on CPUs without native bf16), decode every "
+        "linear layer with fbgemm's dynamic int8 kernel (int8 weights, each step's row quantized as it is "
+        "multiplied) instead of decode_int4 / decode_int8, whose kernels are slower than plain float32 "
+        "there; prompts are still read in float32. No effect on bf16 models (docs/answering.md "
+        "\"Generation speed\")."))
     abstain_threshold: float = _setting(0.62, description=(
         "ragqa answers \"I don't know\" without generating when the relevance of what it retrieved, best "
         "dense cosine similarity + abstain_coverage_weight x term coverage of the hits (0..1), is below "

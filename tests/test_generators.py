@@ -506,6 +506,69 @@ def test_int8_linear_reads_prompts_exactly_and_decodes_with_int8():
     assert int8_decode.disable(layer) == 1 and type(layer) is torch.nn.Linear and not hasattr(layer, "qweight")
 
 
+def _dynamic_int8_reference(x, layer):
+    """What fbgemm's dynamic int8 product computes: the row quantized to 7 bits (reduce_range)
+    over [min(x, 0), max(x, 0)], times the per-channel int8 weight, plus the bias."""
+    from ragqa.generators import int8_decode
+
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / 127
+    zero = min(max(round(-lo / scale), 0), 127)
+    xq = (torch.clamp(torch.round(x / scale) + zero, 0, 127) - zero) * scale
+    q, w_scale = int8_decode.quantize(layer.weight)
+    return torch.nn.functional.linear(xq, q.float() * w_scale[:, None], layer.bias)
+
+
+def test_dynamic_int8_linear_reads_prompts_exactly_and_decodes_one_row_with_int8():
+    from ragqa.generators import dynamic_int8
+
+    if not dynamic_int8.available():
+        pytest.skip("this PyTorch build has no fbgemm")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48, bias=True)
+    exact = torch.nn.Linear(64, 48, bias=True)
+    exact.load_state_dict(layer.state_dict())
+    assert dynamic_int8.enable(layer) == 1 and isinstance(layer, torch.nn.Linear)
+    with torch.inference_mode():
+        for rows in (2, 9):  # prompts: the layer's own float32 weight
+            prompt = torch.randn(1, rows, 64)
+            assert torch.equal(layer(prompt), exact(prompt))
+        step = torch.randn(1, 1, 64)
+        got = layer(step)
+        assert got.shape == (1, 1, 48)
+        assert torch.allclose(got, _dynamic_int8_reference(step, exact), atol=2e-3)
+        assert 0 < (got - exact(step)).abs().max() < 0.1  # int8 is close to the weight
+        assert torch.equal(layer(step.clone()), got)  # the same row, the same scores
+    step = torch.randn(1, 1, 64)
+    assert torch.equal(layer(step), exact(step))  # with autograd on (training): never the int8 path
+    assert dynamic_int8.disable(layer) == 1 and type(layer) is torch.nn.Linear
+    assert not hasattr(layer, "dyn_packed")
+
+
+def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one_does_not(world, tmp_path):
+    """decode_dynamic_int8 replaces int4 / int8 decoding on float32 models only; every variant
+    kind decodes through it (LoRA wraps the switched layers as it wraps nn.Linear)."""
+    from ragqa.generators import dynamic_int8
+    from ragqa.generators.int8_decode import Int8DecodeLinear
+
+    if not dynamic_int8.available():
+        pytest.skip("this PyTorch build has no fbgemm")
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
+                  dtype="float32", decode_int8=True, decode_int4=True, decode_dynamic_int8=True)
+    g.load()
+    kinds = {type(m) for m in g._host.model.modules() if isinstance(m, torch.nn.Linear)}
+    assert kinds == {dynamic_int8.DynamicInt8DecodeLinear}  # the output layer too; no int8 copies
+    for name in ("base", "my-lora", "prefix"):
+        assert g.generate(PROMPTS[0], variant=name, settings=SETTINGS).new_tokens >= 1
+    lora = [m for n, m in g._host.model.named_modules() if n.endswith("base_layer")]
+    assert lora and all(type(m) is dynamic_int8.DynamicInt8DecodeLinear for m in lora)
+    b = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
+                  dtype="bfloat16", decode_int8=True, decode_dynamic_int8=True)
+    b.load()
+    kinds = {type(m) for m in b._host.model.modules() if isinstance(m, torch.nn.Linear)}
+    assert dynamic_int8.DynamicInt8DecodeLinear not in kinds and Int8DecodeLinear in kinds
+
+
 def _dequantized_copy(src: Path, dst: Path) -> Path:
     """The base model with each linear weight replaced by its int8 round trip (q x scale): the
     model the int8 decode path computes with."""

@@ -812,7 +812,8 @@ def bench_answers(settings: Settings, out: Path, *, index: Path | None = None,
                      "settings": {"threads": settings.threads, "gen_dtype": _dtype(settings.gen_dtype),
                                   "template": settings.template, "top_k": settings.top_k,
                                   "max_prompt_tokens": settings.max_prompt_tokens,
-                                  "repetition_penalty": settings.repetition_penalty},
+                                  "repetition_penalty": settings.repetition_penalty,
+                                  **decode_settings(settings)},
                      "index": str(index) if work is None else "data/demo (temporary index)"}
     try:
         with RagQA.open(index, settings) as qa:
@@ -867,7 +868,8 @@ def format_answers_table(r: dict) -> str:
         return fmt.format(x) if x is not None else "-"
 
     lines = [f"{len(r['answers'])} questions answered end to end by {r['model']} ({r['variant']}), "
-             f"{r['settings']['threads']} threads, {r['settings']['gen_dtype']}; {m['cpu']} "
+             f"{r['settings']['threads']} threads, {r['settings']['gen_dtype']}"
+             f"{decoding_words(r['settings'])}; {m['cpu']} "
              f"[{' '.join(r['cpu_flags'])}], load {m['load_avg_at_start']:.1f}",
              "| measurement | p50 |", "|---|---|",
              f"| seconds per answer (retrieval, prompt, generation) | {r['seconds_p50']:.1f} "
@@ -957,7 +959,7 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
     results: dict = {"model": settings.model, "variant": variant, "gguf": str(gguf),
                      "machine": machine_info(settings.threads), "cpu_flags": cpu_flags(),
                      "settings": {"threads": settings.threads, "gen_dtype": _dtype(settings.gen_dtype),
-                                  "decode_int8": settings.decode_int8, "decode_int4": settings.decode_int4,
+                                  **decode_settings(settings),
                                   "runs": runs}, "regimes": {}}
     gen = make_generator(settings)
     echo(f"loading {settings.model} in ragqa and {gguf.name} in llama.cpp ...")
@@ -996,9 +998,17 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
     return results
 
 
+def decode_settings(settings: Settings) -> dict:
+    """The settings that say how a result decoded (``decoding_words`` reads them back)."""
+    return {"decode_int8": settings.decode_int8, "decode_int4": settings.decode_int4,
+            "decode_dynamic_int8": settings.decode_dynamic_int8}
+
+
 def decoding_words(settings: dict) -> str:
     """`` + 4-bit (GGUF) / int8 decoding`` as the settings of a result say (older results have no
-    ``decode_int4``)."""
+    ``decode_int4``); a float32 model with ``decode_dynamic_int8`` decodes with that alone."""
+    if settings.get("decode_dynamic_int8") and str(settings.get("gen_dtype", "")).startswith("float32"):
+        return " + dynamic int8 (fbgemm) decoding"
     kinds = [k for k, on in (("4-bit (GGUF)", settings.get("decode_int4")),
                              ("int8", settings.get("decode_int8"))) if on]
     return f" + {' / '.join(kinds)} decoding" if kinds else ""
