@@ -229,7 +229,8 @@ def test_unknown_variant_is_refused_before_retrieval(qa, monkeypatch):
 def test_a_variant_reads_the_template_it_was_trained_with(qa):
     class Trained(FakeGenerator):
         def variant_template(self, name):
-            return {"fake-lora": "qa-concise", "sum-lora": "summarize", "odd-lora": "no-such-template"}.get(name)
+            return {"fake-lora": "qa-concise", "sum-lora": "summarize", "odd-lora": "no-such-template",
+                    "mixed-lora": "summarize,qa-concise"}.get(name)
 
     qa.generator = Trained()
     qa.settings = qa.settings.replace(template="qa")
@@ -237,6 +238,8 @@ def test_a_variant_reads_the_template_it_was_trained_with(qa):
     # a card naming a template that does not answer questions, or none ragqa has: the configured one
     assert qa.template_for("sum-lora") == "qa" and qa.template_for("odd-lora") == "qa"
     assert qa.template_for("fake-lora", "qa") == "qa"  # asked for explicitly: that one
+    # trained on mixed tasks (the card lists them all): the one that answers questions
+    assert qa.template_for("mixed-lora") == "qa-concise"
     from ragqa.answering.prompting import load_template
 
     qa.ask("Where is the Eiffel Tower?", variant="fake-lora")

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragqa.config import Settings
-from ragqa.errors import ConfigError
 from ragqa.indexing.index import Index
 from ragqa.indexing.retrieval import Retrieval, dataclass_json
 from ragqa.answering.prompting import (Passage, Prompt, build_prompt, load_examples, load_template, render,
-                             rewrite_messages, select_examples)
+                             rewrite_messages, select_examples, trained_qa_template)
 
 ABSTAIN_TEXT = "I don't know."
 _ABSTAIN_RE = re.compile(r"^\W*(i\s+(do\s+not|don't|don’t)\s+know|i\s+cannot\s+answer|unknown)\b", re.I)
@@ -284,16 +283,10 @@ class RagQA:
             return template
         if variant != "base":
             trained = getattr(self.generator, "variant_template", lambda name: None)(variant)
-            if trained and self._is_qa_template(trained):
+            trained = trained_qa_template(trained)  # a card may name a summarisation one, or several
+            if trained:
                 return trained
         return self.settings.template
-
-    def _is_qa_template(self, name: str) -> bool:
-        """A template that answers questions (a card may name a summarisation or plain one)."""
-        try:
-            return self._template(name).kind == "qa"
-        except ConfigError:
-            return False
 
     def _template(self, name: str | None):
         name = name or self.settings.template

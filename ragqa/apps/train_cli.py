@@ -128,7 +128,10 @@ def data_synthesize(
             gen.check_variant(name)
     teacher_template = None
     if teacher_gen is not None:  # the teacher answers as it is served: its variant's template, else the setting
-        teacher_template = (getattr(teacher_gen, "variant_template", lambda _: None)(teacher_variant)
+        from ragqa.answering.prompting import trained_qa_template
+
+        teacher_template = (trained_qa_template(getattr(teacher_gen, "variant_template",
+                                                        lambda _: None)(teacher_variant))
                             or teacher_settings.template)
     records, stats = synthesize(idx, generator, n_passages=passages, variant=variant, seed=seed,
                                 summarize_over=summarize_over, teacher=teacher_gen,
