@@ -283,7 +283,7 @@ class RagQA:
             return template
         if variant != "base":
             trained = getattr(self.generator, "variant_template", lambda name: None)(variant)
-            trained = trained_qa_template(trained)  # a card may name a summarisation one, or several
+            trained = trained_qa_template(trained, self._template)  # may name a summarisation one, or several
             if trained:
                 return trained
         return self.settings.template

@@ -201,17 +201,19 @@ def list_templates() -> list[str]:
     return sorted(p.stem for p in TEMPLATES_DIR.glob("*.toml"))
 
 
-def trained_qa_template(trained: str | None) -> str | None:
+def trained_qa_template(trained: str | None,
+                        load: Callable[[str], Template] | None = None) -> str | None:
     """The template a variant answers questions with, from its card's ``template``: one name, or
     several comma-separated for a variant trained on mixed tasks (``qa,summarize``). The first
     that answers questions (kind ``qa``); None when none does (a summarisation variant), or the
-    card names none."""
+    card names none. ``load`` reads a template by name (default ``load_template``; the pipeline
+    passes its cache)."""
     for name in (trained or "").split(","):
         name = name.strip()
         if not name:
             continue
         try:
-            if load_template(name).kind == "qa":
+            if (load or load_template)(name).kind == "qa":
                 return name
         except ConfigError:
             continue

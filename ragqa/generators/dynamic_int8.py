@@ -45,14 +45,16 @@ class DynamicInt8DecodeLinear(torch.nn.Linear):
 
 
 def pack(weight: torch.Tensor, bias: torch.Tensor | None):
-    """fbgemm's packed int8 weight: symmetric per output channel, scale max|w| / 127."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+    """fbgemm's packed int8 weight: the int8 copy ``int8_decode.quantize`` makes (symmetric per
+    output channel), as a quantized tensor the kernel takes."""
+    from ragqa.generators.int8_decode import quantize
+
+    q, scale = quantize(weight)
     with warnings.catch_warnings():  # quantized tensors are deprecated for new code; the kernel is not
         warnings.simplefilter("ignore", UserWarning)
-        q = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0,
-                                       torch.qint8)
-    return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
+        qt = torch._make_per_channel_quantized_tensor(
+            q, scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0)
+    return torch.ops.quantized.linear_prepack(qt, None if bias is None else bias.detach().float())
 
 
 def enable(model: torch.nn.Module) -> int:
