@@ -506,17 +506,23 @@ def test_int8_linear_reads_prompts_exactly_and_decodes_with_int8():
     assert int8_decode.disable(layer) == 1 and type(layer) is torch.nn.Linear and not hasattr(layer, "qweight")
 
 
-def _dynamic_int8_reference(x, layer):
-    """What fbgemm's dynamic int8 product computes: the row quantized to 7 bits (reduce_range)
-    over [min(x, 0), max(x, 0)], times the per-channel int8 weight, plus the bias."""
+def _dynamic_int8_reference(x, layer, prompts=False):
+    """What fbgemm's dynamic int8 product computes: the input quantized with one scale over
+    [min(x, 0), max(x, 0)] (7 bits with reduce_range; 8 bits where the weights are 7-bit, as
+    ``prompts`` packs them), times the per-channel int8 weight, plus the bias. With ``prompts``
+    each row is first divided by its largest magnitude and the product multiplied back."""
     from ragqa.generators import int8_decode
 
-    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = (hi - lo) / 127
-    zero = min(max(round(-lo / scale), 0), 127)
-    xq = (torch.clamp(torch.round(x / scale) + zero, 0, 127) - zero) * scale
-    q, w_scale = int8_decode.quantize(layer.weight)
-    return torch.nn.functional.linear(xq, q.float() * w_scale[:, None], layer.bias)
+    x = x.reshape(-1, x.shape[-1])
+    peak = x.abs().amax(dim=-1, keepdim=True) if prompts and x.shape[0] > 1 else torch.ones(x.shape[0], 1)
+    xn = x / peak
+    levels = 255 if prompts else 127
+    lo, hi = min(float(xn.min()), 0.0), max(float(xn.max()), 0.0)
+    scale = (hi - lo) / levels
+    zero = min(max(round(-lo / scale), 0), levels)
+    xq = (torch.clamp(torch.round(xn / scale) + zero, 0, levels) - zero) * scale
+    q, w_scale = int8_decode.quantize(layer.weight, 63 if prompts else 127)
+    return torch.nn.functional.linear(xq, q.float() * w_scale[:, None]) * peak + layer.bias
 
 
 def test_dynamic_int8_linear_reads_prompts_exactly_and_decodes_one_row_with_int8():
@@ -545,6 +551,42 @@ def test_dynamic_int8_linear_reads_prompts_exactly_and_decodes_one_row_with_int8
     assert not hasattr(layer, "dyn_packed")
 
 
+def test_dynamic_int8_prompts_give_each_row_its_own_scale_and_keep_down_proj_exact():
+    """prompt_dynamic_int8: prompts go through the int8 kernel, each row scaled by its own largest
+    magnitude (a row of massive activations does not coarsen the others); down_proj layers keep
+    reading prompts with the float32 weight; training still never takes the int8 path."""
+    from ragqa.generators import dynamic_int8
+
+    if not dynamic_int8.available():
+        pytest.skip("this PyTorch build has no fbgemm")
+    torch.manual_seed(0)
+    block = torch.nn.Module()
+    block.up_proj = torch.nn.Linear(64, 48, bias=True)
+    block.down_proj = torch.nn.Linear(64, 48, bias=True)
+    exact = {n: torch.nn.Linear(64, 48, bias=True) for n in ("up_proj", "down_proj")}
+    for n, layer in exact.items():
+        layer.load_state_dict(getattr(block, n).state_dict())
+    assert dynamic_int8.enable(block, prompts=True) == 2
+    up, down = block.up_proj, block.down_proj
+    with torch.inference_mode():
+        prompt = torch.randn(1, 9, 64)
+        prompt[0, 0] *= 300  # a token with massive activations
+        got = up(prompt)
+        assert got.shape == (1, 9, 48)
+        assert torch.allclose(got.reshape(9, 48), _dynamic_int8_reference(prompt, exact["up_proj"], prompts=True),
+                              atol=2e-3 * 300)
+        err = (got - exact["up_proj"](prompt)).abs()[0, 1:].max()  # the ordinary rows keep their precision
+        assert 0 < err < 0.05
+        assert torch.equal(down(prompt), exact["down_proj"](prompt))  # down_proj: prompts exact
+        step = torch.randn(1, 1, 64)
+        for layer, n in ((up, "up_proj"), (down, "down_proj")):  # one row: int8 on every layer
+            assert torch.allclose(layer(step).reshape(1, 48), _dynamic_int8_reference(step, exact[n], prompts=True),
+                                  atol=2e-3)
+    prompt = torch.randn(1, 9, 64)
+    assert torch.equal(up(prompt), exact["up_proj"](prompt))  # autograd on (training): the weight
+    assert dynamic_int8.disable(block) == 2 and not hasattr(up, "dyn_prompts")
+
+
 def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one_does_not(world, tmp_path):
     """decode_dynamic_int8 replaces int4 / int8 decoding on float32 models only; every variant
     kind decodes through it (LoRA wraps the switched layers as it wraps nn.Linear)."""
@@ -562,6 +604,15 @@ def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one
         assert g.generate(PROMPTS[0], variant=name, settings=SETTINGS).new_tokens >= 1
     lora = [m for n, m in g._host.model.named_modules() if n.endswith("base_layer")]
     assert lora and all(type(m) is dynamic_int8.DynamicInt8DecodeLinear for m in lora)
+    assert not any(m.dyn_prompts for m in g._host.model.modules() if hasattr(m, "dyn_prompts"))
+    p = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
+                  dtype="float32", decode_dynamic_int8=True, prompt_dynamic_int8=True)
+    p.load()
+    reads = {n.rsplit(".", 1)[-1]: m.dyn_prompts for n, m in p._host.model.named_modules() if hasattr(m, "dyn_prompts")}
+    assert reads["down_proj"] is False and reads["up_proj"] is True and reads["q_proj"] is True
+    for name in ("base", "my-lora", "prefix"):
+        assert p.generate(PROMPTS[0], variant=name, settings=SETTINGS).new_tokens >= 1
+    p.unload()
     b = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
                   dtype="bfloat16", decode_int8=True, decode_dynamic_int8=True)
     b.load()

@@ -1001,13 +1001,16 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
 def decode_settings(settings: Settings) -> dict:
     """The settings that say how a result decoded (``decoding_words`` reads them back)."""
     return {"decode_int8": settings.decode_int8, "decode_int4": settings.decode_int4,
-            "decode_dynamic_int8": settings.decode_dynamic_int8}
+            "decode_dynamic_int8": settings.decode_dynamic_int8,
+            "prompt_dynamic_int8": settings.prompt_dynamic_int8}
 
 
 def decoding_words(settings: dict) -> str:
     """`` + 4-bit (GGUF) / int8 decoding`` as the settings of a result say (older results have no
     ``decode_int4``); a float32 model with ``decode_dynamic_int8`` decodes with that alone."""
     if settings.get("decode_dynamic_int8") and str(settings.get("gen_dtype", "")).startswith("float32"):
+        if settings.get("prompt_dynamic_int8"):
+            return " + dynamic int8 (fbgemm) prompts and decoding"
         return " + dynamic int8 (fbgemm) decoding"
     kinds = [k for k, on in (("4-bit (GGUF)", settings.get("decode_int4")),
                              ("int8", settings.get("decode_int8"))) if on]

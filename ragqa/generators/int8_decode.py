@@ -38,11 +38,12 @@ class Int8DecodeLinear(torch.nn.Linear):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8: (int8 weight, scale in the weight's dtype)."""
+def quantize(weight: torch.Tensor, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 (values in [-qmax, qmax]): (int8 weight, scale in the
+    weight's dtype)."""
     w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
-    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    scale = (w.abs().amax(dim=1) / qmax).clamp(min=1e-12)
+    q = torch.round(w / scale[:, None]).clamp(-qmax, qmax).to(torch.int8)
     return q.contiguous(), scale.to(weight.dtype)
 
 

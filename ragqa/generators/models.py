@@ -373,7 +373,7 @@ def load_tokenizer(path: Path | str):
 
 def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False,
               decode_int4: bool = False, status: Callable[[str], None] | None = None,
-              decode_dynamic_int8: bool = False):
+              decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False):
     """(model, tokenizer) in eval mode, torch threads set, pad token set if missing, one-token
     attention steps by ``decode_attention``; with ``decode_int4`` the linear layers a packaged
     model's GGUF holds in 4-bit blocks decode with them (gguf_int4) and the output layer scores
@@ -381,7 +381,7 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
     other linear layers decode with int8 copies of their weights (int8_decode). With
     ``decode_dynamic_int8`` a float32 model decodes every linear layer with fbgemm's dynamic int8
     kernel instead of both (dynamic_int8: the weight-only kernels are slower than the plain
-    float32 product on float32 inputs)."""
+    float32 product on float32 inputs), and with ``prompt_dynamic_int8`` reads prompts with it too."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -400,7 +400,7 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
 
     if decode_dynamic_int8 and model.dtype == torch.float32 and dynamic_int8.available():
         decode_int4 = decode_int8 = False
-        dynamic_int8.enable(model)
+        dynamic_int8.enable(model, prompts=prompt_dynamic_int8)
     if decode_int4:
         from ragqa.generators import head_int4
 
