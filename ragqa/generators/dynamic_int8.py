@@ -44,15 +44,15 @@ def available() -> bool:
 
 
 EXACT_PROMPT_LAYERS = ("down_proj",)  # read prompts with the float32 weight (see above)
-_WEIGHT_QMAX = {False: 127, True: 63}  # 7-bit weights where rows get 8 bits (reduce_range off)
+# the weights' largest |q| for fbgemm's reduce_range: 7-bit rows take 8-bit weights, 8-bit rows
+# 7-bit ones (the AVX2 kernel's 16-bit pair sums cannot overflow either way)
+_WEIGHT_QMAX = {True: 127, False: 63}
 
 
 class DynamicInt8DecodeLinear(torch.nn.Linear):
     """An ``nn.Linear`` that multiplies float32 rows (a decoding step; with ``dyn_prompts`` any
     number of rows) with ``dyn_packed``, fbgemm's packed int8 copy of its weight, adding the bias
     after."""
-
-    dyn_prompts = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(1, x.shape[-1])
@@ -92,8 +92,8 @@ def enable(model: torch.nn.Module, prompts: bool = False) -> int:
     for name, module in model.named_modules():
         if type(module) is not torch.nn.Linear or module.weight.dtype != torch.float32:
             continue
-        module.dyn_packed = pack(module.weight, _WEIGHT_QMAX[bool(prompts)])
-        module.dyn_reduce_range = not prompts
+        module.dyn_reduce_range = not prompts  # 8-bit prompt rows
+        module.dyn_packed = pack(module.weight, _WEIGHT_QMAX[module.dyn_reduce_range])
         module.dyn_prompts = bool(prompts) and not name.endswith(EXACT_PROMPT_LAYERS)
         module.__class__ = DynamicInt8DecodeLinear
         count += 1
