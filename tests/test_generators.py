@@ -617,7 +617,11 @@ def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one
                   dtype="bfloat16", decode_int8=True, decode_dynamic_int8=True)
     b.load()
     kinds = {type(m) for m in b._host.model.modules() if isinstance(m, torch.nn.Linear)}
-    assert dynamic_int8.DynamicInt8DecodeLinear not in kinds and Int8DecodeLinear in kinds
+    from ragqa.generators import qgemv
+
+    # bf16 decodes with int8 weights: the C kernel's 8-bit groups where it builds, else PyTorch's
+    int8 = qgemv.QgemvLinear if qgemv.library() is not None else Int8DecodeLinear
+    assert dynamic_int8.DynamicInt8DecodeLinear not in kinds and int8 in kinds
 
 
 def _dequantized_copy(src: Path, dst: Path) -> Path:
@@ -639,11 +643,12 @@ def _dequantized_copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["base", "my-lora", "prefix"])
-def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path, name):
+def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path, name, monkeypatch):
     """Every kind decodes through the int8 layers (LoRA wraps them as it wraps nn.Linear): the
     tokens equal greedy decoding over a stand-alone (PeftModel of the) dequantized int8 base. Float32
     and prompts of <= 8 tokens, so the int8 kernel does every step and float rounding cannot tip
-    an argmax."""
+    an argmax. PyTorch's int8 kernel (the C kernel also rounds each row: next test)."""
+    monkeypatch.setenv("RAGQA_QGEMV", "0")
     prompt = PROMPTS[0]
     g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
                   dtype="float32", decode_int8=True)
@@ -658,6 +663,29 @@ def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path,
     want = expected_ids(ref_base, adapter, prompt, dtype="float32")
     got = g.generate(prompt, variant=name, settings=SETTINGS).token_ids
     assert got == want
+
+
+@pytest.mark.parametrize("name", ["base", "my-lora", "prefix"])
+def test_every_kind_decodes_through_the_c_kernel(world, tmp_path, name, monkeypatch):
+    """With the C kernel (generators/qgemv.py) the int8 layers are its 8-bit groups; LoRA wraps
+    them as it wraps nn.Linear, and every decoding step of every kind goes through them."""
+    from ragqa.generators import qgemv
+
+    if qgemv.library() is None:
+        pytest.skip("no C compiler: the kernel cannot be built here")
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
+                  dtype="float32", decode_int8=True)
+    g.load()
+    calls = []
+    original = qgemv.matmul
+    monkeypatch.setattr(qgemv, "matmul", lambda *a, **k: calls.append(1) or original(*a, **k))
+    result = g.generate(PROMPTS[0], variant=name, settings=SETTINGS)
+    kernel = [m for m in g._host.model.modules() if type(m) is qgemv.QgemvLinear]
+    linears = [n for n, m in g._host.model.named_modules()
+               if type(m) is torch.nn.Linear and ".lora_" not in n]  # LoRA's own small matrices stay
+    assert kernel and not linears  # every base linear layer decodes with the kernel
+    # every step after the prompt (one row) multiplies through each of them
+    assert len(calls) >= (result.new_tokens - 1) * len(kernel)
 
 
 def test_every_generator_offers_the_generator_interface():

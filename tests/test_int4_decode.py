@@ -107,10 +107,13 @@ def _linears(model, cls) -> list[str]:
 
 @pytest.mark.slow
 @needs_smollm2
-def test_smollm2_decodes_with_the_blocks_of_its_gguf(model_cache):
+def test_smollm2_decodes_with_the_blocks_of_its_gguf(model_cache, monkeypatch):
+    """PyTorch's int4 kernel (no C compiler, or ``RAGQA_QGEMV=0``): the blocks' own weights, so
+    greedy text equals the exact model's."""
     from ragqa.generators import GenerationSettings, Generator
     from ragqa.generators.models import int4_path
 
+    monkeypatch.setenv("RAGQA_QGEMV", "0")
     gen = Generator("smollm2-135m-instruct", cache_dir=model_cache, variants_dir=ROOT / "adapters",
                     dtype="float32", decode_int8=True, decode_int4=True)
     heard: list[str] = []
@@ -146,6 +149,7 @@ def test_the_block_file_is_read_once_and_rebuilt_for_another_gguf(model_cache, m
     from ragqa.generators import models
     from ragqa.generators.models import int4_path, load_base, resolve_model
 
+    monkeypatch.setenv("RAGQA_QGEMV", "0")  # the layer classes of PyTorch's kernels
     path = resolve_model("smollm2-135m-instruct", model_cache)
     load_base(path, dtype="float32", decode_int4=True)
     target = int4_path(path)
@@ -170,3 +174,52 @@ def test_the_block_file_is_read_once_and_rebuilt_for_another_gguf(model_cache, m
     from ragqa.generators.int8_decode import Int8DecodeLinear
 
     assert _linears(model, Int8DecodeLinear)
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_smollm2_decodes_with_the_c_kernel(model_cache):
+    """The default where a C compiler exists (generators/qgemv.py): the same 4-bit blocks, each
+    decoding row rounded to int8 per group of 32. Every layer decodes with the kernel, close to the
+    exact product, the next token agrees with the exact model's along a teacher-forced answer, and
+    every variant kind generates on it."""
+    from ragqa.generators import GenerationSettings, Generator, qgemv
+
+    lib = qgemv.library()
+    if lib is None:
+        pytest.skip("no C compiler: the kernel cannot be built here")
+    gen = Generator("smollm2-135m-instruct", cache_dir=model_cache, variants_dir=ROOT / "adapters",
+                    dtype="float32", decode_int8=True, decode_int4=True)
+    gen.load()
+    model = gen.model
+    kernel = [n for n, m in model.named_modules() if type(m) is qgemv.QgemvLinear]
+    blocks = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
+    assert kernel == blocks and {model.get_submodule(n).qbits for n in kernel} == {4}  # every Q4_1 layer
+    head = model.get_output_embeddings()
+    assert type(head) is head_int4.Int4HeadLinear and head.qhead_sz is None  # the kernel's blocks
+    with torch.inference_mode():
+        for name in kernel[:7]:
+            layer = model.get_submodule(name)
+            x = torch.randn(1, layer.in_features)
+            exact = torch.nn.functional.linear(x, layer.weight)
+            assert (layer(x) - exact).abs().max() <= 0.03 * exact.abs().max(), name
+
+    exact = Generator("smollm2-135m-instruct", cache_dir=model_cache, variants_dir=ROOT / "adapters",
+                      dtype="float32")
+    prompt = gen.chat_prompt("Name three colours of the rainbow.")
+    greedy = GenerationSettings(max_new_tokens=32, repetition_penalty=1.0)  # the argmax each step
+    want = exact.generate(prompt, "base", greedy).token_ids
+    ids = gen.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    agree = 0
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True)
+        past, token = out.past_key_values, out.logits[0, -1].argmax().item()
+        agree += token == want[0]
+        for i, forced in enumerate(want[:-1]):  # one row a step: the kernel's path
+            out = model(input_ids=torch.tensor([[forced]]), cache=past, use_cache=True)
+            past = out.past_key_values
+            agree += out.logits[0, -1].argmax().item() == want[i + 1]
+    assert agree >= 0.9 * len(want), (agree, len(want))
+    for variant in ("base", "squad-lora", "squad-soft-prompt", "squad-prefix"):
+        result = gen.generate(prompt, variant, GenerationSettings(max_new_tokens=12))
+        assert result.new_tokens > 0 and result.text.strip(), variant

@@ -47,7 +47,8 @@ def run(installed, *args, timeout=600):
 
 def test_the_package_comes_from_the_wheel(installed):
     out = run(installed, "-c", "import ragqa, ragqa.resources as r; print(ragqa.__file__); print(r.demo_corpus()); "
-                               "print(r.ui_app()); print(r.shipped_variants())")
+                               "print(r.ui_app()); print(r.shipped_variants()); "
+                               "import ragqa.generators.qgemv as q; print(q.SOURCE)")
     assert out.returncode == 0, out.stderr
     paths = out.stdout.split()
     assert all(p.startswith(str(installed["site"])) for p in paths), paths

@@ -213,9 +213,12 @@ def enable(model, path: Path, gguf_sha256: str) -> int:
     written for another GGUF or the kernel is missing)."""
     from safetensors import safe_open
 
+    from ragqa.generators import qgemv
+
     if not is_current(path, gguf_sha256):
         return 0
-    if not hasattr(torch, "_weight_int4pack_mm_for_cpu"):
+    lib = qgemv.library()
+    if lib is None and not hasattr(torch, "_weight_int4pack_mm_for_cpu"):
         return 0
     modules = dict(model.named_modules())
     count = 0
@@ -233,6 +236,10 @@ def enable(model, path: Path, gguf_sha256: str) -> int:
             if tuple(q.shape) != tuple(module.weight.shape):
                 continue
             scale, offset = fh.get_tensor(f"{name}.scale"), fh.get_tensor(f"{name}.offset")
+            if lib is not None and qgemv.fits(module):  # this package's kernel (qgemv.py)
+                qgemv.attach(module, lib, q.numpy(), scale.numpy(), offset.numpy(), bits=4)
+                count += 1
+                continue
             # the kernel computes (q - 8) * scale + zero
             sz = torch.stack([scale, offset + 8 * scale], dim=-1).transpose(0, 1).contiguous().to(dtype)
             module.register_buffer("qweight4", torch._convert_weight_to_int4pack_for_cpu(

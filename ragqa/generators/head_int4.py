@@ -22,19 +22,36 @@ GROUP = 32
 EXACT = 64  # best 4-bit scores recomputed exactly per row
 
 
-def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric 4-bit groups of 32 along each row: (weight packed for the kernel, scales and
-    zeros [K/32, N, 2] in the weight's dtype), the kernel computing ``(q - 8) * scale + zero``."""
+def _groups(weight: torch.Tensor):
+    """Asymmetric 4-bit groups of 32 along each row, a slice of rows at a time (float32 copies of
+    the whole matrix are big): (q [rows, K] int32 in 0..15, scale, low [rows, K/32] float32) with
+    ``w ~ scale * q + low``."""
     rows, k = weight.shape
-    packed, sz = [], []
-    for start in range(0, rows, 16384):  # a slice at a time: float32 copies of the whole matrix are big
+    for start in range(0, rows, 16384):
         w = weight[start:start + 16384].detach().float().reshape(-1, k // GROUP, GROUP)
-        lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+        lo, hi = w.amin(-1), w.amax(-1)
         scale = ((hi - lo) / 15).clamp(min=1e-8)
-        q = torch.round((w - lo) / scale).clamp(0, 15).to(torch.int32).reshape(-1, k)
+        q = torch.round((w - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+        yield q.reshape(-1, k), scale, lo
+
+
+def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4-bit groups packed for PyTorch's kernel: (weight, scales and zeros [K/32, N, 2] in the
+    weight's dtype), the kernel computing ``(q - 8) * scale + zero``."""
+    packed, sz = [], []
+    for q, scale, lo in _groups(weight):
         packed.append(torch._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1))
-        sz.append(torch.cat([scale, lo + 8 * scale], -1).transpose(0, 1))
+        sz.append(torch.stack([scale, lo + 8 * scale], -1).transpose(0, 1))
     return torch.cat(packed), torch.cat(sz, 1).contiguous().to(weight.dtype)
+
+
+def quantize_blocks(weight: torch.Tensor, lib) -> torch.Tensor:
+    """The same 4-bit groups as the blocks of this package's kernel (``qgemv``); slices of 16384
+    rows are whole tiles, so their blocks concatenate."""
+    from ragqa.generators import qgemv
+
+    return torch.cat([qgemv.pack(lib, q.to(torch.uint8).numpy(), scale.numpy(), lo.numpy(), 4)
+                      for q, scale, lo in _groups(weight)])
 
 
 class Int4HeadLinear(torch.nn.Linear):
@@ -43,11 +60,16 @@ class Int4HeadLinear(torch.nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(1, x.shape[-1])
-        if (rows > MAX_ROWS or x.dtype != self.qhead_sz.dtype or torch.is_grad_enabled()
+        if (rows > MAX_ROWS or x.dtype != self.weight.dtype or torch.is_grad_enabled()
                 or self.bias is not None):
             return F.linear(x, self.weight, self.bias)
         x2 = x.reshape(rows, x.shape[-1])
-        scores = torch._weight_int4pack_mm_for_cpu(x2, self.qhead, GROUP, self.qhead_sz)
+        if self.qhead_sz is None:  # the blocks of this package's kernel
+            from ragqa.generators import qgemv
+
+            scores = qgemv.matmul(qgemv.library(), self.qhead, 4, self.out_features, x2)
+        else:
+            scores = torch._weight_int4pack_mm_for_cpu(x2, self.qhead, GROUP, self.qhead_sz)
         best = scores.topk(min(EXACT, scores.shape[-1]), dim=-1).indices  # [rows, EXACT]
         exact = torch.bmm(self.weight[best], x2.unsqueeze(-1)).squeeze(-1)  # [rows, EXACT]
         scores.scatter_(1, best, exact.to(scores.dtype))
@@ -64,7 +86,13 @@ def enable(model) -> bool:
             or head.weight.dtype not in (torch.bfloat16, torch.float32)
             or not hasattr(torch, "_weight_int4pack_mm_for_cpu")):
         return False
-    packed, sz = quantize(head.weight)
+    from ragqa.generators import qgemv
+
+    lib = qgemv.library()
+    if lib is not None:
+        packed, sz = quantize_blocks(head.weight, lib), None
+    else:
+        packed, sz = quantize(head.weight)
     head.register_buffer("qhead", packed, persistent=False)
     head.register_buffer("qhead_sz", sz, persistent=False)
     head.__class__ = Int4HeadLinear

@@ -408,9 +408,12 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
             enable_int4_decoding(model, path, status)
         head_int4.enable(model)  # 4-bit scores for the vocabulary, exact ones for the best 64
     if decode_int8:
-        from ragqa.generators import int8_decode
+        from ragqa.generators import int8_decode, qgemv
 
-        int8_decode.enable(model)
+        lib = qgemv.library()
+        if lib is not None:
+            qgemv.enable8(model, lib)  # 7-bit groups of 32 with this package's kernel
+        int8_decode.enable(model)  # the layers left
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

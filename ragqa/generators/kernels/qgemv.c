@@ -1,0 +1,289 @@
+/* Decoding-step products with 4-bit or 8-bit grouped weights and int8 activations.
+ *
+ * y[m, n] = sum over groups g of 32 inputs:
+ *     scale[n, g] * dx[m, g] * sum_k q[n, k] * qx[m, k]  +  offset[n, g] * dx[m, g] * sum_k qx[m, k]
+ * where w[n, k] = scale[n, g] * q[n, k] + offset[n, g] (q unsigned: 0..15 for 4 bits, 0..127 for 8)
+ * and x[m, k] ~ dx[m, g] * qx[m, k] (qx in -127..127, one scale per group of 32: as llama.cpp's
+ * Q8 activations).
+ *
+ * Weights are stored in blocks of 16 output rows x 32 inputs (one group), block after block along
+ * the inputs, tile (16 rows) after tile:
+ *   4-bit: 256 bytes of nibbles, then 16 fp16 scales, then 16 fp16 offsets (320 bytes).
+ *          Chunk c (0..3) of 64 bytes holds, for row r, 4 bytes at 4r whose low nibbles are
+ *          inputs 8c..8c+3 and high nibbles inputs 8c+4..8c+7.
+ *   8-bit: 512 bytes (chunk j (0..7) of 64 bytes: row r's inputs 4j..4j+3 at 4r), then the scales
+ *          and offsets (576 bytes).
+ * So one 64-byte load gives 16 rows x 4 inputs: one VNNI dot (vpdpbusd) per 4 inputs of 16 rows.
+ * Built with -march=native on the machine that runs it (ragqa/generators/qgemv.py); OpenMP is
+ * the one torch already loaded (same soname), so the threads are torch's.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define GROUP 32
+#define TILE 16
+#define MAX_M 8
+#ifndef PREFETCH
+#define PREFETCH 24  /* blocks ahead: 2x faster than none on a 2-core Xeon (7.7 KB of 4-bit blocks) */
+#endif
+
+static inline float fp16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (mant == 0) { bits = sign; }
+        else { float f = ldexpf((float)mant, -24); memcpy(&bits, &f, 4); bits |= sign; }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000 | (mant << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float out; memcpy(&out, &bits, 4); return out;
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16; float out; memcpy(&out, &bits, 4); return out;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t bits; memcpy(&bits, &f, 4);
+    if ((bits & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((bits >> 16) | 0x40);  /* NaN */
+    bits += 0x7FFF + ((bits >> 16) & 1);  /* round to nearest even */
+    return (uint16_t)(bits >> 16);
+}
+
+int qgemv_abi(void) { return 1; }
+
+/* What the build uses: 3 AVX512-VNNI, 2 AVX512BW, 1 AVX2, 0 portable C. */
+int qgemv_isa(void) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    return 3;
+#elif defined(__AVX512BW__)
+    return 2;
+#elif defined(__AVX2__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* x [m, k] (float32 or bf16) -> qx [m, k] int8, dx [m, k/32] and xs [m, k/32] = dx * sum(qx). */
+static void quantize_rows(const void *x, int x_bf16, int m, int k, int8_t *qx, float *dx, float *xs) {
+    int groups = k / GROUP;
+    float tmp[GROUP];
+    for (int i = 0; i < m; i++) {
+        for (int g = 0; g < groups; g++) {
+            float amax = 0.f;
+            for (int j = 0; j < GROUP; j++) {
+                size_t idx = (size_t)i * k + (size_t)g * GROUP + j;
+                float v = x_bf16 ? bf16_to_f32(((const uint16_t *)x)[idx]) : ((const float *)x)[idx];
+                tmp[j] = v;
+                float a = fabsf(v);
+                amax = a > amax ? a : amax;
+            }
+            float d = amax / 127.f, inv = d > 0.f ? 1.f / d : 0.f;
+            int sum = 0;
+            int8_t *q = qx + (size_t)i * k + (size_t)g * GROUP;
+            for (int j = 0; j < GROUP; j++) {
+                int v = (int)lrintf(tmp[j] * inv);
+                v = v > 127 ? 127 : v < -127 ? -127 : v;
+                q[j] = (int8_t)v;
+                sum += v;
+            }
+            dx[(size_t)i * groups + g] = d;
+            xs[(size_t)i * groups + g] = d * (float)sum;
+        }
+    }
+}
+
+static inline void store_row(void *y, int y_bf16, size_t at, const float *v) {
+    if (y_bf16) { for (int r = 0; r < TILE; r++) ((uint16_t *)y)[at + r] = f32_to_bf16(v[r]); }
+    else { memcpy((float *)y + at, v, TILE * sizeof(float)); }
+}
+
+/* one tile (16 output rows) for m input rows: acc[i][r] */
+static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8_t *qx, int k,
+                     const float *dx, const float *xs, float acc[MAX_M][TILE]) {
+    const int wbytes = bits == 4 ? 256 : 512, bsize = wbytes + 64;
+#if defined(__AVX512BW__)
+    __m512 a[MAX_M];
+    for (int i = 0; i < m; i++) a[i] = _mm512_setzero_ps();
+    const __m512i low = _mm512_set1_epi8(0x0F);
+#if !defined(__AVX512VNNI__)
+    const __m512i ones = _mm512_set1_epi16(1);
+#endif
+    for (int g = 0; g < groups; g++, blk += bsize) {
+        __m512i w[8];
+        for (int c = 0; c < bsize; c += 64) _mm_prefetch((const char *)(blk + PREFETCH * bsize + c), _MM_HINT_T0);
+        if (bits == 4) {
+            for (int c = 0; c < 4; c++) {
+                __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * c));
+                w[2 * c] = _mm512_and_si512(v, low);
+                w[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            }
+        } else {
+            for (int j = 0; j < 8; j++) w[j] = _mm512_loadu_si512((const void *)(blk + 64 * j));
+        }
+        const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + wbytes)));
+        const __m512 of = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + wbytes + 32)));
+        for (int i = 0; i < m; i++) {
+            const int32_t *x4 = (const int32_t *)(qx + (size_t)i * k + (size_t)g * GROUP);
+#if defined(__AVX512VNNI__)
+            /* four independent sums: a chain of eight dependent vpdpbusd would wait on latency */
+            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(x4[0]));
+            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(x4[1]));
+            __m512i d2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[2], _mm512_set1_epi32(x4[2]));
+            __m512i d3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[3], _mm512_set1_epi32(x4[3]));
+            d0 = _mm512_dpbusd_epi32(d0, w[4], _mm512_set1_epi32(x4[4]));
+            d1 = _mm512_dpbusd_epi32(d1, w[5], _mm512_set1_epi32(x4[5]));
+            d2 = _mm512_dpbusd_epi32(d2, w[6], _mm512_set1_epi32(x4[6]));
+            d3 = _mm512_dpbusd_epi32(d3, w[7], _mm512_set1_epi32(x4[7]));
+            __m512i d = _mm512_add_epi32(_mm512_add_epi32(d0, d1), _mm512_add_epi32(d2, d3));
+#else
+            /* u8 x s8 pairs in 16 bits: 4-bit weights sum 8 pairs (<= 8 * 2 * 15 * 127) in 16 bits */
+            __m512i d;
+            if (bits == 4) {
+                __m512i s = _mm512_maddubs_epi16(w[0], _mm512_set1_epi32(x4[0]));
+                for (int j = 1; j < 8; j++) s = _mm512_add_epi16(s, _mm512_maddubs_epi16(w[j], _mm512_set1_epi32(x4[j])));
+                d = _mm512_madd_epi16(s, ones);
+            } else {
+                d = _mm512_setzero_si512();
+                for (int j = 0; j < 8; j++)
+                    d = _mm512_add_epi32(d, _mm512_madd_epi16(_mm512_maddubs_epi16(w[j], _mm512_set1_epi32(x4[j])), ones));
+            }
+#endif
+            const float dg = dx[(size_t)i * groups + g], sg = xs[(size_t)i * groups + g];
+            a[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(sc, _mm512_set1_ps(dg)), a[i]);
+            a[i] = _mm512_fmadd_ps(of, _mm512_set1_ps(sg), a[i]);
+        }
+    }
+    for (int i = 0; i < m; i++) _mm512_storeu_ps(acc[i], a[i]);
+#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+    __m256 a[MAX_M][2];
+    for (int i = 0; i < m; i++) a[i][0] = a[i][1] = _mm256_setzero_ps();
+    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    for (int g = 0; g < groups; g++, blk += bsize) {
+        for (int h = 0; h < 2; h++) {  /* rows 0-7, then 8-15 */
+            __m256i w[8];
+            if (bits == 4) {
+                for (int c = 0; c < 4; c++) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 64 * c + 32 * h));
+                    w[2 * c] = _mm256_and_si256(v, low);
+                    w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                }
+            } else {
+                for (int j = 0; j < 8; j++) w[j] = _mm256_loadu_si256((const __m256i *)(blk + 64 * j + 32 * h));
+            }
+            const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + wbytes + 16 * h)));
+            const __m256 of = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + wbytes + 32 + 16 * h)));
+            for (int i = 0; i < m; i++) {
+                const int32_t *x4 = (const int32_t *)(qx + (size_t)i * k + (size_t)g * GROUP);
+                __m256i d;
+                if (bits == 4) {
+                    __m256i s = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(x4[0]));
+                    for (int j = 1; j < 8; j++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[j], _mm256_set1_epi32(x4[j])));
+                    d = _mm256_madd_epi16(s, ones);
+                } else {
+                    d = _mm256_setzero_si256();
+                    for (int j = 0; j < 8; j++)
+                        d = _mm256_add_epi32(d, _mm256_madd_epi16(_mm256_maddubs_epi16(w[j], _mm256_set1_epi32(x4[j])), ones));
+                }
+                const float dg = dx[(size_t)i * groups + g], sg = xs[(size_t)i * groups + g];
+                a[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(sc, _mm256_set1_ps(dg)), a[i][h]);
+                a[i][h] = _mm256_fmadd_ps(of, _mm256_set1_ps(sg), a[i][h]);
+            }
+        }
+    }
+    for (int i = 0; i < m; i++) { _mm256_storeu_ps(acc[i], a[i][0]); _mm256_storeu_ps(acc[i] + 8, a[i][1]); }
+#else
+    for (int i = 0; i < m; i++) for (int r = 0; r < TILE; r++) acc[i][r] = 0.f;
+    for (int g = 0; g < groups; g++, blk += bsize) {
+        const uint16_t *sc = (const uint16_t *)(blk + wbytes), *of = sc + TILE;
+        for (int i = 0; i < m; i++) {
+            const int8_t *x = qx + (size_t)i * k + (size_t)g * GROUP;
+            const float dg = dx[(size_t)i * groups + g], sg = xs[(size_t)i * groups + g];
+            for (int r = 0; r < TILE; r++) {
+                int d = 0;
+                for (int j = 0; j < GROUP; j++) {
+                    int q;
+                    if (bits == 4) {
+                        int c = j / 8, hi = (j % 8) / 4, b = j % 4;
+                        uint8_t byte = blk[64 * c + 4 * r + b];
+                        q = hi ? byte >> 4 : byte & 0x0F;
+                    } else {
+                        q = blk[64 * (j / 4) + 4 * r + j % 4];
+                    }
+                    d += q * x[j];
+                }
+                acc[i][r] += (float)d * fp16_to_f32(sc[r]) * dg + fp16_to_f32(of[r]) * sg;
+            }
+        }
+    }
+#endif
+}
+
+/* y [m, n] = x [m, k] @ W.T (+ bias [n], float32 or bf16 like y); returns 0, or -1 on bad sizes.
+ * work: m * k bytes + 2 * m * (k / 32) floats of scratch. */
+int qgemv(const uint8_t *blocks, int bits, int n, int k, const void *x, int x_bf16, int m,
+          void *y, int y_bf16, const void *bias, void *work, int threads) {
+    if ((bits != 4 && bits != 8) || n % TILE || k % GROUP || m < 1 || m > MAX_M) return -1;
+    const int groups = k / GROUP, tiles = n / TILE;
+    const size_t bsize = (bits == 4 ? 256 : 512) + 64, tile_bytes = bsize * (size_t)groups;
+    int8_t *qx = (int8_t *)work;
+    float *dx = (float *)((uint8_t *)work + (((size_t)m * k + 63) & ~(size_t)63));
+    float *xs = dx + (size_t)m * groups;
+    quantize_rows(x, x_bf16, m, k, qx, dx, xs);
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
+#endif
+    for (int t = 0; t < tiles; t++) {
+        float acc[MAX_M][TILE];
+        tile_dot(blocks + tile_bytes * (size_t)t, bits, groups, m, qx, k, dx, xs, acc);
+        for (int i = 0; i < m; i++) {
+            if (bias) {
+                for (int r = 0; r < TILE; r++) {
+                    size_t at = (size_t)t * TILE + r;
+                    acc[i][r] += y_bf16 ? bf16_to_f32(((const uint16_t *)bias)[at]) : ((const float *)bias)[at];
+                }
+            }
+            store_row(y, y_bf16, (size_t)i * n + (size_t)t * TILE, acc[i]);
+        }
+    }
+    return 0;
+}
+
+/* Packs q [n, k] (one weight a byte: 0..15 for bits 4, 0..127 for bits 8), scale and offset
+ * [n, k / 32] (fp16 bits) into the block layout above. */
+int qgemv_pack(const uint8_t *q, const uint16_t *scale, const uint16_t *offset, int bits, int n,
+               int k, uint8_t *out) {
+    if ((bits != 4 && bits != 8) || n % TILE || k % GROUP) return -1;
+    const int groups = k / GROUP, wbytes = bits == 4 ? 256 : 512;
+    const size_t bsize = wbytes + 64;
+    for (int t = 0; t < n / TILE; t++) {
+        for (int g = 0; g < groups; g++) {
+            uint8_t *blk = out + ((size_t)t * groups + g) * bsize;
+            for (int r = 0; r < TILE; r++) {
+                const uint8_t *row = q + (size_t)(t * TILE + r) * k + (size_t)g * GROUP;
+                if (bits == 4) {
+                    for (int c = 0; c < 4; c++)
+                        for (int b = 0; b < 4; b++)
+                            blk[64 * c + 4 * r + b] = (uint8_t)((row[8 * c + b] & 0x0F) | ((row[8 * c + 4 + b] & 0x0F) << 4));
+                } else {
+                    for (int j = 0; j < 8; j++)
+                        for (int b = 0; b < 4; b++) blk[64 * j + 4 * r + b] = row[4 * j + b];
+                }
+                size_t at = (size_t)(t * TILE + r) * groups + g;
+                memcpy(blk + wbytes + 2 * r, scale + at, 2);
+                memcpy(blk + wbytes + 32 + 2 * r, offset + at, 2);
+            }
+        }
+    }
+    return 0;
+}
