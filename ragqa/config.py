@@ -158,15 +158,20 @@ class Settings(BaseSettings):
         "token here, prompts still read at full precision; false: the exact model (docs/answering.md "
         "\"Generation speed\")."))
     decode_int4: bool = _setting(True, description=(
-        "Decode the linear layers a packaged model's GGUF holds in 4-bit blocks with those blocks (PyTorch's "
-        "int4 kernel: half the bytes of int8 per token); they are read once into a file beside the converted "
+        "Decode the linear layers a packaged model's GGUF holds in 4-bit blocks with those blocks (the C "
+        "kernel, decode_kernel, or PyTorch's int4 kernel: half the bytes of int8 per token); they are read once into a file beside the converted "
         "model. false: those layers decode as decode_int8 says (docs/answering.md \"Generation speed\")."))
+    decode_kernel: bool = _setting(True, description=(
+        "Decode (decode_int4 / decode_int8) with ragqa's C kernel: 4-bit / 7-bit weight groups times each "
+        "step's row rounded to int8 per 32 inputs (as llama.cpp), compiled on first use with the machine's C "
+        "compiler into cache_dir/kernels; 1.2-1.3x faster decoding here. false, or no C compiler: "
+        "PyTorch's kernels (bf16) and fbgemm's (float32) (docs/answering.md \"Generation speed\")."))
     decode_dynamic_int8: bool = _setting(True, description=(
-        "Where the generator runs in float32 (gen_dtype auto on CPUs without native bf16), decode every "
-        "linear layer with fbgemm's dynamic int8 kernel (int8 weights, each step's row quantized as it is "
-        "multiplied) instead of decode_int4 / decode_int8, whose kernels are slower than plain float32 "
-        "there; prompts are still read in float32. No effect on bf16 models (docs/answering.md "
-        "\"Generation speed\")."))
+        "Where the generator runs in float32 (gen_dtype auto on CPUs without native bf16), decode the "
+        "linear layers the C kernel (decode_kernel) does not take, all of them without it, with fbgemm's "
+        "dynamic int8 kernel (int8 weights, each step's row quantized as it is multiplied) instead of "
+        "PyTorch's int4 / int8 kernels, which are slower than plain float32 there. No effect on bf16 models "
+        "(docs/answering.md \"Generation speed\")."))
     prompt_dynamic_int8: bool = _setting(True, description=(
         "With decode_dynamic_int8 on a float32 model, read prompts with fbgemm's int8 kernel too (a scale "
         "per token, 7-bit weights; down_proj layers stay float32): prompts read ~1.5x faster, answers close "

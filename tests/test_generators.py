@@ -588,15 +588,16 @@ def test_dynamic_int8_prompts_give_each_row_its_own_scale_and_keep_down_proj_exa
 
 
 def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one_does_not(world, tmp_path):
-    """decode_dynamic_int8 replaces int4 / int8 decoding on float32 models only; every variant
-    kind decodes through it (LoRA wraps the switched layers as it wraps nn.Linear)."""
+    """Without the C kernel (``decode_kernel`` off, or no compiler) decode_dynamic_int8 replaces
+    int4 / int8 decoding on float32 models only; every variant kind decodes through it (LoRA wraps
+    the switched layers as it wraps nn.Linear)."""
     from ragqa.generators import dynamic_int8
     from ragqa.generators.int8_decode import Int8DecodeLinear
 
     if not dynamic_int8.available():
         pytest.skip("this PyTorch build has no fbgemm")
     g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
-                  dtype="float32", decode_int8=True, decode_int4=True, decode_dynamic_int8=True)
+                  dtype="float32", decode_int8=True, decode_int4=True, decode_dynamic_int8=True, decode_kernel=False)
     g.load()
     kinds = {type(m) for m in g._host.model.modules() if isinstance(m, torch.nn.Linear)}
     assert kinds == {dynamic_int8.DynamicInt8DecodeLinear}  # the output layer too; no int8 copies
@@ -606,7 +607,7 @@ def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one
     assert lora and all(type(m) is dynamic_int8.DynamicInt8DecodeLinear for m in lora)
     assert not any(m.dyn_prompts for m in g._host.model.modules() if hasattr(m, "dyn_prompts"))
     p = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
-                  dtype="float32", decode_dynamic_int8=True, prompt_dynamic_int8=True)
+                  dtype="float32", decode_dynamic_int8=True, prompt_dynamic_int8=True, decode_kernel=False)
     p.load()
     reads = {n.rsplit(".", 1)[-1]: m.dyn_prompts for n, m in p._host.model.named_modules() if hasattr(m, "dyn_prompts")}
     assert reads["down_proj"] is False and reads["up_proj"] is True and reads["q_proj"] is True
@@ -614,14 +615,45 @@ def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one
         assert p.generate(PROMPTS[0], variant=name, settings=SETTINGS).new_tokens >= 1
     p.unload()
     b = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
-                  dtype="bfloat16", decode_int8=True, decode_dynamic_int8=True)
+                  dtype="bfloat16", decode_int8=True, decode_dynamic_int8=True, decode_kernel=False)
     b.load()
     kinds = {type(m) for m in b._host.model.modules() if isinstance(m, torch.nn.Linear)}
-    from ragqa.generators import qgemv
+    assert dynamic_int8.DynamicInt8DecodeLinear not in kinds and Int8DecodeLinear in kinds
 
-    # bf16 decodes with int8 weights: the C kernel's 8-bit groups where it builds, else PyTorch's
-    int8 = qgemv.QgemvLinear if qgemv.library() is not None else Int8DecodeLinear
-    assert dynamic_int8.DynamicInt8DecodeLinear not in kinds and int8 in kinds
+
+def test_a_float32_generator_decodes_with_the_c_kernel_and_reads_prompts_with_fbgemm(world, tmp_path,
+                                                                                     monkeypatch):
+    """Where the C kernel builds, a float32 model decodes as a bf16 one does (the kernel), and with
+    prompt_dynamic_int8 reads prompts with fbgemm's int8 kernel, ``down_proj`` and the output
+    layer excepted; every variant kind runs through both."""
+    from ragqa.generators import dynamic_int8, qgemv
+
+    if not dynamic_int8.available() or qgemv.library() is None:
+        pytest.skip("needs fbgemm and a C compiler")
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
+                  dtype="float32", decode_int8=True, decode_int4=True, decode_dynamic_int8=True,
+                  prompt_dynamic_int8=True)
+    g.load()
+    model = g._host.model
+    from ragqa.generators.head_int4 import Int4HeadLinear
+
+    head = model.get_output_embeddings()
+    assert type(head) is Int4HeadLinear and not hasattr(head, "dyn_packed")  # scores one row
+    assert {type(m) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head} == {qgemv.QgemvLinear}
+    reads = {n.rsplit(".", 1)[-1]: getattr(m, "dyn_prompts", False) for n, m in model.named_modules()
+             if type(m) is qgemv.QgemvLinear}
+    assert reads["down_proj"] is False
+    assert reads["up_proj"] is True and reads["q_proj"] is True
+    steps, prompts = [], []
+    matmul, product = qgemv.matmul, dynamic_int8.product
+    monkeypatch.setattr(qgemv, "matmul", lambda *a, **k: steps.append(1) or matmul(*a, **k))
+    monkeypatch.setattr(dynamic_int8, "product", lambda *a, **k: prompts.append(1) or product(*a, **k))
+    long_prompt = " ".join([PROMPTS[0]] * 4)  # more than 8 tokens: a prompt, not a decoding step
+    for name in ("base", "my-lora", "prefix"):
+        steps.clear(), prompts.clear()
+        assert g.generate(long_prompt, variant=name, settings=SETTINGS).new_tokens >= 1
+        assert steps and prompts, name
+    assert qgemv.disable(model) and not any(hasattr(m, "dyn_packed") for m in model.modules())
 
 
 def _dequantized_copy(src: Path, dst: Path) -> Path:
@@ -643,15 +675,14 @@ def _dequantized_copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["base", "my-lora", "prefix"])
-def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path, name, monkeypatch):
+def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path, name):
     """Every kind decodes through the int8 layers (LoRA wraps them as it wraps nn.Linear): the
     tokens equal greedy decoding over a stand-alone (PeftModel of the) dequantized int8 base. Float32
     and prompts of <= 8 tokens, so the int8 kernel does every step and float rounding cannot tip
     an argmax. PyTorch's int8 kernel (the C kernel also rounds each row: next test)."""
-    monkeypatch.setenv("RAGQA_QGEMV", "0")
     prompt = PROMPTS[0]
     g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
-                  dtype="float32", decode_int8=True)
+                  dtype="float32", decode_int8=True, decode_kernel=False)
     g.load()
     n_prompt = len(g.tokenizer(prompt)["input_ids"])
     assert n_prompt <= 8

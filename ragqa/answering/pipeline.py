@@ -195,7 +195,8 @@ def make_generator(settings: Settings):
     return Generator(settings.model, cache_dir=settings.cache_dir, variants_dir=settings.variants_dir,
                      dtype=settings.gen_dtype, threads=settings.threads, decode_int8=settings.decode_int8,
                      decode_int4=settings.decode_int4, decode_dynamic_int8=settings.decode_dynamic_int8,
-                     prompt_dynamic_int8=settings.prompt_dynamic_int8)
+                     prompt_dynamic_int8=settings.prompt_dynamic_int8,
+                     decode_kernel=settings.decode_kernel)
 
 
 def model_for_variants(settings: Settings, variants: Sequence[str]) -> Settings:

@@ -999,22 +999,35 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
 
 
 def decode_settings(settings: Settings) -> dict:
-    """The settings that say how a result decoded (``decoding_words`` reads them back)."""
+    """The settings that say how a result decoded (``decoding_words`` reads them back), with the C
+    kernel's instruction set where it was used (None: PyTorch's / fbgemm's kernels)."""
+    kernel = None
+    if settings.decode_kernel and (settings.decode_int4 or settings.decode_int8):
+        from ragqa.generators import qgemv
+
+        lib = qgemv.library(settings.cache_dir)
+        kernel = qgemv.isa(lib) if lib is not None else None
     return {"decode_int8": settings.decode_int8, "decode_int4": settings.decode_int4,
             "decode_dynamic_int8": settings.decode_dynamic_int8,
-            "prompt_dynamic_int8": settings.prompt_dynamic_int8}
+            "prompt_dynamic_int8": settings.prompt_dynamic_int8, "decode_kernel": kernel}
 
 
 def decoding_words(settings: dict) -> str:
     """`` + 4-bit (GGUF) / int8 decoding`` as the settings of a result say (older results have no
-    ``decode_int4``); a float32 model with ``decode_dynamic_int8`` decodes with that alone."""
+    ``decode_int4``), `` (C kernel, avx512-vnni)`` where it was used; a float32 model with
+    ``decode_dynamic_int8`` decodes with fbgemm alone where the C kernel was not used."""
+    kernel = settings.get("decode_kernel")
+    kinds = [k for k, on in (("4-bit (GGUF)", settings.get("decode_int4")),
+                             ("int8", settings.get("decode_int8"))) if on]
     if settings.get("decode_dynamic_int8") and str(settings.get("gen_dtype", "")).startswith("float32"):
+        if kernel and kinds:
+            prompts = ", dynamic int8 (fbgemm) prompts" if settings.get("prompt_dynamic_int8") else ""
+            return f" + {' / '.join(kinds)} decoding (C kernel, {kernel}){prompts}"
         if settings.get("prompt_dynamic_int8"):
             return " + dynamic int8 (fbgemm) prompts and decoding"
         return " + dynamic int8 (fbgemm) decoding"
-    kinds = [k for k, on in (("4-bit (GGUF)", settings.get("decode_int4")),
-                             ("int8", settings.get("decode_int8"))) if on]
-    return f" + {' / '.join(kinds)} decoding" if kinds else ""
+    words = f" + {' / '.join(kinds)} decoding" if kinds else ""
+    return f"{words} (C kernel, {kernel})" if words and kernel else words
 
 
 def format_peer_table(r: dict) -> str:

@@ -58,15 +58,21 @@ class DynamicInt8DecodeLinear(torch.nn.Linear):
         rows = x.numel() // max(1, x.shape[-1])
         if x.dtype != torch.float32 or torch.is_grad_enabled() or rows == 0 or (rows > 1 and not self.dyn_prompts):
             return F.linear(x, self.weight, self.bias)
-        x2 = x.reshape(rows, x.shape[-1])
-        if rows == 1:  # one row: fbgemm's one scale is the row's own
-            out = torch.ops.quantized.linear_dynamic(x2, self.dyn_packed, self.dyn_reduce_range)
-        else:  # a scale per row: rows divided by their largest magnitude, multiplied back after
-            peak = x2.abs().amax(dim=-1, keepdim=True).clamp_min_(1e-30)
-            out = torch.ops.quantized.linear_dynamic(x2 / peak, self.dyn_packed, self.dyn_reduce_range).mul_(peak)
-        if self.bias is not None:
-            out = out.add_(self.bias)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+        return product(self, x)
+
+
+def product(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``x`` (float32, no autograd) through the module's ``dyn_packed`` copy, plus its bias."""
+    rows = x.numel() // max(1, x.shape[-1])
+    x2 = x.reshape(rows, x.shape[-1])
+    if rows == 1:  # one row: fbgemm's one scale is the row's own
+        out = torch.ops.quantized.linear_dynamic(x2, module.dyn_packed, module.dyn_reduce_range)
+    else:  # a scale per row: rows divided by their largest magnitude, multiplied back after
+        peak = x2.abs().amax(dim=-1, keepdim=True).clamp_min_(1e-30)
+        out = torch.ops.quantized.linear_dynamic(x2 / peak, module.dyn_packed, module.dyn_reduce_range).mul_(peak)
+    if module.bias is not None:
+        out = out.add_(module.bias)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def pack(weight: torch.Tensor, qmax: int = 127):
@@ -96,6 +102,27 @@ def enable(model: torch.nn.Module, prompts: bool = False) -> int:
         module.dyn_packed = pack(module.weight, _WEIGHT_QMAX[module.dyn_reduce_range])
         module.dyn_prompts = bool(prompts) and not name.endswith(EXACT_PROMPT_LAYERS)
         module.__class__ = DynamicInt8DecodeLinear
+        count += 1
+    return count
+
+
+def enable_prompts(model: torch.nn.Module) -> int:
+    """Where the decoding steps have another kernel (``qgemv``): gives each float32 linear layer
+    that kernel took, but ``EXACT_PROMPT_LAYERS`` and the output layer (which scores one row), an
+    fbgemm copy for prompts only (8-bit rows, 7-bit weights); returns how many."""
+    from ragqa.generators.qgemv import QgemvLinear
+
+    if not available():
+        return 0
+    head = model.get_output_embeddings()
+    count = 0
+    for name, module in model.named_modules():
+        if (type(module) is not QgemvLinear or module.weight.dtype != torch.float32
+                or module is head or name.endswith(EXACT_PROMPT_LAYERS)):
+            continue
+        module.dyn_reduce_range = False
+        module.dyn_packed = pack(module.weight, _WEIGHT_QMAX[False])
+        module.dyn_prompts = True
         count += 1
     return count
 

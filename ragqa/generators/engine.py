@@ -186,7 +186,8 @@ class Generator:
     def __init__(self, model: str = DEFAULT_MODEL, *, cache_dir: Path,
                  variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1,
                  decode_int8: bool = False, decode_int4: bool = False,
-                 decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False):
+                 decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
+                 decode_kernel: bool = True):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
@@ -197,6 +198,7 @@ class Generator:
         # a float32 model decodes with fbgemm's dynamic int8 instead of both (dynamic_int8.py)
         self.decode_dynamic_int8 = bool(decode_dynamic_int8)
         self.prompt_dynamic_int8 = bool(prompt_dynamic_int8)  # and reads prompts with it
+        self.decode_kernel = bool(decode_kernel)  # 4-bit / int8 decoding with the C kernel (qgemv.py)
         self._lock = threading.Lock()      # every load and generation
         self._owner: int | None = None
         self._meta_lock = threading.Lock()  # lazy path / tokenizer resolution
@@ -296,7 +298,8 @@ class Generator:
             model, tokenizer = load_base(self.path, dtype=self.dtype, threads=self.threads,
                                          decode_int8=self.decode_int8, decode_int4=self.decode_int4,
                                          status=status, decode_dynamic_int8=self.decode_dynamic_int8,
-                                         prompt_dynamic_int8=self.prompt_dynamic_int8)
+                                         prompt_dynamic_int8=self.prompt_dynamic_int8,
+                                         decode_kernel=self.decode_kernel)
             self._host = ModelHost(model, tokenizer)
             self._tokenizer = tokenizer
             self._variants = {"base": get_kind("base")(self._host, "base", None, None, "base")}

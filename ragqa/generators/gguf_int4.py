@@ -207,17 +207,17 @@ class Int4DecodeLinear(torch.nn.Linear):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def enable(model, path: Path, gguf_sha256: str) -> int:
+def enable(model, path: Path, gguf_sha256: str, lib=None) -> int:
     """Gives each plain ``nn.Linear`` of ``model`` named in the 4-bit file ``path`` its 4-bit
-    weights for decoding (in place); returns how many layers were switched (0 when the file was
-    written for another GGUF or the kernel is missing)."""
+    weights for decoding (in place): blocks of the C kernel ``lib`` (``qgemv.library()``) when
+    given, else PyTorch's int4 kernel; returns how many layers were switched (0 when the file was
+    written for another GGUF or no kernel is there)."""
     from safetensors import safe_open
 
     from ragqa.generators import qgemv
 
     if not is_current(path, gguf_sha256):
         return 0
-    lib = qgemv.library()
     if lib is None and not hasattr(torch, "_weight_int4pack_mm_for_cpu"):
         return 0
     modules = dict(model.named_modules())

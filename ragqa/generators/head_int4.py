@@ -67,7 +67,7 @@ class Int4HeadLinear(torch.nn.Linear):
         if self.qhead_sz is None:  # the blocks of this package's kernel
             from ragqa.generators import qgemv
 
-            scores = qgemv.matmul(qgemv.library(), self.qhead, 4, self.out_features, x2)
+            scores = qgemv.matmul(qgemv.library(), self.qhead, 4, self.out_features, x2)  # loaded
         else:
             scores = torch._weight_int4pack_mm_for_cpu(x2, self.qhead, GROUP, self.qhead_sz)
         best = scores.topk(min(EXACT, scores.shape[-1]), dim=-1).indices  # [rows, EXACT]
@@ -76,8 +76,9 @@ class Int4HeadLinear(torch.nn.Linear):
         return scores.reshape(*x.shape[:-1], scores.shape[-1])
 
 
-def enable(model) -> bool:
-    """Gives the model's output layer its 4-bit copy (in place); False where it is no plain
+def enable(model, lib=None) -> bool:
+    """Gives the model's output layer its 4-bit copy (in place), as blocks of the C kernel ``lib``
+    (``qgemv.library()``) when given, else for PyTorch's kernel; False where it is no plain
     ``nn.Linear`` of bf16 / fp32 weights without bias, its width is not a multiple of 32 or its
     vocabulary of 16, or the kernel is missing."""
     head = model.get_output_embeddings()
@@ -86,9 +87,6 @@ def enable(model) -> bool:
             or head.weight.dtype not in (torch.bfloat16, torch.float32)
             or not hasattr(torch, "_weight_int4pack_mm_for_cpu")):
         return False
-    from ragqa.generators import qgemv
-
-    lib = qgemv.library()
     if lib is not None:
         packed, sz = quantize_blocks(head.weight, lib), None
     else:

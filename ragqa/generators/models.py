@@ -373,15 +373,19 @@ def load_tokenizer(path: Path | str):
 
 def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False,
               decode_int4: bool = False, status: Callable[[str], None] | None = None,
-              decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False):
+              decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
+              decode_kernel: bool = True):
     """(model, tokenizer) in eval mode, torch threads set, pad token set if missing, one-token
     attention steps by ``decode_attention``; with ``decode_int4`` the linear layers a packaged
     model's GGUF holds in 4-bit blocks decode with them (gguf_int4) and the output layer scores
     with a 4-bit copy, exact for the best scores (head_int4); with ``decode_int8`` the
     other linear layers decode with int8 copies of their weights (int8_decode). With
-    ``decode_dynamic_int8`` a float32 model decodes every linear layer with fbgemm's dynamic int8
-    kernel instead of both (dynamic_int8: the weight-only kernels are slower than the plain
-    float32 product on float32 inputs), and with ``prompt_dynamic_int8`` reads prompts with it too."""
+    ``decode_dynamic_int8`` a float32 model decodes the layers the C kernel (``qgemv``) does not
+    take, all of them where it cannot be built, with fbgemm's dynamic int8 kernel instead
+    (dynamic_int8: PyTorch's weight-only kernels are slower than the plain float32 product on
+    float32 inputs), and with ``prompt_dynamic_int8`` reads prompts with fbgemm too. With
+    ``decode_kernel``, where the C kernel builds, 4-bit and int8 decoding use it (float32 and bf16
+    alike)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -396,24 +400,31 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
     from ragqa.generators import decode_attention
 
     decode_attention.enable(model)  # one-token steps: two matmuls instead of SDPA's flash kernel
-    from ragqa.generators import dynamic_int8
+    from ragqa.generators import dynamic_int8, qgemv
 
-    if decode_dynamic_int8 and model.dtype == torch.float32 and dynamic_int8.available():
+    # float32 rows: fbgemm's int8 kernel, or the C kernel for decoding steps where it builds
+    # (PyTorch's weight-only kernels are slow on float32 rows)
+    dynamic = decode_dynamic_int8 and model.dtype == torch.float32 and dynamic_int8.available()
+    lib = qgemv.library() if decode_kernel and (decode_int4 or decode_int8) else None
+    if dynamic and lib is None:
         decode_int4 = decode_int8 = False
-        dynamic_int8.enable(model, prompts=prompt_dynamic_int8)
     if decode_int4:
         from ragqa.generators import head_int4
 
         if isinstance(path, Path):
-            enable_int4_decoding(model, path, status)
-        head_int4.enable(model)  # 4-bit scores for the vocabulary, exact ones for the best 64
+            enable_int4_decoding(model, path, status, lib)
+        head_int4.enable(model, lib)  # 4-bit scores for the vocabulary, exact ones for the best 64
     if decode_int8:
-        from ragqa.generators import int8_decode, qgemv
+        from ragqa.generators import int8_decode
 
-        lib = qgemv.library()
         if lib is not None:
-            qgemv.enable8(model, lib)  # 7-bit groups of 32 with this package's kernel
-        int8_decode.enable(model)  # the layers left
+            qgemv.enable8(model, lib)  # 7-bit groups of 32 with the C kernel
+        if not dynamic:
+            int8_decode.enable(model)  # the layers left: PyTorch's int8 kernel
+    if dynamic:
+        dynamic_int8.enable(model, prompts=prompt_dynamic_int8)  # the plain layers left
+        if prompt_dynamic_int8:
+            dynamic_int8.enable_prompts(model)  # the C kernel's layers read prompts with fbgemm
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
@@ -453,7 +464,8 @@ def _one_gguf(name: str, converted: Path):
             Path(tmp).unlink(missing_ok=True)
 
 
-def enable_int4_decoding(model, path: Path, status: Callable[[str], None] | None = None) -> int:
+def enable_int4_decoding(model, path: Path, status: Callable[[str], None] | None = None,
+                         lib=None) -> int:
     """Switches the layers of a packaged model that its GGUF holds in 4-bit blocks to decode with
     them (``gguf_int4``), reading the blocks into ``int4_path(path)`` the first time; returns how
     many layers were switched. 0, and nothing else changes, for a directory that is no converted
@@ -477,4 +489,4 @@ def enable_int4_decoding(model, path: Path, status: Callable[[str], None] | None
                         gguf_int4.build(gguf_file, model, target, gguf_sha256=sha, status=status)
         except ModelError:
             return 0
-    return gguf_int4.enable(model, target, sha)
+    return gguf_int4.enable(model, target, sha, lib)

@@ -10,7 +10,8 @@ portable C elsewhere). The weights keep their groups of 32 with a scale and an o
 
 The C file ships with the package and is compiled on first use with the machine's C compiler
 (``cc -O3 -march=native -fopenmp``) into ``<cache>/kernels/``, keyed by the source, the compiler
-and the CPU; ``RAGQA_QGEMV=0`` or no compiler leaves decoding on PyTorch's kernels. OpenMP
+and the CPU; the ``decode_kernel`` setting off, or no compiler, leaves decoding on PyTorch's
+kernels (and fbgemm's for float32 models). OpenMP
 resolves to the ``libgomp.so.1`` torch has already loaded, so the kernel runs on torch's own
 threads (as many as ``torch.get_num_threads()``).
 """
@@ -37,10 +38,6 @@ ABI = 1
 
 _lock = threading.Lock()
 _state: dict = {}
-
-
-def enabled() -> bool:
-    return os.environ.get("RAGQA_QGEMV", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _compiler() -> str | None:
@@ -108,10 +105,8 @@ def _bind(path: Path):
 
 
 def library(cache_dir: Path | None = None):
-    """The loaded kernel (ctypes), compiled into ``cache_dir`` the first time; None where it is
-    off (``RAGQA_QGEMV=0``) or cannot be built here."""
-    if not enabled():
-        return None
+    """The loaded kernel (ctypes), compiled into ``cache_dir`` the first time; None where it cannot
+    be built here."""
     with _lock:
         if "lib" not in _state:
             if cache_dir is None:
@@ -196,6 +191,10 @@ class QgemvLinear(torch.nn.Linear):
 
         rows = x.numel() // max(1, x.shape[-1])
         if rows > MAX_ROWS or x.dtype != self.weight.dtype or torch.is_grad_enabled():
+            if getattr(self, "dyn_prompts", False) and not torch.is_grad_enabled():
+                from ragqa.generators import dynamic_int8  # float32 prompts with fbgemm's int8
+
+                return dynamic_int8.product(self, x)
             return F.linear(x, self.weight, self.bias)
         return matmul(_state["lib"], self.qblocks, self.qbits, self.out_features, x, self.bias)
 
@@ -229,4 +228,7 @@ def disable(model) -> int:
     """Back to the exact layers; returns how many were switched back."""
     from ragqa.generators.int8_decode import switch_back
 
+    for module in model.modules():  # fbgemm's prompt copies (dynamic_int8.enable_prompts) too
+        if type(module) is QgemvLinear and hasattr(module, "dyn_packed"):
+            del module.dyn_packed, module.dyn_reduce_range, module.dyn_prompts
     return switch_back(model, QgemvLinear, ("qblocks", "qbits"))

@@ -169,6 +169,7 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
     for (int i = 0; i < m; i++) a[i][0] = a[i][1] = _mm256_setzero_ps();
     const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     for (int g = 0; g < groups; g++, blk += bsize) {
+        for (int c = 0; c < bsize; c += 64) _mm_prefetch((const char *)(blk + PREFETCH * bsize + c), _MM_HINT_T0);
         for (int h = 0; h < 2; h++) {  /* rows 0-7, then 8-15 */
             __m256i w[8];
             if (bits == 4) {
