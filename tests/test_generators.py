@@ -696,6 +696,75 @@ def test_int8_decoding_matches_a_peft_model_of_the_int8_weights(world, tmp_path,
     assert got == want
 
 
+def _kernel_copy(src: Path, dst: Path) -> Path:
+    """The base model with each linear weight the C kernel takes replaced by its 7-bit grouped
+    round trip: the weights the kernel's int8 decoding multiplies by."""
+    from transformers import AutoModelForCausalLM
+
+    from ragqa.generators import qgemv
+
+    shutil.copytree(src, dst)
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+    with torch.no_grad():
+        for module in model.modules():
+            if qgemv.fits(module):
+                q, scale, offset = qgemv.quantize8(module.weight)
+                n, k = q.shape
+                back = q.reshape(n, k // 32, 32) * scale[..., None] + offset[..., None]
+                module.weight.copy_(torch.from_numpy(back.reshape(n, k)).float())
+    model.save_pretrained(dst)
+    return dst
+
+
+def _round_rows(module, args):
+    """A forward pre-hook: the input rounded as the kernel rounds each row (int8, one scale per
+    32 inputs, amax / 127)."""
+    x = args[0]
+    g = x.reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
+    d = g.abs().amax(-1, keepdim=True) / 127
+    q = torch.where(d > 0, torch.round(g / torch.where(d > 0, d, 1)), 0).clamp(-127, 127)
+    return ((q * d).reshape(x.shape),) + tuple(args[1:])
+
+
+@pytest.mark.parametrize("name", ["base", "my-lora", "prefix"])
+def test_kernel_decoding_matches_a_peft_model_of_its_arithmetic(world, tmp_path, name, monkeypatch):
+    """Token for token, as for PyTorch's int8 kernel above: every kind decodes through the C
+    kernel's layers and writes what greedy decoding over a stand-alone (PeftModel of the) base
+    writes when that base has the kernel's 7-bit grouped weights and rounds each input row of
+    those layers to int8 per 32 inputs (LoRA's own matrices see the row as it is, as in the
+    kernel's layers). Float32, prompts of <= 8 tokens: the kernel computes every step."""
+    import sys
+
+    from ragqa.generators import qgemv
+    from ragqa.generators.int8_decode import Int8DecodeLinear
+
+    if qgemv.library() is None:
+        pytest.skip("no C compiler: the kernel cannot be built here")
+    prompt = PROMPTS[0]
+    g = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
+                  dtype="float32", decode_int8=True)
+    g.load()
+    assert len(g.tokenizer(prompt)["input_ids"]) <= qgemv.MAX_ROWS
+    kinds = {type(m) for m in g._host.model.modules()}
+    assert qgemv.QgemvLinear in kinds and Int8DecodeLinear not in kinds  # the kernel takes every layer
+    reference = _kernel_copy(world["base"], tmp_path / "kernel-weights")
+
+    original = load_base
+
+    def load_rounding(path, dtype):
+        model, tokenizer = original(path, dtype)
+        for module in model.modules():
+            if qgemv.fits(module):
+                module.register_forward_pre_hook(_round_rows)
+        return model, tokenizer
+
+    monkeypatch.setattr(sys.modules[__name__], "load_base", load_rounding)
+    adapter = None if name == "base" else world["variants"] / name
+    want = expected_ids(reference, adapter, prompt, dtype="float32")
+    got = g.generate(prompt, variant=name, settings=SETTINGS).token_ids
+    assert got == want
+
+
 @pytest.mark.parametrize("name", ["base", "my-lora", "prefix"])
 def test_every_kind_decodes_through_the_c_kernel(world, tmp_path, name, monkeypatch):
     """With the C kernel (generators/qgemv.py) the int8 layers are its 8-bit groups; LoRA wraps
