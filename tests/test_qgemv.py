@@ -165,6 +165,13 @@ def test_no_compiler_means_no_kernel(tmp_path, monkeypatch):
 
 
 @needs_cc
+def test_a_cache_that_cannot_be_written_means_no_kernel_not_an_error(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert qgemv.build(blocked) is None  # <blocked>/kernels cannot be made
+
+
+@needs_cc
 def test_the_build_is_kept_and_found_again(tmp_path, monkeypatch):
     first = qgemv.build(tmp_path)
     assert first is not None and first.parent == tmp_path / "kernels"

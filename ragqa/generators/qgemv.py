@@ -76,8 +76,11 @@ def build(cache_dir: Path, *, march: str = "native") -> Path | None:
     out = Path(cache_dir) / "kernels" / f"qgemv-{key}.so"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".qgemv-", suffix=".so", dir=out.parent)
+    try:  # a cache folder that cannot be written: no kernel, not an error
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".qgemv-", suffix=".so", dir=out.parent)
+    except OSError:
+        return None
     os.close(fd)
     try:
         done = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True,
@@ -115,7 +118,10 @@ def library(cache_dir: Path | None = None):
                 cache_dir = default_cache_dir()
             base = Path(cache_dir)
             path = build(base)
-            _state["lib"] = _bind(path) if path is not None else None
+            try:
+                _state["lib"] = _bind(path) if path is not None else None
+            except OSError:  # a file that does not load (another architecture, truncated)
+                _state["lib"] = None
         return _state["lib"]
 
 
