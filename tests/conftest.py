@@ -57,3 +57,12 @@ def minilm_dir():
 def model_cache(tmp_path_factory):
     """One cache of converted packaged models for the whole run (converting one takes about a minute)."""
     return tmp_path_factory.mktemp("model-cache")
+
+
+def kernel_rounded_rows(x):
+    """What the C decoding kernel (ragqa/generators/qgemv.py) multiplies a row by, in torch: each
+    group of 32 inputs rounded to int8 with the scale amax / 127 (a group of zeros stays zero)."""
+    g = x.reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
+    d = g.abs().amax(-1, keepdim=True) / 127
+    q = (g / d.where(d > 0, 1)).round().clamp(-127, 127).where(d > 0, 0)
+    return (q * d).reshape(x.shape)

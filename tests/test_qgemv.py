@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import kernel_rounded_rows
 from ragqa.generators import qgemv
 
 needs_cc = pytest.mark.skipif(qgemv._compiler() is None, reason="needs a C compiler")
@@ -61,10 +62,7 @@ def _reference(q, scale, offset, x, bias):
     n, k = q.shape
     w = (torch.from_numpy(q).double().reshape(n, k // 32, 32) * torch.from_numpy(scale).double()[..., None]
          + torch.from_numpy(offset).double()[..., None]).reshape(n, k)
-    xg = x.double().reshape(x.shape[0], k // 32, 32)
-    d = xg.abs().amax(-1, keepdim=True) / 127
-    qx = torch.where(d > 0, torch.round(xg / torch.where(d > 0, d, 1)), 0).clamp(-127, 127)
-    out = (qx * d).reshape(x.shape[0], k) @ w.T
+    out = kernel_rounded_rows(x.double()) @ w.T
     return out + bias.double() if bias is not None else out
 
 

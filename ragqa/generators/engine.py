@@ -299,7 +299,7 @@ class Generator:
                                          decode_int8=self.decode_int8, decode_int4=self.decode_int4,
                                          status=status, decode_dynamic_int8=self.decode_dynamic_int8,
                                          prompt_dynamic_int8=self.prompt_dynamic_int8,
-                                         decode_kernel=self.decode_kernel)
+                                         decode_kernel=self.decode_kernel, cache_dir=self.cache_dir)
             self._host = ModelHost(model, tokenizer)
             self._tokenizer = tokenizer
             self._variants = {"base": get_kind("base")(self._host, "base", None, None, "base")}

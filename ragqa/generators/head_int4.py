@@ -23,16 +23,12 @@ EXACT = 64  # best 4-bit scores recomputed exactly per row
 
 
 def _groups(weight: torch.Tensor):
-    """Asymmetric 4-bit groups of 32 along each row, a slice of rows at a time (float32 copies of
-    the whole matrix are big): (q [rows, K] int32 in 0..15, scale, low [rows, K/32] float32) with
-    ``w ~ scale * q + low``."""
-    rows, k = weight.shape
-    for start in range(0, rows, 16384):
-        w = weight[start:start + 16384].detach().float().reshape(-1, k // GROUP, GROUP)
-        lo, hi = w.amin(-1), w.amax(-1)
-        scale = ((hi - lo) / 15).clamp(min=1e-8)
-        q = torch.round((w - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
-        yield q.reshape(-1, k), scale, lo
+    """Asymmetric 4-bit groups of 32 along each row (``qgemv.grouped``), a slice of rows at a time
+    (float32 copies of the whole matrix are big): (q [rows, K] uint8 in 0..15, scale, low)."""
+    from ragqa.generators.qgemv import grouped
+
+    for start in range(0, weight.shape[0], 16384):
+        yield grouped(weight[start:start + 16384], 15, floor=1e-8)
 
 
 def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +36,7 @@ def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     weight's dtype), the kernel computing ``(q - 8) * scale + zero``."""
     packed, sz = [], []
     for q, scale, lo in _groups(weight):
-        packed.append(torch._convert_weight_to_int4pack_for_cpu(q.contiguous(), 1))
+        packed.append(torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1))
         sz.append(torch.stack([scale, lo + 8 * scale], -1).transpose(0, 1))
     return torch.cat(packed), torch.cat(sz, 1).contiguous().to(weight.dtype)
 
@@ -50,7 +46,7 @@ def quantize_blocks(weight: torch.Tensor, lib) -> torch.Tensor:
     rows are whole tiles, so their blocks concatenate."""
     from ragqa.generators import qgemv
 
-    return torch.cat([qgemv.pack(lib, q.to(torch.uint8).numpy(), scale.numpy(), lo.numpy(), 4)
+    return torch.cat([qgemv.pack(lib, q.numpy(), scale.numpy(), lo.numpy(), 4)
                       for q, scale, lo in _groups(weight)])
 
 
@@ -67,7 +63,7 @@ class Int4HeadLinear(torch.nn.Linear):
         if self.qhead_sz is None:  # the blocks of this package's kernel
             from ragqa.generators import qgemv
 
-            scores = qgemv.matmul(qgemv.library(), self.qhead, 4, self.out_features, x2)  # loaded
+            scores = qgemv.matmul(qgemv.loaded(), self.qhead, 4, self.out_features, x2)
         else:
             scores = torch._weight_int4pack_mm_for_cpu(x2, self.qhead, GROUP, self.qhead_sz)
         best = scores.topk(min(EXACT, scores.shape[-1]), dim=-1).indices  # [rows, EXACT]

@@ -374,7 +374,7 @@ def load_tokenizer(path: Path | str):
 def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False,
               decode_int4: bool = False, status: Callable[[str], None] | None = None,
               decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
-              decode_kernel: bool = True):
+              decode_kernel: bool = True, cache_dir: Path | None = None):
     """(model, tokenizer) in eval mode, torch threads set, pad token set if missing, one-token
     attention steps by ``decode_attention``; with ``decode_int4`` the linear layers a packaged
     model's GGUF holds in 4-bit blocks decode with them (gguf_int4) and the output layer scores
@@ -384,8 +384,8 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
     take, all of them where it cannot be built, with fbgemm's dynamic int8 kernel instead
     (dynamic_int8: PyTorch's weight-only kernels are slower than the plain float32 product on
     float32 inputs), and with ``prompt_dynamic_int8`` reads prompts with fbgemm too. With
-    ``decode_kernel``, where the C kernel builds, 4-bit and int8 decoding use it (float32 and bf16
-    alike)."""
+    ``decode_kernel``, where the C kernel builds (into ``cache_dir``, see ``qgemv.library``), 4-bit
+    and int8 decoding use it (float32 and bf16 alike)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -405,7 +405,7 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
     # float32 rows: fbgemm's int8 kernel, or the C kernel for decoding steps where it builds
     # (PyTorch's weight-only kernels are slow on float32 rows)
     dynamic = decode_dynamic_int8 and model.dtype == torch.float32 and dynamic_int8.available()
-    lib = qgemv.library() if decode_kernel and (decode_int4 or decode_int8) else None
+    lib = qgemv.library(cache_dir) if decode_kernel and (decode_int4 or decode_int8) else None
     if dynamic and lib is None:
         decode_int4 = decode_int8 = False
     if decode_int4:

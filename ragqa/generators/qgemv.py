@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 GROUP = 32
 TILE = 16
@@ -108,8 +109,9 @@ def _bind(path: Path):
 
 
 def library(cache_dir: Path | None = None):
-    """The loaded kernel (ctypes), compiled into ``cache_dir`` the first time; None where it cannot
-    be built here."""
+    """The loaded kernel (ctypes), compiled into ``cache_dir`` (default: ``default_cache_dir()``)
+    the first time; None where it cannot be built here. Loaded once per process: later calls return
+    it whatever folder they name."""
     with _lock:
         if "lib" not in _state:
             if cache_dir is None:
@@ -123,6 +125,11 @@ def library(cache_dir: Path | None = None):
             except OSError:  # a file that does not load (another architecture, truncated)
                 _state["lib"] = None
         return _state["lib"]
+
+
+def loaded():
+    """The kernel ``library()`` loaded (a decoding step's lookup, no lock), else None."""
+    return _state.get("lib")
 
 
 def isa(lib) -> str:
@@ -147,15 +154,22 @@ def pack(lib, q: np.ndarray, scale: np.ndarray, offset: np.ndarray, bits: int) -
     return out
 
 
-def quantize8(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Asymmetric 7-bit groups of 32 (q in 0..127, so AVX2's 16-bit pair sums cannot overflow):
-    (q [n, k] uint8, scale, offset [n, k/32] float32)."""
+def grouped(weight: torch.Tensor, qmax: int, floor: float = 1e-12):
+    """Asymmetric groups of 32 along each row: (q [n, k] uint8 in 0..qmax, scale, low [n, k/32]
+    float32) with ``w ~ scale * q + low``; ``floor`` is the smallest scale (a constant group)."""
     n, k = weight.shape
     w = weight.detach().float().reshape(n, k // GROUP, GROUP)
     lo, hi = w.amin(-1), w.amax(-1)
-    scale = ((hi - lo) / 127).clamp(min=1e-12)
-    q = torch.round((w - lo[..., None]) / scale[..., None]).clamp(0, 127).to(torch.uint8)
-    return q.reshape(n, k).numpy(), scale.numpy(), lo.numpy()
+    scale = ((hi - lo) / qmax).clamp(min=floor)
+    q = torch.round((w - lo[..., None]) / scale[..., None]).clamp(0, qmax).to(torch.uint8)
+    return q.reshape(n, k), scale, lo
+
+
+def quantize8(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """7-bit groups of 32 (q in 0..127, so AVX2's 16-bit pair sums cannot overflow) as numpy
+    arrays: (q [n, k] uint8, scale, offset [n, k/32] float32)."""
+    q, scale, lo = grouped(weight, 127)
+    return q.numpy(), scale.numpy(), lo.numpy()
 
 
 _scratch = threading.local()
@@ -193,8 +207,6 @@ class QgemvLinear(torch.nn.Linear):
     (``qbits``-bit groups, this module's kernel) and reads prompts (and trains) with its weight."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
-
         rows = x.numel() // max(1, x.shape[-1])
         if rows > MAX_ROWS or x.dtype != self.weight.dtype or torch.is_grad_enabled():
             if getattr(self, "dyn_prompts", False) and not torch.is_grad_enabled():
@@ -202,7 +214,7 @@ class QgemvLinear(torch.nn.Linear):
 
                 return dynamic_int8.product(self, x)
             return F.linear(x, self.weight, self.bias)
-        return matmul(_state["lib"], self.qblocks, self.qbits, self.out_features, x, self.bias)
+        return matmul(loaded(), self.qblocks, self.qbits, self.out_features, x, self.bias)
 
 
 def fits(module) -> bool:
