@@ -120,6 +120,19 @@ def test_empty_title_gives_bare_number(qa, tok):
     assert p.messages[-1]["content"].startswith("Context:\n[1]\nParis is the capital of France.\n\n")
 
 
+def test_passage_layout_is_made_lean_for_the_model_only(qa, tok):
+    """A man page's runs of spaces and tabs cost tokens: the model reads one space for each run,
+    stripped lines and at most one blank line; the passage itself (the sources shown) keeps its
+    layout."""
+    page = Passage("       -S     sort by file size, largest first\n\n\n\n"
+                   "       --sort=WORD\n\t      sort by WORD  instead of\tname  \n", title=" ls.1 ")
+    p = build_prompt("Which ls option sorts by size?", [page], qa, tok, max_prompt_tokens=1000)
+    assert p.messages[-1]["content"].startswith(
+        "Context:\n[1] ls.1\n-S sort by file size, largest first\n\n--sort=WORD\n"
+        "sort by WORD instead of name\n\nQuestion:")
+    assert p.passages == [page]
+
+
 def test_empty_retrieval_uses_no_context(qa, tok):
     p = build_prompt(Q, [], qa, tok, max_prompt_tokens=1000)
     assert p.text == (
