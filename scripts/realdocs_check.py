@@ -135,7 +135,7 @@ def main() -> None:
     threads = int(os.environ.get("RAGQA_THREADS", "0") or 0) or (os.cpu_count() or 1)
     result = {"right": right, "questions": len(rows),
               "answerable_right": sum(r["right"] for r in answerable), "answerable": len(answerable),
-              "seconds_p50": statistics.median(times) if times else None,
+              "seconds_p50": round(statistics.median(times), 2) if times else None,
               "prompt_tokens_mean": round(statistics.mean(tokens)) if tokens else None,
               "missing_documents": missing, "ask_options": ask_options,
               "machine": {**machine_info(threads), "cpu_flags": cpu_flags()}, "rows": rows}
