@@ -319,6 +319,60 @@ def test_closing_a_stream_releases_the_model(gen):
     assert gen.generate(PROMPTS[0], settings=GenerationSettings(max_new_tokens=2)).new_tokens >= 1
 
 
+# ------------------------------------------------------------------------------------ prompt cache
+
+def test_a_prompt_that_starts_like_the_last_reads_only_the_rest(world):
+    """The prompt cache: the same variant asked a prompt that starts like the last generation's
+    (prompt and answer) reads only the rest, and answers token for token as a generator that reads
+    every prompt whole; another variant, soft prompts and prefixes, a short shared start, or
+    forget_prompts() read the whole prompt."""
+    from ragqa.generators.engine import MIN_REUSED_TOKENS, describe_timings
+
+    kw = dict(cache_dir=world["root"] / "cache", variants_dir=world["variants"])
+    warm = Generator(str(world["base"]), **kw)
+    cold = Generator(str(world["base"]), prompt_cache=False, **kw)
+    shared = " ".join(f"w{4 + (7 * i) % 85}" for i in range(24))
+    a, b = shared + " w50 w51 w52", shared + " w60 w61"
+    ids_a, ids_b = (warm.tokenizer(t)["input_ids"] for t in (a, b))
+    common = next(i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y)
+    assert common >= MIN_REUSED_TOKENS
+    for name in ("base", "my-lora"):
+        warm.forget_prompts()
+        first = warm.generate(a, name, SETTINGS)
+        assert first.reused_tokens == 0
+        assert first.token_ids == cold.generate(a, name, SETTINGS).token_ids
+        second = warm.generate(b, name, SETTINGS)
+        assert second.reused_tokens == common
+        assert second.token_ids == cold.generate(b, name, SETTINGS).token_ids
+        again = warm.generate(b, name, SETTINGS)  # all of it but the last token, which gives the logits
+        assert again.reused_tokens == len(ids_b) - 1 and again.token_ids == second.token_ids
+        t = second.timings()
+        assert t["reused_tokens"] == common
+        assert f"read {len(ids_b)} prompt tokens ({common} kept from the last answer) in" in describe_timings(t)
+    warm.generate(a, "base", SETTINGS)
+    assert warm.generate(b, "my-lora", SETTINGS).reused_tokens == 0  # another variant's cache
+    for name in ("soft", "prefix"):  # virtual tokens before the ids: never kept
+        warm.generate(a, name, SETTINGS)
+        r = warm.generate(b, name, SETTINGS)
+        assert r.reused_tokens == 0 and r.token_ids == cold.generate(b, name, SETTINGS).token_ids
+    warm.generate(a, "base", SETTINGS)
+    assert warm.generate("w60 " + a, "base", SETTINGS).reused_tokens == 0  # another start
+    warm.generate(a, "base", SETTINGS)
+    short = " ".join(shared.split()[:MIN_REUSED_TOKENS - 3]) + " w61"
+    assert warm.generate(short, "base", SETTINGS).reused_tokens == 0  # too little in common
+    warm.generate(a, "base", SETTINGS)
+    stream = warm.stream(b, "base", SETTINGS)
+    while True:
+        try:
+            next(stream)
+        except StopIteration as end:
+            assert end.value.reused_tokens == common
+            break
+    assert warm.generate(a, "base", SETTINGS).reused_tokens == common
+    warm.forget_prompts()
+    assert warm.generate(a, "base", SETTINGS).reused_tokens == 0
+
+
 # ------------------------------------------------------------------------------------ concurrency
 
 def test_concurrent_calls_get_their_own_variant(gen, expected):

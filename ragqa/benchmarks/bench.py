@@ -293,6 +293,12 @@ def _make_bench_adapters(model, work: Path, base_model: str, fingerprint: str) -
     return dirs
 
 
+def _cold(gen) -> None:
+    """The next prompt is read whole: a benchmark that repeats one prompt times reading it, not
+    the prompt cache (Generator.forget_prompts; generators without one read every prompt)."""
+    getattr(gen, "forget_prompts", lambda: None)()
+
+
 def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, runs: int = 3,
                    echo: Callable[[str], None] = print) -> dict:
     """On one model (``settings.model``), in one process:
@@ -365,6 +371,7 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
     same_ids = True
     for i in range(runs):
         echo(f"run {i + 1}/{runs} ...")
+        _cold(gen)
         r = gen.generate(prompt.text, "base", gs)
         rg["new_tokens"].append(r.new_tokens)
         rg["tokens_per_s"].append(r.tokens_per_s)
@@ -569,7 +576,10 @@ def stage_generate(gen, *, max_new_tokens: int, runs: int) -> dict:
                           max_prompt_tokens=GEN_PROMPT_BUDGET)
     gs = GenerationSettings(max_new_tokens=max_new_tokens)
     gen.generate(prompt.text, "base", gs)
-    rs = [gen.generate(prompt.text, "base", gs) for _ in range(max(1, runs))]
+    rs = []
+    for _ in range(max(1, runs)):
+        _cold(gen)
+        rs.append(gen.generate(prompt.text, "base", gs))
     return {"model": getattr(gen, "model_name", "?"), "load_s": t_load, "prompt_tokens": prompt.tokens,
             "max_new_tokens": max_new_tokens, "runs": len(rs), "new_tokens": [r.new_tokens for r in rs],
             "tokens_per_s_median": statistics.median(r.tokens_per_s for r in rs),
@@ -821,6 +831,8 @@ def bench_answers(settings: Settings, out: Path, *, index: Path | None = None,
             t_load, _ = _timed(lambda: getattr(qa.generator, "load", lambda: None)())
             results["load_s"] = t_load
             qa.ask(questions[0], variant=variant)  # warm-up
+            _cold(qa.generator)  # the first question is read whole, as after loading; the next ones
+            # share the system instruction with the one before (the prompt cache), as in a session
             rows = []
             for i, q in enumerate(questions, 1):
                 t0 = time.perf_counter()
@@ -829,7 +841,8 @@ def bench_answers(settings: Settings, out: Path, *, index: Path | None = None,
                 t = ans.timings
                 rows.append({"question": q, "answer": ans.text, "abstained": ans.abstained, "seconds": seconds,
                              **{k: t.get(k) for k in ("retrieve_ms", "prompt_tokens", "first_token_ms", "decode_ms",
-                                                     "new_tokens", "prompt_tokens_per_s", "decode_tokens_per_s")}})
+                                                     "new_tokens", "prompt_tokens_per_s", "decode_tokens_per_s",
+                                                     "reused_tokens")}})
                 echo(f"{i}/{len(questions)} {seconds:.1f} s: {ans.text[:70]}")
     finally:
         if work is not None:
@@ -976,6 +989,7 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
         rows: dict[str, list[dict]] = {"ragqa": [], "llama.cpp": []}
         same = True
         for _ in range(runs):
+            _cold(gen)  # llama.cpp resets too: both read the whole prompt every round
             r = gen.generate(text, variant, gs)
             rows["ragqa"].append({"first_token_ms": r.first_token_ms, "decode_ms": r.generate_ms - r.first_token_ms,
                                   "generate_ms": r.generate_ms, "new_tokens": r.new_tokens})

@@ -31,6 +31,9 @@ from ragqa.generators.registry import (CARD_FILE, Card, ModelHost, VariantKind, 
                                        read_adapter_config)
 
 MAX_CONTEXT = 4096
+# a prompt that starts with at least this many of the last generation's tokens (same variant)
+# reads only the rest: the system instruction, a conversation's earlier turns (Generator._kept)
+MIN_REUSED_TOKENS = 16
 # end-of-turn markers of common chat templates: generation also stops on these when present
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
@@ -74,25 +77,29 @@ class GenerationResult:
     variant: str
     switch_ms: float = 0.0  # activating the variant's adapter (set_adapter) before generating
     token_ids: list[int] = field(default_factory=list)  # the new tokens, special ones included
+    reused_tokens: int = 0  # prompt tokens not read again: the last generation had them (same start)
 
     def timings(self) -> dict:
         """Prompt processing and decoding apart (see ``stage_timings``)."""
-        return stage_timings(self.prompt_tokens, self.new_tokens, self.generate_ms, self.first_token_ms)
+        return stage_timings(self.prompt_tokens, self.new_tokens, self.generate_ms, self.first_token_ms,
+                             self.reused_tokens)
 
 
 def stage_timings(prompt_tokens: int, new_tokens: int, generate_ms: float,
-                  first_token_ms: float) -> dict:
+                  first_token_ms: float, reused_tokens: int = 0) -> dict:
     """The numbers a user reads, prompt processing and decoding apart: ``first_token_ms`` (reading
     the prompt, up to the first new token), ``decode_ms`` (the remaining tokens), their rates
-    ``prompt_tokens_per_s`` and ``decode_tokens_per_s`` (None where there is nothing to divide:
+    ``prompt_tokens_per_s`` (over the tokens read: ``reused_tokens`` of the prompt came from the
+    last generation) and ``decode_tokens_per_s`` (None where there is nothing to divide:
     a 1-token answer has no decode rate), and ``tokens_per_s`` (new tokens / the whole call, which
     a long prompt drags down: kept for comparisons across versions)."""
     first = float(first_token_ms) if new_tokens else float(generate_ms)
     decode = max(0.0, float(generate_ms) - first)
+    read = int(prompt_tokens) - int(reused_tokens)
     return {"first_token_ms": round(first, 1), "decode_ms": round(decode, 1),
             "generate_ms": round(float(generate_ms), 1), "prompt_tokens": int(prompt_tokens),
-            "new_tokens": int(new_tokens),
-            "prompt_tokens_per_s": round(prompt_tokens / (first / 1000), 1) if first > 0 else None,
+            "reused_tokens": int(reused_tokens), "new_tokens": int(new_tokens),
+            "prompt_tokens_per_s": round(read / (first / 1000), 1) if first > 0 else None,
             "decode_tokens_per_s": (round((new_tokens - 1) / (decode / 1000), 2)
                                     if new_tokens > 1 and decode > 0 else None),
             "tokens_per_s": round(new_tokens / (generate_ms / 1000), 2) if generate_ms > 0 else 0.0}
@@ -105,8 +112,10 @@ def describe_timings(t: dict) -> str:
     parts = []
     if t.get("prompt_tokens") is not None and t.get("first_token_ms") is not None:
         rate = t.get("prompt_tokens_per_s")
-        parts.append(f"read {t['prompt_tokens']} prompt tokens in {seconds(t['first_token_ms'])}"
-                     + (f" ({rate:.0f} tokens/s)" if rate else ""))
+        kept = t.get("reused_tokens") or 0
+        parts.append(f"read {t['prompt_tokens']} prompt tokens"
+                     + (f" ({kept} kept from the last answer)" if kept else "")
+                     + f" in {seconds(t['first_token_ms'])}" + (f" ({rate:.0f} tokens/s)" if rate else ""))
     if t.get("new_tokens") is not None and t.get("decode_ms") is not None:
         rate = t.get("decode_tokens_per_s")
         n = t["new_tokens"]
@@ -187,7 +196,7 @@ class Generator:
                  variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1,
                  decode_int8: bool = False, decode_int4: bool = False,
                  decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
-                 decode_kernel: bool = True):
+                 decode_kernel: bool = True, prompt_cache: bool = True):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
@@ -199,6 +208,8 @@ class Generator:
         self.decode_dynamic_int8 = bool(decode_dynamic_int8)
         self.prompt_dynamic_int8 = bool(prompt_dynamic_int8)  # and reads prompts with it
         self.decode_kernel = bool(decode_kernel)  # 4-bit / int8 decoding with the C kernel (qgemv.py)
+        self.prompt_cache = bool(prompt_cache)  # keep the last generation's cache (_prompt_cache)
+        self._kept = None  # (variant, its token ids, their cache) after the last generation
         self._lock = threading.Lock()      # every load and generation
         self._owner: int | None = None
         self._meta_lock = threading.Lock()  # lazy path / tokenizer resolution
@@ -322,6 +333,7 @@ class Generator:
         self._host = None
         self._variants = {}
         self._by_dir = {}
+        self._kept = None
 
     # ------------------------------------------------------------------------- variants
 
@@ -491,7 +503,35 @@ class Generator:
         v.activate()
         return v, input_ids, attention_mask, kwargs, (time.perf_counter() - started) * 1000
 
-    def _result(self, v, input_ids, new_ids, started, first_token_at, switch_ms):
+    def forget_prompts(self) -> None:
+        """Drops the kept cache: the next prompt is read whole (benchmarks time cold prompts)."""
+        with self._locked():
+            self._kept = None
+
+    def _prompt_cache(self, v, input_ids):
+        """(the cache to generate with, prompt tokens it already holds). When ``v`` also made the
+        last generation and this prompt starts with at least MIN_REUSED_TOKENS of its tokens (the
+        system instruction, a conversation's earlier turns), that generation's cache cut back to
+        the shared start, so only the rest is read; else a new cache, kept for the next call.
+        (None, 0) where nothing is kept: switched off, or a kind whose virtual tokens live outside
+        the ids (soft prompts, prefixes)."""
+        kept, self._kept = self._kept, None
+        if not self.prompt_cache or not type(v).prompt_cache or input_ids.shape[0] != 1:
+            return None, 0
+        from transformers import DynamicCache
+
+        if kept is not None and kept[0] is v:
+            ids, cache = kept[1], kept[2]
+            new = input_ids[0].tolist()
+            n, limit = 0, min(len(ids), len(new) - 1)  # at least one token is read: it gives the logits
+            while n < limit and ids[n] == new[n]:
+                n += 1
+            if n >= MIN_REUSED_TOKENS:
+                cache.crop(n - cache.get_seq_length())  # a negative count: the tokens to drop
+                return cache, n
+        return DynamicCache(config=self._host.model.config), 0
+
+    def _result(self, v, input_ids, new_ids, started, first_token_at, switch_ms, reused=0):
         ended = time.perf_counter()
         seconds = ended - started
         n = int(new_ids.numel())
@@ -501,20 +541,27 @@ class Generator:
             generate_ms=seconds * 1000,
             first_token_ms=((first_token_at or ended) - started) * 1000 if n else 0.0,
             tokens_per_s=n / seconds if seconds > 0 else 0.0,
-            variant=v.name, switch_ms=switch_ms, token_ids=new_ids.tolist())
+            variant=v.name, switch_ms=switch_ms, token_ids=new_ids.tolist(), reused_tokens=int(reused))
 
     def _run(self, v, input_ids, attention_mask, **kwargs):
+        """(new token ids, prompt tokens reused from the last generation)."""
         import torch
 
         torch.set_num_threads(self.threads)
+        cache, reused = self._prompt_cache(v, input_ids)
+        if cache is not None:
+            kwargs["cache"] = cache
         try:
             with torch.inference_mode():
-                return v.generate(input_ids, attention_mask, **kwargs)
+                new_ids = v.generate(input_ids, attention_mask, **kwargs)
         except (ModelError, ConfigError):
             raise
         except Exception as exc:
             raise ModelError(f"model {self.model_name}, variant {v.name!r}: generation failed "
                              f"({one_line(exc)})") from exc
+        if cache is not None:  # it holds the prompt and every new token but the last
+            self._kept = (v, (input_ids[0].tolist() + new_ids.tolist())[:cache.get_seq_length()], cache)
+        return new_ids, reused
 
     def generate(self, prompt: str, variant: str = "base",
                  settings: GenerationSettings | None = None) -> GenerationResult:
@@ -523,9 +570,9 @@ class Generator:
             v, input_ids, mask, kwargs, switch_ms = self._prepare(prompt, variant, settings)
             streamer = _timing_streamer()
             started = time.perf_counter()
-            new_ids = self._run(v, input_ids, mask, streamer=streamer, **kwargs)
+            new_ids, reused = self._run(v, input_ids, mask, streamer=streamer, **kwargs)
             return self._result(v, input_ids, new_ids, started, streamer.first_token_at,
-                                switch_ms)
+                                switch_ms, reused)
 
     def stream(self, prompt: str, variant: str = "base",
                settings: GenerationSettings | None = None) -> Iterator[str]:
@@ -540,9 +587,9 @@ class Generator:
 
             def work():
                 try:
-                    outcome["ids"] = self._run(v, input_ids, mask, streamer=streamer,
-                                               stopping_criteria=_cancel_criteria(cancel),
-                                               **kwargs)
+                    outcome["ids"], outcome["reused"] = self._run(
+                        v, input_ids, mask, streamer=streamer,
+                        stopping_criteria=_cancel_criteria(cancel), **kwargs)
                 except BaseException as exc:  # handed to the consumer below
                     outcome["error"] = exc
                     streamer.end()
@@ -560,4 +607,4 @@ class Generator:
             if "error" in outcome:
                 raise outcome["error"]
             return self._result(v, input_ids, outcome["ids"], started, streamer.first_token_at,
-                                switch_ms)
+                                switch_ms, outcome["reused"])

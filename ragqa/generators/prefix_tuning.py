@@ -20,6 +20,7 @@ from ragqa.generators.registry import VariantKind, read_adapter_config, register
 @register_kind("prefix-tuning")
 class PrefixTuningKind(VariantKind):
     peft_type = "PREFIX_TUNING"
+    prompt_cache = False  # the virtual tokens are not in the ids a kept cache is matched on
     default_lr = 5e-3
     train_settings = ("num_virtual_tokens", "prefix_projection", "prefix_init_text")
 

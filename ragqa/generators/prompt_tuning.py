@@ -35,6 +35,7 @@ def read_prompt_embeddings(path, label: str):
 class PromptTuningKind(VariantKind):
     prompt = None  # [1, num_virtual_tokens, hidden]
     peft_type = "PROMPT_TUNING"
+    prompt_cache = False  # the virtual tokens are not in the ids a kept cache is matched on
     # prompt learning trains few parameters from a poor start and needs far larger steps (the
     # prompt-tuning paper uses 0.3 with Adafactor)
     default_lr = 3e-2

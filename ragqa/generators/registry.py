@@ -286,6 +286,9 @@ class VariantKind:
 
     kind: ClassVar[str] = ""
     virtual_tokens: int = 0  # context positions the variant uses on top of the prompt
+    # whether a generation's cache depends on the token ids alone, so the next prompt may reuse it
+    # (Generator._prompt_cache); not where virtual tokens come before the ids
+    prompt_cache: ClassVar[bool] = True
     # training (kinds ``ragqa train`` makes): PEFT's peft_type, the default learning rate and
     # the TrainConfig fields that are this kind's hyperparameters
     peft_type: ClassVar[str] = ""
