@@ -87,8 +87,14 @@ def progress_bar(label: str, unit: str = "docs"):
         yield update
 
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Generator: packaged name "
-                     "(qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), local directory or hub id.")]
+def _packaged() -> str:
+    from ragqa.generators.models import BASE_MODELS, DEFAULT_MODEL
+
+    return ", ".join(f"{name} (default)" if name == DEFAULT_MODEL else name for name in BASE_MODELS)
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help=f"Generator: packaged name "
+                     f"({_packaged()}), local directory or hub id.")]
 VariantOpt = Annotated[str, typer.Option("--variant", "-v", help="base, or a variant name from "
                                          "`ragqa variants list`.")]
 
