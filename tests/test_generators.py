@@ -322,17 +322,19 @@ def test_closing_a_stream_releases_the_model(gen):
 # ------------------------------------------------------------------------------------ prompt cache
 
 def test_a_prompt_that_starts_like_the_last_reads_only_the_rest(world):
-    """The prompt cache: the same variant asked a prompt that starts like the last generation's
-    (prompt and answer) reads only the rest, and answers token for token as a generator that reads
-    every prompt whole; another variant, soft prompts and prefixes, a short shared start, or
-    forget_prompts() read the whole prompt."""
+    """The prompt cache (opt-in): the same variant asked a prompt that starts like the last
+    generation's (prompt and answer) reads only the rest, always its last MIN_REUSED_TOKENS, and
+    here (float32) answers token for token as a generator that reads every prompt whole; another
+    variant, soft prompts and prefixes, a short shared start, or forget_prompts() read the whole
+    prompt."""
     from ragqa.generators.engine import MIN_REUSED_TOKENS, describe_timings
 
     kw = dict(cache_dir=world["root"] / "cache", variants_dir=world["variants"])
-    warm = Generator(str(world["base"]), **kw)
-    cold = Generator(str(world["base"]), prompt_cache=False, **kw)
+    warm = Generator(str(world["base"]), prompt_cache=True, **kw)
+    cold = Generator(str(world["base"]), **kw)  # the default: every prompt read whole
     shared = " ".join(f"w{4 + (7 * i) % 85}" for i in range(24))
-    a, b = shared + " w50 w51 w52", shared + " w60 w61"
+    a = shared + " " + " ".join(f"w{50 + i}" for i in range(20))
+    b = shared + " " + " ".join(f"w{30 + i}" for i in range(18))  # at least MIN_REUSED_TOKENS after the start
     ids_a, ids_b = (warm.tokenizer(t)["input_ids"] for t in (a, b))
     common = next(i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y)
     assert common >= MIN_REUSED_TOKENS
@@ -344,8 +346,8 @@ def test_a_prompt_that_starts_like_the_last_reads_only_the_rest(world):
         second = warm.generate(b, name, SETTINGS)
         assert second.reused_tokens == common
         assert second.token_ids == cold.generate(b, name, SETTINGS).token_ids
-        again = warm.generate(b, name, SETTINGS)  # all of it but the last token, which gives the logits
-        assert again.reused_tokens == len(ids_b) - 1 and again.token_ids == second.token_ids
+        again = warm.generate(b, name, SETTINGS)  # all but the last MIN_REUSED_TOKENS, read as a prompt
+        assert again.reused_tokens == len(ids_b) - MIN_REUSED_TOKENS and again.token_ids == second.token_ids
         t = second.timings()
         assert t["reused_tokens"] == common
         assert f"read {len(ids_b)} prompt tokens ({common} kept from the last answer) in" in describe_timings(t)

@@ -196,7 +196,7 @@ class Generator:
                  variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1,
                  decode_int8: bool = False, decode_int4: bool = False,
                  decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
-                 decode_kernel: bool = True, prompt_cache: bool = True):
+                 decode_kernel: bool = True, prompt_cache: bool = False):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
@@ -523,7 +523,9 @@ class Generator:
         if kept is not None and kept[0] is v:
             ids, cache = kept[1], kept[2]
             new = input_ids[0].tolist()
-            n, limit = 0, min(len(ids), len(new) - 1)  # at least one token is read: it gives the logits
+            # the last MIN_REUSED_TOKENS are always read as a prompt (bf16 products), never as a
+            # decoding step's few rows (int8 rows in the C kernel), which would change the answer
+            n, limit = 0, min(len(ids), len(new) - MIN_REUSED_TOKENS)
             while n < limit and ids[n] == new[n]:
                 n += 1
             if n >= MIN_REUSED_TOKENS:
