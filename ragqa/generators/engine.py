@@ -31,8 +31,9 @@ from ragqa.generators.registry import (CARD_FILE, Card, ModelHost, VariantKind, 
                                        read_adapter_config)
 
 MAX_CONTEXT = 4096
-# a prompt that starts with at least this many of the last generation's tokens (same variant)
-# reads only the rest: the system instruction, a conversation's earlier turns (Generator._kept)
+# with the prompt cache, a prompt that starts with at least this many of the last generation's
+# tokens (same variant) reads only the rest, and always at least its last this many
+# (Generator._prompt_cache)
 MIN_REUSED_TOKENS = 16
 # end-of-turn markers of common chat templates: generation also stops on these when present
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -511,10 +512,12 @@ class Generator:
     def _prompt_cache(self, v, input_ids):
         """(the cache to generate with, prompt tokens it already holds). When ``v`` also made the
         last generation and this prompt starts with at least MIN_REUSED_TOKENS of its tokens (the
-        system instruction, a conversation's earlier turns), that generation's cache cut back to
-        the shared start, so only the rest is read; else a new cache, kept for the next call.
-        (None, 0) where nothing is kept: switched off, or a kind whose virtual tokens live outside
-        the ids (soft prompts, prefixes)."""
+        system instruction, the same passages, a conversation's earlier turns), that generation's
+        cache cut back to the shared start, so only the rest is read (never less than the last
+        MIN_REUSED_TOKENS); else a new cache, kept for the next call. (None, 0) where nothing is
+        kept: switched off (the default: answers at near ties can change with what was asked
+        before, docs/answering.md), or a kind whose virtual tokens live outside the ids (soft
+        prompts, prefixes)."""
         kept, self._kept = self._kept, None
         if not self.prompt_cache or not type(v).prompt_cache or input_ids.shape[0] != 1:
             return None, 0
