@@ -607,23 +607,27 @@ def test_dynamic_int8_linear_reads_prompts_exactly_and_decodes_one_row_with_int8
     assert not hasattr(layer, "dyn_packed")
 
 
-def test_dynamic_int8_prompts_give_each_row_its_own_scale_and_keep_down_proj_exact():
+def test_dynamic_int8_prompts_give_each_row_its_own_scale_and_down_proj_segments_their_own():
     """prompt_dynamic_int8: prompts go through the int8 kernel, each row scaled by its own largest
-    magnitude (a row of massive activations does not coarsen the others); down_proj layers keep
-    reading prompts with the float32 weight; training still never takes the int8 path."""
+    magnitude (a row of massive activations does not coarsen the others); down_proj layers read
+    prompts in segments of SEGMENT inputs, each row and segment with its own scale (an input channel
+    of massive activations coarsens only its segment); training still never takes the int8 path."""
     from ragqa.generators import dynamic_int8
 
     if not dynamic_int8.available():
         pytest.skip("this PyTorch build has no fbgemm")
     torch.manual_seed(0)
+    k = 2 * dynamic_int8.SEGMENT + 60  # two whole segments and a short one
     block = torch.nn.Module()
     block.up_proj = torch.nn.Linear(64, 48, bias=True)
-    block.down_proj = torch.nn.Linear(64, 48, bias=True)
-    exact = {n: torch.nn.Linear(64, 48, bias=True) for n in ("up_proj", "down_proj")}
+    block.down_proj = torch.nn.Linear(k, 48, bias=True)
+    exact = {"up_proj": torch.nn.Linear(64, 48, bias=True), "down_proj": torch.nn.Linear(k, 48, bias=True)}
     for n, layer in exact.items():
         layer.load_state_dict(getattr(block, n).state_dict())
     assert dynamic_int8.enable(block, prompts=True) == 2
     up, down = block.up_proj, block.down_proj
+    assert [(a, b) for a, b, _ in down.dyn_segments] == [(0, 320), (320, 640), (640, k)]
+    assert not hasattr(up, "dyn_segments")
     with torch.inference_mode():
         prompt = torch.randn(1, 9, 64)
         prompt[0, 0] *= 300  # a token with massive activations
@@ -633,14 +637,30 @@ def test_dynamic_int8_prompts_give_each_row_its_own_scale_and_keep_down_proj_exa
                               atol=2e-3 * 300)
         err = (got - exact["up_proj"](prompt)).abs()[0, 1:].max()  # the ordinary rows keep their precision
         assert 0 < err < 0.05
-        assert torch.equal(down(prompt), exact["down_proj"](prompt))  # down_proj: prompts exact
-        step = torch.randn(1, 1, 64)
-        for layer, n in ((up, "up_proj"), (down, "down_proj")):  # one row: int8 on every layer
-            assert torch.allclose(layer(step).reshape(1, 48), _dynamic_int8_reference(step, exact[n], prompts=True),
-                                  atol=2e-3)
+        inputs = torch.randn(1, 9, k)
+        inputs[..., k - 10] *= 300  # an input channel with massive activations (in the short segment)
+        got = down(inputs).reshape(9, 48)
+        want = exact["down_proj"].bias.clone()
+        for a, b, _ in down.dyn_segments:
+            part = torch.nn.Linear(b - a, 48, bias=True)
+            with torch.no_grad():
+                part.weight.copy_(exact["down_proj"].weight[:, a:b])
+                part.bias.zero_()
+            want = want + _dynamic_int8_reference(inputs[..., a:b], part, prompts=True)
+        assert torch.allclose(got, want, atol=2e-3 * 300)
+        whole = _dynamic_int8_reference(inputs, exact["down_proj"], prompts=True)  # one scale per row
+        truth = exact["down_proj"](inputs).reshape(9, 48)
+        assert (got - truth).abs().mean() < 0.5 * (whole - truth).abs().mean()
+        step = torch.randn(1, 1, 64)  # one row: int8 on every layer, the whole weight at once
+        assert torch.allclose(up(step).reshape(1, 48), _dynamic_int8_reference(step, exact["up_proj"], prompts=True),
+                              atol=2e-3)
+        step = torch.randn(1, 1, k)
+        assert torch.allclose(down(step).reshape(1, 48), _dynamic_int8_reference(step, exact["down_proj"], prompts=True),
+                              atol=2e-3)
     prompt = torch.randn(1, 9, 64)
     assert torch.equal(up(prompt), exact["up_proj"](prompt))  # autograd on (training): the weight
     assert dynamic_int8.disable(block) == 2 and not hasattr(up, "dyn_prompts")
+    assert not hasattr(down, "dyn_segments") and type(down) is torch.nn.Linear
 
 
 def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one_does_not(world, tmp_path):
@@ -665,8 +685,9 @@ def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one
     p = Generator(str(world["base"]), cache_dir=tmp_path / "cache", variants_dir=world["variants"],
                   dtype="float32", decode_dynamic_int8=True, prompt_dynamic_int8=True, decode_kernel=False)
     p.load()
-    reads = {n.rsplit(".", 1)[-1]: m.dyn_prompts for n, m in p._host.model.named_modules() if hasattr(m, "dyn_prompts")}
-    assert reads["down_proj"] is False and reads["up_proj"] is True and reads["q_proj"] is True
+    reads = {n.rsplit(".", 1)[-1]: m for n, m in p._host.model.named_modules() if hasattr(m, "dyn_prompts")}
+    assert all(reads[n].dyn_prompts for n in ("down_proj", "up_proj", "q_proj"))
+    assert hasattr(reads["down_proj"], "dyn_segments") and not hasattr(reads["up_proj"], "dyn_segments")
     for name in ("base", "my-lora", "prefix"):
         assert p.generate(PROMPTS[0], variant=name, settings=SETTINGS).new_tokens >= 1
     p.unload()
@@ -680,8 +701,8 @@ def test_a_float32_generator_decodes_every_kind_with_dynamic_int8_and_a_bf16_one
 def test_a_float32_generator_decodes_with_the_c_kernel_and_reads_prompts_with_fbgemm(world, tmp_path,
                                                                                      monkeypatch):
     """Where the C kernel builds, a float32 model decodes as a bf16 one does (the kernel), and with
-    prompt_dynamic_int8 reads prompts with fbgemm's int8 kernel, ``down_proj`` and the output
-    layer excepted; every variant kind runs through both."""
+    prompt_dynamic_int8 reads prompts with fbgemm's int8 kernel (``down_proj`` in segments), the
+    output layer excepted; every variant kind runs through both."""
     from ragqa.generators import dynamic_int8, qgemv
 
     if not dynamic_int8.available() or qgemv.library() is None:
@@ -696,10 +717,9 @@ def test_a_float32_generator_decodes_with_the_c_kernel_and_reads_prompts_with_fb
     head = model.get_output_embeddings()
     assert type(head) is Int4HeadLinear and not hasattr(head, "dyn_packed")  # scores one row
     assert {type(m) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head} == {qgemv.QgemvLinear}
-    reads = {n.rsplit(".", 1)[-1]: getattr(m, "dyn_prompts", False) for n, m in model.named_modules()
-             if type(m) is qgemv.QgemvLinear}
-    assert reads["down_proj"] is False
-    assert reads["up_proj"] is True and reads["q_proj"] is True
+    reads = {n.rsplit(".", 1)[-1]: m for n, m in model.named_modules() if type(m) is qgemv.QgemvLinear}
+    assert all(reads[n].dyn_prompts for n in ("down_proj", "up_proj", "q_proj"))
+    assert hasattr(reads["down_proj"], "dyn_segments") and not hasattr(reads["down_proj"], "dyn_packed")
     steps, prompts = [], []
     matmul, product = qgemv.matmul, dynamic_int8.product
     monkeypatch.setattr(qgemv, "matmul", lambda *a, **k: steps.append(1) or matmul(*a, **k))
@@ -709,7 +729,8 @@ def test_a_float32_generator_decodes_with_the_c_kernel_and_reads_prompts_with_fb
         steps.clear(), prompts.clear()
         assert g.generate(long_prompt, variant=name, settings=SETTINGS).new_tokens >= 1
         assert steps and prompts, name
-    assert qgemv.disable(model) and not any(hasattr(m, "dyn_packed") for m in model.modules())
+    assert qgemv.disable(model)
+    assert not any(hasattr(m, a) for m in model.modules() for a in ("dyn_packed", "dyn_segments", "dyn_prompts"))
 
 
 def _dequantized_copy(src: Path, dst: Path) -> Path:

@@ -247,6 +247,8 @@ def disable(model) -> int:
     from ragqa.generators.int8_decode import switch_back
 
     for module in model.modules():  # fbgemm's prompt copies (dynamic_int8.enable_prompts) too
-        if type(module) is QgemvLinear and hasattr(module, "dyn_packed"):
-            del module.dyn_packed, module.dyn_reduce_range, module.dyn_prompts
+        if type(module) is QgemvLinear:
+            for name in ("dyn_packed", "dyn_segments", "dyn_reduce_range", "dyn_prompts"):
+                if hasattr(module, name):
+                    delattr(module, name)
     return switch_back(model, QgemvLinear, ("qblocks", "qbits"))
