@@ -75,16 +75,20 @@ def product(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     elif segments is not None:  # a scale per row and segment of inputs, the segments' products summed
         out = None
         for start, stop, packed in segments:
-            part = x2[:, start:stop]
-            peak = part.abs().amax(dim=-1, keepdim=True).clamp_min_(1e-30)
-            y = torch.ops.quantized.linear_dynamic(part / peak, packed, False).mul_(peak)
+            y = _row_scaled(x2[:, start:stop], packed, False)
             out = y if out is None else out.add_(y)
-    else:  # a scale per row: rows divided by their largest magnitude, multiplied back after
-        peak = x2.abs().amax(dim=-1, keepdim=True).clamp_min_(1e-30)
-        out = torch.ops.quantized.linear_dynamic(x2 / peak, module.dyn_packed, module.dyn_reduce_range).mul_(peak)
+    else:
+        out = _row_scaled(x2, module.dyn_packed, module.dyn_reduce_range)
     if module.bias is not None:
         out = out.add_(module.bias)
     return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _row_scaled(x2: torch.Tensor, packed, reduce_range: bool) -> torch.Tensor:
+    """fbgemm's product with a scale per row: rows divided by their largest magnitude, the
+    product multiplied back."""
+    peak = x2.abs().amax(dim=-1, keepdim=True).clamp_min_(1e-30)
+    return torch.ops.quantized.linear_dynamic(x2 / peak, packed, reduce_range).mul_(peak)
 
 
 def pack(weight: torch.Tensor, qmax: int = 127):
@@ -151,11 +155,21 @@ def enable_prompts(model: torch.nn.Module) -> int:
     return count
 
 
+COPIES = ("dyn_packed", "dyn_segments", "dyn_reduce_range", "dyn_prompts")  # what enable* attach
+
+
+def drop_copies(module: torch.nn.Module) -> None:
+    """Removes the fbgemm copies ``enable`` / ``enable_prompts`` attached to ``module``."""
+    for name in COPIES:
+        if hasattr(module, name):
+            delattr(module, name)
+
+
 def disable(model: torch.nn.Module) -> int:
     """Back to the exact layers (drops the int8 copies); returns how many were switched back."""
     from ragqa.generators.int8_decode import switch_back
 
     for module in model.modules():
-        if type(module) is DynamicInt8DecodeLinear and hasattr(module, "dyn_segments"):
-            del module.dyn_segments
-    return switch_back(model, DynamicInt8DecodeLinear, ("dyn_packed", "dyn_reduce_range", "dyn_prompts"))
+        if type(module) is DynamicInt8DecodeLinear:
+            drop_copies(module)
+    return switch_back(model, DynamicInt8DecodeLinear, ())

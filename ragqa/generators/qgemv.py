@@ -244,11 +244,10 @@ def enable8(model, lib) -> int:
 
 def disable(model) -> int:
     """Back to the exact layers; returns how many were switched back."""
+    from ragqa.generators.dynamic_int8 import drop_copies
     from ragqa.generators.int8_decode import switch_back
 
     for module in model.modules():  # fbgemm's prompt copies (dynamic_int8.enable_prompts) too
         if type(module) is QgemvLinear:
-            for name in ("dyn_packed", "dyn_segments", "dyn_reduce_range", "dyn_prompts"):
-                if hasattr(module, name):
-                    delattr(module, name)
+            drop_copies(module)
     return switch_back(model, QgemvLinear, ("qblocks", "qbits"))
