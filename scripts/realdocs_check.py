@@ -131,8 +131,9 @@ def main() -> None:
     times = [r["seconds"] for r in rows if r["prompt_tokens"]]
     tokens = [r["prompt_tokens"] for r in rows if r["prompt_tokens"]]
     from ragqa.benchmarks.bench import cpu_flags, machine_info
+    from ragqa.config import Settings
 
-    threads = int(os.environ.get("RAGQA_THREADS", "0") or 0) or (os.cpu_count() or 1)
+    threads = Settings().threads  # what the `ragqa ask` run read (RAGQA_THREADS, ragqa.toml)
     result = {"right": right, "questions": len(rows),
               "answerable_right": sum(r["right"] for r in answerable), "answerable": len(answerable),
               "seconds_p50": round(statistics.median(times), 2) if times else None,
