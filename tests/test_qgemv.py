@@ -194,3 +194,24 @@ def test_the_setting_reaches_the_generator(monkeypatch):
     monkeypatch.setenv("RAGQA_DECODE_KERNEL", "0")
     settings = Settings.load()
     assert settings.decode_kernel is False and make_generator(settings).decode_kernel is False
+
+
+@needs_cc
+def test_the_kernel_target_can_be_named_for_another_cpus_code(tmp_path, monkeypatch):
+    """RAGQA_KERNEL_MARCH (scripts/avx2_proxy.py) compiles the kernel for another target, e.g.
+    the AVX2 code on a bigger CPU; the default is the machine's own."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("an x86 target")
+    seen = []
+    real = qgemv.build
+    monkeypatch.setattr(qgemv, "build", lambda root, march="native": seen.append(march) or real(root, march=march))
+    monkeypatch.setattr(qgemv, "_state", {})
+    monkeypatch.setenv(qgemv.MARCH_ENV, "x86-64")
+    lib = qgemv.library(tmp_path)
+    assert seen == ["x86-64"] and lib is not None and qgemv.isa(lib) == "portable C"
+    monkeypatch.setattr(qgemv, "_state", {})
+    monkeypatch.delenv(qgemv.MARCH_ENV)
+    qgemv.library(tmp_path)
+    assert seen[-1] == "native"

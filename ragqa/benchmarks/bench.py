@@ -49,6 +49,16 @@ def _dtype(setting: str) -> str:
     return resolved if resolved == setting else f"{resolved} ({setting})"
 
 
+# Environment variables that hold the libraries below the CPU's instruction sets (set by
+# scripts/avx2_proxy.py to measure the AVX2 code on a bigger CPU); a result records those set.
+ISA_LIMIT_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
+                 "FBGEMM_ENABLE_INSTRUCTIONS", "RAGQA_KERNEL_MARCH")
+
+
+def isa_limits() -> dict:
+    return {k: os.environ[k] for k in ISA_LIMIT_ENV if os.environ.get(k)}
+
+
 def machine_info(threads: int) -> dict:
     import faiss
     import torch
@@ -69,7 +79,8 @@ def machine_info(threads: int) -> dict:
         ort = None
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "torch": torch.__version__, "faiss": faiss.__version__, "onnxruntime": ort,
-            "load_avg_at_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "load_avg_at_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "isa_limits": isa_limits()}
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -790,6 +801,16 @@ def format_all_table(r: dict) -> str:
 
 # ------------------------------------------------------------------------------ whole answers
 
+def flags_words(r: dict) -> str:
+    """``[avx2 avx512f ...]`` for a result's header, with the instruction-set limits it ran under
+    (``machine.isa_limits``): ``[...; code limited by ATEN_CPU_CAPABILITY=avx2 ...]``."""
+    limits = r.get("machine", {}).get("isa_limits") or {}
+    words = " ".join(r.get("cpu_flags", []))
+    if limits:
+        words += "; code limited by " + " ".join(f"{k}={v}" for k, v in limits.items())
+    return f"[{words}]"
+
+
 def cpu_flags() -> list[str]:
     """The CPU features that decide generation speed here (bf16 and int8 dot products, AMX)."""
     try:
@@ -883,7 +904,7 @@ def format_answers_table(r: dict) -> str:
     lines = [f"{len(r['answers'])} questions answered end to end by {r['model']} ({r['variant']}), "
              f"{r['settings']['threads']} threads, {r['settings']['gen_dtype']}"
              f"{decoding_words(r['settings'])}; {m['cpu']} "
-             f"[{' '.join(r['cpu_flags'])}], load {m['load_avg_at_start']:.1f}",
+             f"{flags_words(r)}, load {m['load_avg_at_start']:.1f}",
              "| measurement | p50 |", "|---|---|",
              f"| seconds per answer (retrieval, prompt, generation) | {r['seconds_p50']:.1f} "
              f"(p95 {r['seconds_p95']:.1f}, max {r['seconds_max']:.1f}) |",
@@ -1049,7 +1070,7 @@ def format_peer_table(r: dict) -> str:
     lines = [f"{r['model']} ({r['variant']}) against llama.cpp on {Path(r['gguf']).name}, "
              f"{r['settings']['threads']} threads, ragqa {r['settings']['gen_dtype']}"
              f"{decoding_words(r['settings'])}; {m['cpu']} "
-             f"[{' '.join(r['cpu_flags'])}], load {m['load_avg_at_start']:.1f}, median of {r['settings']['runs']}",
+             f"{flags_words(r)}, load {m['load_avg_at_start']:.1f}, median of {r['settings']['runs']}",
              "| regime | prompt / new tokens | engine | reading the prompt s | decoding tokens/s | whole call s | "
              "llama.cpp / ragqa (whole call) |", "|---|---|---|---|---|---|---|"]
     for name, x in r["regimes"].items():

@@ -73,7 +73,7 @@ def bench_structured(settings: Settings, out: Path, *, max_new_tokens: int = 64,
                      echo: Callable[[str], None] = print) -> dict:
     from ragqa.answering.pipeline import make_generator
     from ragqa.answering.prompting import render
-    from ragqa.benchmarks.bench import _write_results, cpu_flags, machine_info
+    from ragqa.benchmarks.bench import _write_results, cpu_flags, flags_words, machine_info
     from ragqa.generators.constrained import tokenizer_table, with_schema_instruction
     from ragqa.generators.engine import GenerationSettings, stop_ids
 
@@ -121,7 +121,7 @@ def format_structured_table(r: dict) -> str:
     f, c = r["free"], r["constrained"]
     return "\n".join([
         f"{len(r['tasks'])} extraction prompts, {r['model']}, greedy, {r['threads']} threads, at most "
-        f"{r['max_new_tokens']} new tokens; {m['cpu']} [{' '.join(r['cpu_flags'])}], load "
+        f"{r['max_new_tokens']} new tokens; {m['cpu']} {flags_words(r)}, load "
         f"{m['load_avg_at_start']:.1f}",
         "| measurement | free | constrained to the schema |", "|---|---|---|",
         f"| answers that parse and validate | {f['valid']}/{f['of']} | {c['valid']}/{c['of']} |",

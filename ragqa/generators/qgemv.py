@@ -9,8 +9,9 @@ per integer dot-product instruction (AVX512-VNNI ``vpdpbusd``; ``vpmaddubsw`` on
 portable C elsewhere). The weights keep their groups of 32 with a scale and an offset (fp16).
 
 The C file ships with the package and is compiled on first use with the machine's C compiler
-(``cc -O3 -march=native -fopenmp``) into ``<cache>/kernels/``, keyed by the source, the compiler
-and the CPU; the ``decode_kernel`` setting off, or no compiler, leaves decoding on PyTorch's
+(``cc -O3 -march=native -fopenmp``; ``RAGQA_KERNEL_MARCH`` names another target, e.g.
+``x86-64-v3`` for the AVX2 code on a bigger CPU, as ``scripts/avx2_proxy.py`` measures) into
+``<cache>/kernels/``, keyed by the source, the compiler, the flags and the CPU; the ``decode_kernel`` setting off, or no compiler, leaves decoding on PyTorch's
 kernels (and fbgemm's for float32 models). OpenMP
 resolves to the ``libgomp.so.1`` torch has already loaded, so the kernel runs on torch's own
 threads (as many as ``torch.get_num_threads()``).
@@ -36,6 +37,7 @@ TILE = 16
 MAX_ROWS = 8
 SOURCE = Path(__file__).with_name("kernels") / "qgemv.c"
 ABI = 1
+MARCH_ENV = "RAGQA_KERNEL_MARCH"  # the compiler's -march (default native)
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -119,7 +121,7 @@ def library(cache_dir: Path | None = None):
 
                 cache_dir = default_cache_dir()
             base = Path(cache_dir)
-            path = build(base)
+            path = build(base, march=os.environ.get(MARCH_ENV) or "native")
             try:
                 _state["lib"] = _bind(path) if path is not None else None
             except OSError:  # a file that does not load (another architecture, truncated)
