@@ -172,6 +172,10 @@ class Settings(BaseSettings):
         "only the rest, 8-15% faster here. Off by default: reading a prompt in two parts rounds "
         "differently in bf16, so asking the same question again can change a near-tie answer "
         "(docs/answering.md \"Generation speed\", the prompt cache)."))
+    system_cache: bool = _setting(True, description=(
+        "Keep the key/value cache of the system turn (the instruction every answer starts with) per "
+        "variant and read only what follows it. Every prompt is split the same way, so an answer does "
+        "not depend on what was asked before (docs/answering.md \"Generation speed\", the system turn)."))
     decode_dynamic_int8: bool = _setting(True, description=(
         "Where the generator runs in float32 (gen_dtype auto on CPUs without native bf16), decode the "
         "linear layers the C kernel (decode_kernel) does not take, all of them without it, with fbgemm's "

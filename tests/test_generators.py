@@ -350,7 +350,7 @@ def test_a_prompt_that_starts_like_the_last_reads_only_the_rest(world):
         assert again.reused_tokens == len(ids_b) - MIN_REUSED_TOKENS and again.token_ids == second.token_ids
         t = second.timings()
         assert t["reused_tokens"] == common
-        assert f"read {len(ids_b)} prompt tokens ({common} kept from the last answer) in" in describe_timings(t)
+        assert f"read {len(ids_b)} prompt tokens ({common} of them read before) in" in describe_timings(t)
     warm.generate(a, "base", SETTINGS)
     assert warm.generate(b, "my-lora", SETTINGS).reused_tokens == 0  # another variant's cache
     for name in ("soft", "prefix"):  # virtual tokens before the ids: never kept
@@ -373,6 +373,46 @@ def test_a_prompt_that_starts_like_the_last_reads_only_the_rest(world):
     assert warm.generate(a, "base", SETTINGS).reused_tokens == common
     warm.forget_prompts()
     assert warm.generate(a, "base", SETTINGS).reused_tokens == 0
+
+
+def test_the_system_turn_is_read_once_per_variant(world):
+    """The system-turn cache (default on): the chat template's system turn (up to the opening of
+    the user's turn) is read once per variant, every prompt that starts with it reads only the
+    rest, in one piece, and answers token for token as a generator that reads prompts whole,
+    whatever was asked before; soft prompts and prefixes, prompts without a system turn, and
+    system_cache=False read the whole prompt."""
+    kw = dict(cache_dir=world["root"] / "cache", variants_dir=world["variants"])
+    warm, cold = Generator(str(world["base"]), **kw), Generator(str(world["base"]), system_cache=False, **kw)
+    roles = ("{% for m in messages %}{% if m['role'] == 'system' %}w80 {{ m['content'] }} w81 "
+             "{% else %}w82 {{ m['content'] }} w83 {% endif %}{% endfor %}{% if add_generation_prompt %}w2 {% endif %}")
+    for g in (warm, cold):
+        g.load()
+        g._host.tokenizer.chat_template = roles
+    assert warm._turn_boundary() == warm.tokenizer(" w81 w82 ", add_special_tokens=False)["input_ids"]
+    system = " ".join(f"w{4 + (7 * i) % 70}" for i in range(20))
+    first = warm.chat_prompt(" ".join(f"w{30 + i}" for i in range(18)), system)
+    second = warm.chat_prompt(" ".join(f"w{10 + 3 * i % 60}" for i in range(20)), system)
+    head = len(warm.tokenizer(first.split(" w82 ")[0] + " w82")["input_ids"])  # through "w81 w82"
+    for name in ("base", "my-lora"):
+        for prompt in (first, second, first):
+            r = warm.generate(prompt, name, SETTINGS)
+            assert r.reused_tokens == head, (name, prompt)
+            assert r.token_ids == cold.generate(prompt, name, SETTINGS).token_ids
+            assert cold.generate(prompt, name, SETTINGS).reused_tokens == 0
+    pieces = warm.stream(second, "base", SETTINGS)
+    while True:
+        try:
+            next(pieces)
+        except StopIteration as end:
+            assert end.value.reused_tokens == head
+            break
+    sampled = GenerationSettings(max_new_tokens=MAX_NEW, do_sample=True, seed=7, temperature=1.0)
+    warm.forget_prompts()  # the head read again first: it draws no random numbers of the answer's
+    assert warm.generate(first, "base", sampled).token_ids == cold.generate(first, "base", sampled).token_ids
+    for name in ("soft", "prefix"):  # virtual tokens before the ids
+        r = warm.generate(first, name, SETTINGS)
+        assert r.reused_tokens == 0 and r.token_ids == cold.generate(first, name, SETTINGS).token_ids
+    assert warm.generate(" ".join(f"w{30 + i}" for i in range(40)), "base", SETTINGS).reused_tokens == 0
 
 
 # ------------------------------------------------------------------------------------ concurrency
@@ -881,3 +921,17 @@ def test_every_generator_offers_the_generator_interface():
         for name in ("generate", "stream"):
             assert list(inspect.signature(getattr(cls, name)).parameters)[:4] == ["self", "prompt", "variant", "settings"]
         assert "model_name" in inspect.getsource(cls), cls.__name__
+
+
+def test_the_system_cache_setting_reaches_the_generator_and_benchmarks_read_whole(monkeypatch, tmp_path):
+    from ragqa.answering.pipeline import make_generator
+    from ragqa.benchmarks.bench import _whole
+    from ragqa.config import Settings
+
+    assert Settings().system_cache is True and make_generator(Settings()).system_cache is True
+    monkeypatch.setenv("RAGQA_SYSTEM_CACHE", "0")
+    assert make_generator(Settings.load()).system_cache is False
+    # timed against baselines that read every prompt whole (raw generate, llama.cpp)
+    assert _whole(make_generator(Settings())).system_cache is False
+    fake = make_generator(Settings(model="fake"))
+    assert _whole(fake) is fake

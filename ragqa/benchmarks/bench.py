@@ -310,6 +310,14 @@ def _cold(gen) -> None:
     getattr(gen, "forget_prompts", lambda: None)()
 
 
+def _whole(gen):
+    """``gen`` reading every prompt whole, in one piece, as the baselines it is timed against
+    (raw ``generate``, llama.cpp) do: no system-turn cache (Generator.system_cache)."""
+    if hasattr(gen, "system_cache"):
+        gen.system_cache = False
+    return gen
+
+
 def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, runs: int = 3,
                    echo: Callable[[str], None] = print) -> dict:
     """On one model (``settings.model``), in one process:
@@ -341,7 +349,7 @@ def bench_generate(settings: Settings, out: Path, *, max_new_tokens: int = 48, r
     fingerprint = model_fingerprint(model_dir)
     results.update(model_dir=str(model_dir), fingerprint=fingerprint)
 
-    gen = make_generator(settings)
+    gen = _whole(make_generator(settings))
     t_load, _ = _timed(gen.load)
     results["ragqa_load_s"] = t_load
     prompt = build_prompt(GEN_QUESTION, _demo_passages(3), load_template("qa"), gen.tokenizer,
@@ -707,7 +715,7 @@ def bench_all(settings: Settings, out: Path, *, quick: bool = False, corpus: Pat
         if "generate" in stages or "switch" in stages:
             from ragqa.answering.pipeline import make_generator
 
-            gen = make_generator(settings)
+            gen = _whole(make_generator(settings))
             if "generate" in stages:
                 st["generate"] = _run_stage("generate", lambda: stage_generate(
                     gen, max_new_tokens=plan.max_new_tokens, runs=plan.runs), echo)
@@ -995,7 +1003,7 @@ def bench_peer(settings: Settings, out: Path, *, runs: int = 3, regimes: dict | 
                      "settings": {"threads": settings.threads, "gen_dtype": _dtype(settings.gen_dtype),
                                   **decode_settings(settings),
                                   "runs": runs}, "regimes": {}}
-    gen = make_generator(settings)
+    gen = _whole(make_generator(settings))
     echo(f"loading {settings.model} in ragqa and {gguf.name} in llama.cpp ...")
     gen.load()
     peer = LlamaCppPeer(gguf, settings.threads)

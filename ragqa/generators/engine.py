@@ -14,6 +14,7 @@ variants never see each other's adapter.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import threading
 import time
@@ -90,8 +91,8 @@ def stage_timings(prompt_tokens: int, new_tokens: int, generate_ms: float,
                   first_token_ms: float, reused_tokens: int = 0) -> dict:
     """The numbers a user reads, prompt processing and decoding apart: ``first_token_ms`` (reading
     the prompt, up to the first new token), ``decode_ms`` (the remaining tokens), their rates
-    ``prompt_tokens_per_s`` (over the tokens read: ``reused_tokens`` of the prompt came from the
-    last generation) and ``decode_tokens_per_s`` (None where there is nothing to divide:
+    ``prompt_tokens_per_s`` (over the tokens read: ``reused_tokens`` of the prompt were read before:
+    the system turn, or with ``prompt_cache`` the last generation's start) and ``decode_tokens_per_s`` (None where there is nothing to divide:
     a 1-token answer has no decode rate), and ``tokens_per_s`` (new tokens / the whole call, which
     a long prompt drags down: kept for comparisons across versions)."""
     first = float(first_token_ms) if new_tokens else float(generate_ms)
@@ -115,7 +116,7 @@ def describe_timings(t: dict) -> str:
         rate = t.get("prompt_tokens_per_s")
         kept = t.get("reused_tokens") or 0
         parts.append(f"read {t['prompt_tokens']} prompt tokens"
-                     + (f" ({kept} kept from the last answer)" if kept else "")
+                     + (f" ({kept} of them read before)" if kept else "")
                      + f" in {seconds(t['first_token_ms'])}" + (f" ({rate:.0f} tokens/s)" if rate else ""))
     if t.get("new_tokens") is not None and t.get("decode_ms") is not None:
         rate = t.get("decode_tokens_per_s")
@@ -197,7 +198,7 @@ class Generator:
                  variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1,
                  decode_int8: bool = False, decode_int4: bool = False,
                  decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
-                 decode_kernel: bool = True, prompt_cache: bool = False):
+                 decode_kernel: bool = True, prompt_cache: bool = False, system_cache: bool = True):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
@@ -211,6 +212,9 @@ class Generator:
         self.decode_kernel = bool(decode_kernel)  # 4-bit / int8 decoding with the C kernel (qgemv.py)
         self.prompt_cache = bool(prompt_cache)  # keep the last generation's cache (_prompt_cache)
         self._kept = None  # (variant, its token ids, their cache) after the last generation
+        self.system_cache = bool(system_cache)  # keep each system turn's cache (_system_cache)
+        self._heads: dict = {}  # (variant, the system turn's token ids) -> their cache
+        self._turn_ids: list[int] | None = None  # what ends a system turn and opens the user's
         self._lock = threading.Lock()      # every load and generation
         self._owner: int | None = None
         self._meta_lock = threading.Lock()  # lazy path / tokenizer resolution
@@ -335,6 +339,7 @@ class Generator:
         self._variants = {}
         self._by_dir = {}
         self._kept = None
+        self._heads = {}
 
     # ------------------------------------------------------------------------- variants
 
@@ -505,9 +510,62 @@ class Generator:
         return v, input_ids, attention_mask, kwargs, (time.perf_counter() - started) * 1000
 
     def forget_prompts(self) -> None:
-        """Drops the kept cache: the next prompt is read whole (benchmarks time cold prompts)."""
+        """Drops the kept caches: the next prompt is read whole (benchmarks time cold prompts)."""
         with self._locked():
             self._kept = None
+            self._heads = {}
+
+    def _turn_boundary(self) -> list[int]:
+        """The token ids the chat template puts between a system message and the user's (Qwen:
+        ``<|im_end|>\n<|im_start|>user\n``); [] without a template or a system role."""
+        if self._turn_ids is None:
+            tokenizer = self._host.tokenizer
+            ids: list[int] = []
+            if getattr(tokenizer, "chat_template", None):
+                try:
+                    text = tokenizer.apply_chat_template(
+                        [{"role": "system", "content": "\x01S\x01"}, {"role": "user", "content": "\x01U\x01"}],
+                        tokenize=False, add_generation_prompt=True)
+                except Exception:  # a template without a system role
+                    text = ""
+                a, b = text.find("\x01S\x01"), text.find("\x01U\x01")
+                if 0 <= a < b:
+                    ids = tokenizer(text[a + 3:b], add_special_tokens=False)["input_ids"]
+            self._turn_ids = ids
+        return self._turn_ids
+
+    def _system_cache(self, v, input_ids, attention_mask, kwargs):
+        """(a cache holding this prompt's system turn, its length), or (None, 0). The system turn
+        (up to the user's turn, ~80 tokens for qa-short) is the same in every answer: its keys and
+        values are computed once per variant, with the variant's own ``generate`` as a prompt of
+        its own, and every prompt reads only what follows it, in one piece. The split depends on
+        the prompt alone, so an answer does not depend on what was asked before (as it can with
+        ``prompt_cache``, docs/answering.md)."""
+        if not self.system_cache or not type(v).prompt_cache or input_ids.shape[0] != 1:
+            return None, 0
+        turn, ids = self._turn_boundary(), input_ids[0].tolist()
+        if not turn:
+            return None, 0
+        end = next((i + len(turn) for i in range(len(ids) - len(turn) + 1) if ids[i:i + len(turn)] == turn), 0)
+        if end < MIN_REUSED_TOKENS or len(ids) - end < MIN_REUSED_TOKENS:
+            return None, 0
+        key = (v.name, tuple(ids[:end]))
+        held = self._heads.get(key)
+        if held is None or held[0] is not v:
+            import torch
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self._host.model.config)
+            # greedy, one token, no streamer: nothing of the answer's own settings (nor its
+            # random numbers) is used up by this
+            quiet = {k: kwargs[k] for k in ("pad_token_id", "eos_token_id") if k in kwargs}
+            with torch.inference_mode():
+                v.generate(input_ids[:, :end], attention_mask[:, :end], cache=cache, max_new_tokens=1,
+                           do_sample=False, temperature=None, top_p=None, top_k=None, **quiet)
+            while len(self._heads) >= 4:  # a few instructions at most (templates, variants)
+                self._heads.pop(next(iter(self._heads)))
+            held = self._heads[key] = (v, cache)
+        return copy.deepcopy(held[1]), end
 
     def _prompt_cache(self, v, input_ids):
         """(the cache to generate with, prompt tokens it already holds). When ``v`` also made the
@@ -554,6 +612,13 @@ class Generator:
 
         torch.set_num_threads(self.threads)
         cache, reused = self._prompt_cache(v, input_ids)
+        if not reused:
+            head, reused = self._system_cache(v, input_ids, attention_mask, kwargs)
+            if head is not None:
+                if cache is not None:  # the prompt cache keeps what this generation makes
+                    cache = head
+                else:
+                    kwargs["cache"] = head
         if cache is not None:
             kwargs["cache"] = cache
         try:
