@@ -321,6 +321,15 @@ def test_closing_a_stream_releases_the_model(gen):
 
 # ------------------------------------------------------------------------------------ prompt cache
 
+def streamed_result(pieces):
+    """The GenerationResult a stream returns when it ends (its pieces read and dropped)."""
+    while True:
+        try:
+            next(pieces)
+        except StopIteration as end:
+            return end.value
+
+
 def test_a_prompt_that_starts_like_the_last_reads_only_the_rest(world):
     """The prompt cache (opt-in): the same variant asked a prompt that starts like the last
     generation's (prompt and answer) reads only the rest, always its last MIN_REUSED_TOKENS, and
@@ -363,13 +372,7 @@ def test_a_prompt_that_starts_like_the_last_reads_only_the_rest(world):
     short = " ".join(shared.split()[:MIN_REUSED_TOKENS - 3]) + " w61"
     assert warm.generate(short, "base", SETTINGS).reused_tokens == 0  # too little in common
     warm.generate(a, "base", SETTINGS)
-    stream = warm.stream(b, "base", SETTINGS)
-    while True:
-        try:
-            next(stream)
-        except StopIteration as end:
-            assert end.value.reused_tokens == common
-            break
+    assert streamed_result(warm.stream(b, "base", SETTINGS)).reused_tokens == common
     assert warm.generate(a, "base", SETTINGS).reused_tokens == common
     warm.forget_prompts()
     assert warm.generate(a, "base", SETTINGS).reused_tokens == 0
@@ -399,13 +402,7 @@ def test_the_system_turn_is_read_once_per_variant(world):
             assert r.reused_tokens == head, (name, prompt)
             assert r.token_ids == cold.generate(prompt, name, SETTINGS).token_ids
             assert cold.generate(prompt, name, SETTINGS).reused_tokens == 0
-    pieces = warm.stream(second, "base", SETTINGS)
-    while True:
-        try:
-            next(pieces)
-        except StopIteration as end:
-            assert end.value.reused_tokens == head
-            break
+    assert streamed_result(warm.stream(second, "base", SETTINGS)).reused_tokens == head
     sampled = GenerationSettings(max_new_tokens=MAX_NEW, do_sample=True, seed=7, temperature=1.0)
     warm.forget_prompts()  # the head read again first: it draws no random numbers of the answer's
     assert warm.generate(first, "base", sampled).token_ids == cold.generate(first, "base", sampled).token_ids
