@@ -73,7 +73,7 @@ def bench_structured(settings: Settings, out: Path, *, max_new_tokens: int = 64,
                      echo: Callable[[str], None] = print) -> dict:
     from ragqa.answering.pipeline import make_generator
     from ragqa.answering.prompting import render
-    from ragqa.benchmarks.bench import _write_results, cpu_flags, flags_words, machine_info
+    from ragqa.benchmarks.bench import _write_results, cpu_flags, machine_info
     from ragqa.generators.constrained import tokenizer_table, with_schema_instruction
     from ragqa.generators.engine import GenerationSettings, stop_ids
 
@@ -117,6 +117,8 @@ def bench_structured(settings: Settings, out: Path, *, max_new_tokens: int = 64,
 
 
 def format_structured_table(r: dict) -> str:
+    from ragqa.benchmarks.bench import flags_words
+
     m = r["machine"]
     f, c = r["free"], r["constrained"]
     return "\n".join([
