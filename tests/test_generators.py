@@ -397,9 +397,9 @@ def test_the_system_turn_is_read_once_per_variant(world):
     second = warm.chat_prompt(" ".join(f"w{10 + 3 * i % 60}" for i in range(20)), system)
     head = len(warm.tokenizer(first.split(" w82 ")[0] + " w82")["input_ids"])  # through "w81 w82"
     for name in ("base", "my-lora"):
-        for prompt in (first, second, first):
+        for i, prompt in enumerate((first, second, first)):
             r = warm.generate(prompt, name, SETTINGS)
-            assert r.reused_tokens == head, (name, prompt)
+            assert r.reused_tokens == (head if i else 0), (name, prompt)  # read by the first call
             assert r.token_ids == cold.generate(prompt, name, SETTINGS).token_ids
             assert cold.generate(prompt, name, SETTINGS).reused_tokens == 0
     assert streamed_result(warm.stream(second, "base", SETTINGS)).reused_tokens == head

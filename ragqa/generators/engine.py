@@ -536,7 +536,8 @@ class Generator:
         return self._turn_ids
 
     def _system_cache(self, v, input_ids, attention_mask, kwargs):
-        """(a cache holding this prompt's system turn, its length), or (None, 0). The system turn
+        """(a cache holding this prompt's system turn, its length if an earlier call read it, else
+        0: this call reads it, as a piece of its own), or (None, 0). The system turn
         (up to the user's turn: 72 tokens for qa-short with Qwen's template) is the same in every answer: its keys and
         values are computed once per variant, with the variant's own ``generate`` as a prompt of
         its own, and every prompt reads only what follows it, in one piece. The split depends on
@@ -552,7 +553,9 @@ class Generator:
             return None, 0
         key = (v.name, tuple(ids[:end]))
         held = self._heads.get(key)
+        earlier = end
         if held is None or held[0] is not v:
+            earlier = 0
             import torch
             from transformers import DynamicCache
 
@@ -566,7 +569,7 @@ class Generator:
             while len(self._heads) >= 4:  # a few instructions at most (templates, variants)
                 self._heads.pop(next(iter(self._heads)))
             held = self._heads[key] = (v, cache)
-        return copy.deepcopy(held[1]), end
+        return copy.deepcopy(held[1]), earlier
 
     def _prompt_cache(self, v, input_ids):
         """(the cache to generate with, prompt tokens it already holds). When ``v`` also made the
@@ -613,7 +616,7 @@ class Generator:
 
         torch.set_num_threads(self.threads)
         cache, reused = self._prompt_cache(v, input_ids)
-        if not reused:
+        if not reused:  # reused: what earlier calls read (the timings' words)
             head, reused = self._system_cache(v, input_ids, attention_mask, kwargs)
             if head is not None:
                 if cache is not None:  # the prompt cache keeps what this generation makes
