@@ -37,6 +37,8 @@ def test_the_limits_reach_the_command_and_the_results_record_them():
     capability, limits, words = json.loads(done.stdout.strip().splitlines()[-1])
     assert capability == "AVX2"
     assert limits["FBGEMM_ENABLE_INSTRUCTIONS"] == "AVX2" and limits["RAGQA_KERNEL_MARCH"] == "x86-64-v3"
+    # every limit the script sets is recorded (the dtype is a setting, recorded with the settings)
+    assert limits == {k: v for k, v in proxy.LIMITS.items() if k != "RAGQA_GEN_DTYPE"}
     assert "code limited by ATEN_CPU_CAPABILITY=avx2" in words
 
 

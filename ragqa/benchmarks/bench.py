@@ -51,12 +51,15 @@ def _dtype(setting: str) -> str:
 
 # Environment variables that hold the libraries below the CPU's instruction sets (set by
 # scripts/avx2_proxy.py to measure the AVX2 code on a bigger CPU); a result records those set.
+# (and qgemv.MARCH_ENV, the C kernel's target)
 ISA_LIMIT_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
-                 "FBGEMM_ENABLE_INSTRUCTIONS", "RAGQA_KERNEL_MARCH")
+                 "FBGEMM_ENABLE_INSTRUCTIONS")
 
 
 def isa_limits() -> dict:
-    return {k: os.environ[k] for k in ISA_LIMIT_ENV if os.environ.get(k)}
+    from ragqa.generators.qgemv import MARCH_ENV
+
+    return {k: os.environ[k] for k in (*ISA_LIMIT_ENV, MARCH_ENV) if os.environ.get(k)}
 
 
 def machine_info(threads: int) -> dict:

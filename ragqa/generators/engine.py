@@ -611,18 +611,16 @@ class Generator:
             variant=v.name, switch_ms=switch_ms, token_ids=new_ids.tolist(), reused_tokens=int(reused))
 
     def _run(self, v, input_ids, attention_mask, **kwargs):
-        """(new token ids, prompt tokens reused from the last generation)."""
+        """(new token ids, prompt tokens earlier calls read: the last generation's start, or the
+        system turn)."""
         import torch
 
         torch.set_num_threads(self.threads)
         cache, reused = self._prompt_cache(v, input_ids)
-        if not reused:  # reused: what earlier calls read (the timings' words)
+        keep = cache is not None  # the prompt cache keeps what this generation makes
+        if not reused:
             head, reused = self._system_cache(v, input_ids, attention_mask, kwargs)
-            if head is not None:
-                if cache is not None:  # the prompt cache keeps what this generation makes
-                    cache = head
-                else:
-                    kwargs["cache"] = head
+            cache = head if head is not None else cache
         if cache is not None:
             kwargs["cache"] = cache
         try:
@@ -633,7 +631,7 @@ class Generator:
         except Exception as exc:
             raise ModelError(f"model {self.model_name}, variant {v.name!r}: generation failed "
                              f"({one_line(exc)})") from exc
-        if cache is not None:  # it holds the prompt and every new token but the last
+        if keep:  # the cache holds the prompt and every new token but the last
             self._kept = (v, (input_ids[0].tolist() + new_ids.tolist())[:cache.get_seq_length()], cache)
         return new_ids, reused
 
