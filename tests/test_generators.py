@@ -881,7 +881,7 @@ def test_kernel_decoding_matches_a_peft_model_of_its_arithmetic(world, tmp_path,
 def test_every_kind_decodes_through_the_c_kernel(world, tmp_path, name, monkeypatch):
     """With the C kernel (generators/qgemv.py) the int8 layers are its 8-bit groups; LoRA wraps
     them as it wraps nn.Linear, and every decoding step of every kind goes through them."""
-    from ragqa.generators import qgemv
+    from ragqa.generators import fused_decode, qgemv
 
     if qgemv.library() is None:
         pytest.skip("no C compiler: the kernel cannot be built here")
@@ -891,13 +891,15 @@ def test_every_kind_decodes_through_the_c_kernel(world, tmp_path, name, monkeypa
     calls = []
     original = qgemv.matmul
     monkeypatch.setattr(qgemv, "matmul", lambda *a, **k: calls.append(1) or original(*a, **k))
+    stepper = fused_decode.stepper(g._host.model)
     result = g.generate(PROMPTS[0], variant=name, settings=SETTINGS)
     kernel = [m for m in g._host.model.modules() if type(m) is qgemv.QgemvLinear]
     linears = [n for n, m in g._host.model.named_modules()
                if type(m) is torch.nn.Linear and ".lora_" not in n]  # LoRA's own small matrices stay
     assert kernel and not linears  # every base linear layer decodes with the kernel
-    # every step after the prompt (one row) multiplies through each of them
-    assert len(calls) >= (result.new_tokens - 1) * len(kernel)
+    # every step after the prompt (one row) multiplies through each of them: from Python, or
+    # the seven of a layer fused_decode steps in C
+    assert len(calls) + 7 * stepper.layers["c"] >= (result.new_tokens - 1) * len(kernel)
 
 
 def test_every_generator_offers_the_generator_interface():

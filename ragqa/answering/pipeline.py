@@ -196,7 +196,8 @@ def make_generator(settings: Settings):
                      dtype=settings.gen_dtype, threads=settings.threads, decode_int8=settings.decode_int8,
                      decode_int4=settings.decode_int4, decode_dynamic_int8=settings.decode_dynamic_int8,
                      prompt_dynamic_int8=settings.prompt_dynamic_int8,
-                     decode_kernel=settings.decode_kernel, prompt_cache=settings.prompt_cache,
+                     decode_kernel=settings.decode_kernel, fused_decode=settings.fused_decode,
+                     prompt_cache=settings.prompt_cache,
                      system_cache=settings.system_cache)
 
 

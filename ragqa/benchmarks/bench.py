@@ -1055,7 +1055,8 @@ def decode_settings(settings: Settings) -> dict:
         kernel = qgemv.isa(lib) if lib is not None else None
     return {"decode_int8": settings.decode_int8, "decode_int4": settings.decode_int4,
             "decode_dynamic_int8": settings.decode_dynamic_int8,
-            "prompt_dynamic_int8": settings.prompt_dynamic_int8, "decode_kernel": kernel}
+            "prompt_dynamic_int8": settings.prompt_dynamic_int8, "decode_kernel": kernel,
+            "fused_decode": bool(settings.fused_decode and kernel)}
 
 
 def decoding_words(settings: dict) -> str:
@@ -1068,12 +1069,16 @@ def decoding_words(settings: dict) -> str:
     if settings.get("decode_dynamic_int8") and str(settings.get("gen_dtype", "")).startswith("float32"):
         if kernel and kinds:
             prompts = ", dynamic int8 (fbgemm) prompts" if settings.get("prompt_dynamic_int8") else ""
-            return f" + {' / '.join(kinds)} decoding (C kernel, {kernel}){prompts}"
+            return f" + {' / '.join(kinds)} decoding (C kernel, {kernel}{_fused(settings)}){prompts}"
         if settings.get("prompt_dynamic_int8"):
             return " + dynamic int8 (fbgemm) prompts and decoding"
         return " + dynamic int8 (fbgemm) decoding"
     words = f" + {' / '.join(kinds)} decoding" if kinds else ""
-    return f"{words} (C kernel, {kernel})" if words and kernel else words
+    return f"{words} (C kernel, {kernel}{_fused(settings)})" if words and kernel else words
+
+
+def _fused(settings: dict) -> str:
+    return ", fused steps" if settings.get("fused_decode") else ""
 
 
 def format_peer_table(r: dict) -> str:

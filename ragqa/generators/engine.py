@@ -199,7 +199,8 @@ class Generator:
                  variants_dir: Path = Path("adapters"), dtype="auto", threads: int = 1,
                  decode_int8: bool = False, decode_int4: bool = False,
                  decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
-                 decode_kernel: bool = True, prompt_cache: bool = False, system_cache: bool = True):
+                 decode_kernel: bool = True, fused_decode: bool = True, prompt_cache: bool = False,
+                 system_cache: bool = True):
         self.model_name = str(model)
         self.cache_dir = Path(cache_dir)
         self.variants_dir = Path(variants_dir)
@@ -211,6 +212,7 @@ class Generator:
         self.decode_dynamic_int8 = bool(decode_dynamic_int8)
         self.prompt_dynamic_int8 = bool(prompt_dynamic_int8)  # and reads prompts with it
         self.decode_kernel = bool(decode_kernel)  # 4-bit / int8 decoding with the C kernel (qgemv.py)
+        self.fused_decode = bool(fused_decode)  # and decoding steps without transformers' layers (fused_decode.py)
         self.prompt_cache = bool(prompt_cache)  # keep the last generation's cache (_prompt_cache)
         self._kept = None  # (variant, its token ids, their cache) after the last generation
         self.system_cache = bool(system_cache)  # keep each system turn's cache (_system_cache)
@@ -316,7 +318,8 @@ class Generator:
                                          decode_int8=self.decode_int8, decode_int4=self.decode_int4,
                                          status=status, decode_dynamic_int8=self.decode_dynamic_int8,
                                          prompt_dynamic_int8=self.prompt_dynamic_int8,
-                                         decode_kernel=self.decode_kernel, cache_dir=self.cache_dir)
+                                         decode_kernel=self.decode_kernel, cache_dir=self.cache_dir,
+                                         fused_decode=self.fused_decode)
             self._host = ModelHost(model, tokenizer)
             self._tokenizer = tokenizer
             self._variants = {"base": get_kind("base")(self._host, "base", None, None, "base")}

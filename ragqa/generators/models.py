@@ -374,7 +374,7 @@ def load_tokenizer(path: Path | str):
 def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: bool = False,
               decode_int4: bool = False, status: Callable[[str], None] | None = None,
               decode_dynamic_int8: bool = False, prompt_dynamic_int8: bool = False,
-              decode_kernel: bool = True, cache_dir: Path | None = None):
+              decode_kernel: bool = True, cache_dir: Path | None = None, fused_decode: bool = True):
     """(model, tokenizer) in eval mode, torch threads set, pad token set if missing, one-token
     attention steps by ``decode_attention``; with ``decode_int4`` the linear layers a packaged
     model's GGUF holds in 4-bit blocks decode with them (gguf_int4) and the output layer scores
@@ -385,7 +385,8 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
     (dynamic_int8: PyTorch's weight-only kernels are slower than the plain float32 product on
     float32 inputs), and with ``prompt_dynamic_int8`` reads prompts with fbgemm too. With
     ``decode_kernel``, where the C kernel builds (into ``cache_dir``, see ``qgemv.library``), 4-bit
-    and int8 decoding use it (float32 and bf16 alike)."""
+    and int8 decoding use it (float32 and bf16 alike), and with ``fused_decode`` too the decoding
+    steps of Llama / Qwen2 models skip transformers' per-layer Python (fused_decode)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -425,6 +426,10 @@ def load_base(path: Path | str, dtype="auto", threads: int = 1, decode_int8: boo
         dynamic_int8.enable(model, prompts=prompt_dynamic_int8)  # the plain layers left
         if prompt_dynamic_int8:
             dynamic_int8.enable_prompts(model)  # the C kernel's layers read prompts with fbgemm
+    if lib is not None and fused_decode:
+        from ragqa.generators import fused_decode as fused
+
+        fused.enable(model, lib)  # one-token steps: plain layers in one C call each
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -36,7 +36,7 @@ GROUP = 32
 TILE = 16
 MAX_ROWS = 8
 SOURCE = Path(__file__).with_name("kernels") / "qgemv.c"
-ABI = 1
+ABI = 2
 MARCH_ENV = "RAGQA_KERNEL_MARCH"  # the compiler's -march (default native)
 
 _lock = threading.Lock()

@@ -58,7 +58,7 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)(bits >> 16);
 }
 
-int qgemv_abi(void) { return 1; }
+int qgemv_abi(void) { return 2; }
 
 /* What the build uses: 3 AVX512-VNNI, 2 AVX512BW, 1 AVX2, 0 portable C. */
 int qgemv_isa(void) {
@@ -286,5 +286,151 @@ int qgemv_pack(const uint8_t *q, const uint16_t *scale, const uint16_t *offset, 
             }
         }
     }
+    return 0;
+}
+
+/* ---- A whole decoding step of one decoder layer (batch 1, one new token) ----
+ * Llama / Qwen2 layers as transformers computes them, rounding every intermediate to the model's
+ * dtype where PyTorch does (bf16: each product, sum, norm and activation; float32: none), so that
+ * only the order of float32 sums differs from transformers' own path:
+ *   x = rms(h) * ln1;  q, k, v = x Wq, x Wk, x Wv (+ bias);  rotary on q and k;  k, v -> the cache
+ *   at slot pos;  a = softmax(q k^T * scaling) v (float32, grouped heads);  h += a Wo;
+ *   x = rms(h) * ln2;  h += (silu(x Wg) * (x Wu)) Wd.
+ * The projections go through qgemv (the blocks above). */
+
+static inline float ld(const void *p, size_t i, int bf) {
+    return bf ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+static inline void st(void *p, size_t i, float v, int bf) {
+    if (bf) ((uint16_t *)p)[i] = f32_to_bf16(v); else ((float *)p)[i] = v;
+}
+static inline float rnd(float f, int bf) { return bf ? bf16_to_f32(f32_to_bf16(f)) : f; }
+
+/* transformers' RMSNorm: float32 mean of squares, x * rsqrt(var + eps) in the dtype, times w */
+static void rms_row(const void *h, const void *w, int n, float eps, int bf, void *out) {
+    float part[16] = {0};
+    const int n16 = n & ~15;
+    for (int i = 0; i < n16; i += 16)
+        for (int l = 0; l < 16; l++) { float v = ld(h, (size_t)i + l, bf); part[l] += v * v; }
+    for (int i = n16; i < n; i++) { float v = ld(h, i, bf); part[i - n16] += v * v; }
+    float sum = 0.f;
+    for (int l = 0; l < 16; l++) sum += part[l];
+    float r = 1.f / sqrtf(sum / (float)n + eps);
+    for (int i = 0; i < n; i++) st(out, i, ld(w, i, bf) * rnd(ld(h, i, bf) * r, bf), bf);
+}
+
+/* q * cos + rotate_half(q) * sin for one head, each product and the sum rounded to the dtype */
+static void rope(const void *x, size_t at, const void *cs, const void *sn, int d, int bf, float *out) {
+    int half = d / 2;
+    for (int i = 0; i < d; i++) {
+        float xi = ld(x, at + i, bf), r = i < half ? -ld(x, at + i + half, bf) : ld(x, at + i - half, bf);
+        out[i] = rnd(rnd(xi * ld(cs, i, bf), bf) + rnd(r * ld(sn, i, bf), bf), bf);
+    }
+}
+
+#define MAX_HEAD_DIM 512
+
+/* One token's attention: rotary on q [heads * d] and k [kv * d]; k and v written to the caches
+ * kc, vc [kv][cap][d] at slot pos; out [heads * d] = softmax(q k^T * scaling) v over slots
+ * 0..pos (float32 sums, head h reading kv head h / (heads / kv)). work: heads * (pos + 1)
+ * floats. Returns 0, or -1 on sizes it does not take. */
+int attend_one(const void *q, const void *k, const void *v, const void *cs, const void *sn, int bf,
+               int heads, int kv, int d, void *kc, void *vc, int cap, int pos, float scaling,
+               void *out, float *work, int threads) {
+    if (pos < 0 || pos >= cap || kv < 1 || heads % kv || d > MAX_HEAD_DIM || d % 2) return -1;
+    const int n = pos + 1, groups = heads / kv, d16 = d & ~15;
+    float tmp[MAX_HEAD_DIM];
+    for (int j = 0; j < kv; j++) {
+        size_t slot = ((size_t)j * cap + pos) * d;
+        rope(k, (size_t)j * d, cs, sn, d, bf, tmp);
+        for (int i = 0; i < d; i++) { st(kc, slot + i, tmp[i], bf); st(vc, slot + i, ld(v, (size_t)j * d + i, bf), bf); }
+    }
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
+#endif
+    for (int hd = 0; hd < heads; hd++) {
+        const int j = hd / groups;
+        float qr[MAX_HEAD_DIM], acc[MAX_HEAD_DIM];
+        float *s = work + (size_t)hd * n, mx = -INFINITY, sum = 0.f;
+        rope(q, (size_t)hd * d, cs, sn, d, bf, qr);
+        for (int t = 0; t < n; t++) {
+            size_t base = ((size_t)j * cap + t) * d;
+            float part[16] = {0};
+            if (bf) {
+                const uint16_t *kk = (const uint16_t *)kc + base;
+                for (int i = 0; i < d16; i += 16) for (int l = 0; l < 16; l++) part[l] += qr[i + l] * bf16_to_f32(kk[i + l]);
+                for (int i = d16; i < d; i++) part[i - d16] += qr[i] * bf16_to_f32(kk[i]);
+            } else {
+                const float *kk = (const float *)kc + base;
+                for (int i = 0; i < d16; i += 16) for (int l = 0; l < 16; l++) part[l] += qr[i + l] * kk[i + l];
+                for (int i = d16; i < d; i++) part[i - d16] += qr[i] * kk[i];
+            }
+            float dot = 0.f;
+            for (int l = 0; l < 16; l++) dot += part[l];
+            s[t] = dot * scaling;
+            mx = s[t] > mx ? s[t] : mx;
+        }
+        for (int t = 0; t < n; t++) { s[t] = expf(s[t] - mx); sum += s[t]; }
+        for (int i = 0; i < d; i++) acc[i] = 0.f;
+        for (int t = 0; t < n; t++) {
+            const float p = s[t] / sum;
+            size_t base = ((size_t)j * cap + t) * d;
+            if (bf) { const uint16_t *vv = (const uint16_t *)vc + base; for (int i = 0; i < d; i++) acc[i] += p * bf16_to_f32(vv[i]); }
+            else { const float *vv = (const float *)vc + base; for (int i = 0; i < d; i++) acc[i] += p * vv[i]; }
+        }
+        for (int i = 0; i < d; i++) st(out, (size_t)hd * d + i, acc[i], bf);
+    }
+    return 0;
+}
+
+/* 64-byte aligned room for `floats` 4-byte values at *p (then past it) */
+static void *take(uint8_t **p, size_t floats) {
+    void *at = *p;
+    *p += (floats * 4 + 63) & ~(size_t)63;
+    return at;
+}
+
+/* The scratch decode_layer needs, in bytes. */
+size_t decode_layer_scratch(int hidden, int heads, int kv, int d, int inter, int cap) {
+    size_t widest = (size_t)(inter > hidden ? inter : hidden);
+    if ((size_t)heads * d > widest) widest = (size_t)heads * d;
+    size_t floats = 2 * (size_t)hidden + 2 * (size_t)heads * d + 2 * (size_t)kv * d + 3 * (size_t)inter
+                    + (size_t)heads * cap;
+    return floats * 4 + 11 * 64 + widest + 64 + 8 * (widest / GROUP) + 64;
+}
+
+/* One decoder layer for one token, h [hidden] updated in place. w: the blocks of q, k, v, o,
+ * gate, up, down, then the two norms' weights (dtype); bits and bias: the 7 projections' (bias
+ * NULL where none); kc, vc: this layer's caches (attend_one). scratch: decode_layer_scratch()
+ * bytes. Returns 0, or -1 on sizes it does not take. */
+int decode_layer(void *h, int bf, int hidden, int heads, int kv, int d, int inter,
+                 const void **w, const int *bits, const void **bias, float eps,
+                 const void *cs, const void *sn, void *kc, void *vc, int cap, int pos, float scaling,
+                 void *scratch, int threads) {
+    if (hidden % GROUP || inter % GROUP || (heads * d) % GROUP || pos >= cap) return -1;
+    uint8_t *p = (uint8_t *)((((uintptr_t)scratch) + 63) & ~(uintptr_t)63);
+    const int qd = heads * d, kd = kv * d;
+    void *x = take(&p, hidden), *y = take(&p, hidden), *q = take(&p, qd), *a = take(&p, qd);
+    void *kk = take(&p, kd), *vv = take(&p, kd);
+    void *g = take(&p, inter), *u = take(&p, inter), *m = take(&p, inter);
+    float *att = (float *)take(&p, (size_t)heads * cap);
+    void *work = p;
+    rms_row(h, w[7], hidden, eps, bf, x);
+    if (qgemv(w[0], bits[0], qd, hidden, x, bf, 1, q, bf, bias[0], work, threads)
+        || qgemv(w[1], bits[1], kd, hidden, x, bf, 1, kk, bf, bias[1], work, threads)
+        || qgemv(w[2], bits[2], kd, hidden, x, bf, 1, vv, bf, bias[2], work, threads)
+        || attend_one(q, kk, vv, cs, sn, bf, heads, kv, d, kc, vc, cap, pos, scaling, a, att, threads)
+        || qgemv(w[3], bits[3], hidden, qd, a, bf, 1, y, bf, bias[3], work, threads)) return -1;
+    for (int i = 0; i < hidden; i++) st(h, i, ld(h, i, bf) + ld(y, i, bf), bf);
+    rms_row(h, w[8], hidden, eps, bf, x);
+    if (qgemv(w[4], bits[4], inter, hidden, x, bf, 1, g, bf, bias[4], work, threads)
+        || qgemv(w[5], bits[5], inter, hidden, x, bf, 1, u, bf, bias[5], work, threads)) return -1;
+    for (int i = 0; i < inter; i++) {  /* act_fn(gate) rounded, then times up, rounded */
+        float gi = ld(g, i, bf);
+        st(m, i, rnd(gi / (1.f + expf(-gi)), bf) * ld(u, i, bf), bf);
+    }
+    if (qgemv(w[6], bits[6], hidden, inter, m, bf, 1, y, bf, bias[6], work, threads)) return -1;
+    for (int i = 0; i < hidden; i++) st(h, i, ld(h, i, bf) + ld(y, i, bf), bf);
     return 0;
 }

@@ -1,0 +1,188 @@
+"""Fused decoding steps (generators/fused_decode.py, ``decode_layer`` / ``attend_one`` in
+kernels/qgemv.c): every variant kind writes the same tokens as transformers' own forward over
+the same kernel layers, a step's logits and cache match it, and whatever the fused step does not
+take goes to transformers unchanged. The tiny random Llama of test_generators (head dim 8: the
+C code's short-row paths); the packaged SmolLM2 in a slow test."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from ragqa.generators import Generator, fused_decode, qgemv  # noqa: E402
+
+from test_generators import PROMPTS, SETTINGS, VARIANTS, make_adapter, make_base  # noqa: E402
+
+pytestmark = pytest.mark.skipif(qgemv.library() is None, reason="no C compiler: the kernel cannot be built here")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fused")
+    base = make_base(root / "base")
+    for name, (kind, seed) in VARIANTS.items():
+        make_adapter(base, root / "adapters" / name, kind, seed, card={})
+    return {"root": root, "base": base, "variants": root / "adapters"}
+
+
+def generator(world, dtype, **kwargs):
+    g = Generator(str(world["base"]), cache_dir=world["root"] / "cache", variants_dir=world["variants"],
+                  dtype=dtype, decode_int8=True, **kwargs)
+    g.load()
+    return g
+
+
+def unfused(g, prompt, name):
+    """What transformers' own forward writes over the same model (the fused step off for once)."""
+    model = g._host.model
+    fused_decode.disable(model)
+    try:
+        return g.generate(prompt, variant=name, settings=SETTINGS).token_ids
+    finally:
+        assert fused_decode.enable(model, qgemv.loaded())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_kind_writes_what_transformers_writes(world, dtype):
+    g = generator(world, dtype)
+    for name in ["base", "my-lora", "soft", "prefix"]:
+        for prompt in PROMPTS:
+            stepper = fused_decode.stepper(g._host.model)  # a new one after each unfused()
+            before = dict(stepper.layers)
+            got = g.generate(prompt, variant=name, settings=SETTINGS).token_ids
+            c = stepper.layers["c"] - before["c"]
+            modules = stepper.layers["modules"] - before["modules"]
+            # every step after the prompt is fused: LoRA's wrapped layers through their modules,
+            # every other kind's plain layers in one C call each
+            assert c + modules == 2 * (len(got) - 1) > 0
+            assert (modules > 0) == (name == "my-lora")
+            assert got == unfused(g, prompt, name), (name, prompt)
+
+
+def test_the_setting_turns_it_off(world):
+    g = generator(world, "float32", fused_decode=False)
+    assert fused_decode.stepper(g._host.model) is None
+    assert generator(world, "float32", decode_kernel=False)._host.model.model.forward.__func__ \
+        is not fused_decode._forward  # no kernel, nothing fused
+
+
+def step_both_ways(model, ids):
+    """(fused, transformers) outputs of one decoding step after the prompt ``ids``, each from
+    its own copy of the prompt's cache."""
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        caches = [copy.deepcopy(out.past_key_values) for _ in range(2)]
+        fused = model(input_ids=token, cache=caches[0], use_cache=True)
+        fused_decode.disable(model)
+        try:
+            plain = model(input_ids=token, cache=caches[1], use_cache=True)
+        finally:
+            fused_decode.enable(model, qgemv.loaded())
+    return (fused, caches[0]), (plain, caches[1])
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("bfloat16", 1e-2)])
+def test_a_step_computes_what_transformers_computes(world, dtype, tol):
+    """Only the order of float32 sums differs: float32 logits agree to float32 rounding, bf16
+    ones to a bf16 rounding here and there; the cache gets the same new keys and values."""
+    g = generator(world, dtype)
+    model = g._host.model
+    ids = g.tokenizer(PROMPTS[2], return_tensors="pt")["input_ids"]
+    (fused, fc), (plain, pc) = step_both_ways(model, ids)
+    scale = plain.logits.abs().max().item()
+    assert (fused.logits - plain.logits).abs().max().item() <= tol * scale
+    assert fused.logits.argmax(-1).equal(plain.logits.argmax(-1))
+    assert fc.get_seq_length() == pc.get_seq_length() == ids.shape[1] + 1
+    for a, b in zip(fc.layers, pc.layers):
+        for x, y in ((a.keys, b.keys), (a.values, b.values)):
+            assert x.shape == y.shape
+            assert torch.allclose(x.float(), y.float(), atol=tol * max(1.0, y.abs().max().item()), rtol=0)
+
+
+def test_the_cache_grows_in_place_and_moves_when_full(world, monkeypatch):
+    g = generator(world, "float32")
+    want = unfused(g, PROMPTS[0], "base")
+    monkeypatch.setattr(fused_decode, "GROW", 2)  # full every other step
+    assert g.generate(PROMPTS[0], settings=SETTINGS).token_ids == want
+    model = g._host.model
+    ids = g.tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        cache = model(input_ids=ids, use_cache=True).past_key_values
+        token = ids[:, -1:]
+        layer = cache.layers[0]
+        model(input_ids=token, cache=cache, use_cache=True)  # a new buffer: cap n + 2
+        room = layer._ragqa_room[0]
+        model(input_ids=token, cache=cache, use_cache=True)  # fits: written in place
+        assert layer._ragqa_room[0] is room and layer.keys.data_ptr() == room.data_ptr()
+        model(input_ids=token, cache=cache, use_cache=True)  # full: moved
+        assert layer._ragqa_room[0] is not room
+    assert cache.get_seq_length() == ids.shape[1] + 3
+
+
+def test_what_it_does_not_take_goes_to_transformers(world):
+    g = generator(world, "float32")
+    model = g._host.model
+    stepper = fused_decode.stepper(model)
+    ids = g.tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        before = dict(stepper.layers)
+        cache = out.past_key_values
+        n = cache.get_seq_length()
+        # output of hidden states, a padded mask, a batch of two: transformers' forward
+        model(input_ids=token, cache=copy.deepcopy(cache), use_cache=True, output_hidden_states=True)
+        mask = torch.ones(1, n + 1, dtype=torch.long)
+        mask[0, 0] = 0
+        model(input_ids=token, attention_mask=mask, cache=copy.deepcopy(cache), use_cache=True)
+        two = model(input_ids=ids.repeat(2, 1), use_cache=True)
+        model(input_ids=token.repeat(2, 1), cache=two.past_key_values, use_cache=True)
+        assert stepper.layers == before
+        model(input_ids=token, attention_mask=torch.ones(1, n + 1, dtype=torch.long),
+              cache=copy.deepcopy(cache), use_cache=True)
+        assert stepper.layers["c"] == before["c"] + 2
+    with torch.enable_grad():  # training: transformers' forward
+        model(input_ids=token, cache=copy.deepcopy(cache), use_cache=True)
+    assert stepper.layers["c"] == before["c"] + 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_packaged_model_writes_the_same_answer(dtype, tmp_path):
+    """SmolLM2 (the packaged test model, 4-bit decoding): 24 tokens after a RAG-like prompt, the
+    same with fused steps as with transformers' forward."""
+    from ragqa.config import Settings
+    from ragqa.generators import GenerationSettings
+
+    settings = Settings()
+    g = Generator("smollm2-135m-instruct", cache_dir=settings.cache_dir, variants_dir=tmp_path,
+                  dtype=dtype, decode_int8=True, decode_int4=True, threads=2)
+    g.load()
+    prompt = g.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Context: The Apollo program landed twelve astronauts on the Moon "
+          "between 1969 and 1972. Question: How many astronauts landed on the Moon?"}],
+        tokenize=False, add_generation_prompt=True)
+    gs = GenerationSettings(max_new_tokens=24, min_new_tokens=24, repetition_penalty=1.0)
+    stepper = fused_decode.stepper(g._host.model)
+    got = g.generate(prompt, settings=gs).token_ids
+    assert stepper.layers["c"] == 23 * g._host.model.config.num_hidden_layers
+    fused_decode.disable(g._host.model)
+    assert g.generate(prompt, settings=gs).token_ids == got
+
+
+def test_results_say_whether_steps_were_fused(monkeypatch):
+    from ragqa.benchmarks.bench import decode_settings, decoding_words
+    from ragqa.config import Settings
+
+    on = decode_settings(Settings())
+    assert on["fused_decode"] is True and on["decode_kernel"]
+    assert decoding_words({**on, "gen_dtype": "bfloat16"}).endswith(", fused steps)")
+    monkeypatch.setenv("RAGQA_FUSED_DECODE", "0")
+    off = decode_settings(Settings.load())
+    assert off["fused_decode"] is False and "fused" not in decoding_words({**off, "gen_dtype": "bfloat16"})
+    assert decode_settings(Settings(decode_kernel=False))["fused_decode"] is False
