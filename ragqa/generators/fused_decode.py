@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import types
+import weakref
 
 import torch
 
@@ -143,6 +144,8 @@ class _Stepper:
         self.scratch_cap = -1
         self.plans: dict = {}
         self.layers = {"c": 0, "modules": 0}  # layers stepped each way (tests, inspection)
+        self._plans: list = []  # each layer's _plain(), checked on a generation's first step
+        self._last = None       # (the cache the last step wrote, its length after it)
 
     def takes(self, input_ids, attention_mask, cache, inputs_embeds, kwargs) -> bool:
         from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -215,14 +218,18 @@ class _Stepper:
         cos, sin = cos.contiguous(), sin.contiguous()
         bf16 = int(h.dtype == torch.bfloat16)
         threads = torch.get_num_threads()
-        for layer, held in zip(inner.layers, cache.layers):
+        # modules and adapters do not change within a generation (the generator holds its lock):
+        # the layers' plans are checked when a step does not follow the last one
+        n = cache.get_seq_length()
+        if self._last is None or self._last[0]() is not cache or self._last[1] != n:
+            self._plans = [self._plain(layer) for layer in inner.layers]
+        for layer, held, plain in zip(inner.layers, cache.layers, self._plans):
             kb, vb, n = self._room(held)
             cap = kb.shape[2]
             if cap > self.scratch_cap:
                 size = lib.decode_layer_scratch(self.hidden, self.heads, self.kv, self.dim, self.inter, cap)
                 self.scratch, self.scratch_cap = torch.empty(size, dtype=torch.uint8), cap
             attn = layer.self_attn
-            plain = self._plain(layer)
             if plain is not None:
                 self.layers["c"] += 1
                 weights, bits, biases, eps, _keep = plain
@@ -247,4 +254,5 @@ class _Stepper:
             if rc != 0:
                 raise RuntimeError(f"fused decoding step: the C kernel refused layer {attn.layer_idx}")
             held.keys, held.values = kb[:, :, :n + 1], vb[:, :, :n + 1]
+        self._last = (weakref.ref(cache), cache.get_seq_length())
         return BaseModelOutputWithPast(last_hidden_state=inner.norm(h), cache=cache)

@@ -329,57 +329,136 @@ static void rope(const void *x, size_t at, const void *cs, const void *sn, int d
 }
 
 #define MAX_HEAD_DIM 512
+#define MAX_CHUNKS 8
+
+static inline void load_row(const void *src, size_t at, int d, int bf, float *dst) {
+    if (bf) { const uint16_t *r = (const uint16_t *)src + at; for (int i = 0; i < d; i++) dst[i] = bf16_to_f32(r[i]); }
+    else memcpy(dst, (const float *)src + at, (size_t)d * sizeof(float));
+}
+
+static inline float dot_row(const float *a, const float *b, int d) {
+    float part[16] = {0};
+    const int d16 = d & ~15;
+    for (int i = 0; i < d16; i += 16) for (int l = 0; l < 16; l++) part[l] += a[i + l] * b[i + l];
+    for (int i = d16; i < d; i++) part[i - d16] += a[i] * b[i];
+    float sum = 0.f;
+    for (int l = 0; l < 16; l++) sum += part[l];
+    return sum;
+}
+
+/* x[i] = exp(x[i] - m) and their sum: Cephes' expf (range reduction by ln 2, a degree-5
+ * polynomial; within 2 ulp of expf), written so that the compiler vectorizes it (which GCC does
+ * only without errno and trap semantics: no effect on the values). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-math-errno", "no-trapping-math")))
+#endif
+static float exp_shift(float *x, int n, float m) {
+    float sum = 0.f;
+    for (int i = 0; i < n; i++) {
+        float v = x[i] - m;
+        v = v < -87.3f ? -87.3f : v;  /* m is the maximum: v <= 0; below this exp() is ~0 */
+        float fn = floorf(v * 1.44269504088896341f + 0.5f);
+        float r = v - fn * 0.693359375f + fn * 2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * r * r + r + 1.f;
+        int32_t e = ((int32_t)fn + 127) << 23;
+        float scale;
+        memcpy(&scale, &e, 4);
+        x[i] = p * scale;
+    }
+    float part[16] = {0};
+    const int n16 = n & ~15;
+    for (int i = 0; i < n16; i += 16) for (int l = 0; l < 16; l++) part[l] += x[i + l];
+    for (int i = n16; i < n; i++) part[i - n16] += x[i];
+    for (int l = 0; l < 16; l++) sum += part[l];
+    return sum;
+}
+
+/* The pieces attend_one splits a cache of n slots into for `threads` threads (per kv head). */
+static int attend_chunks(int kv, int n, int threads) {
+    int c = threads > kv ? (threads + kv - 1) / kv : 1;
+    c = c > MAX_CHUNKS ? MAX_CHUNKS : c;
+    return c > n ? n : c;
+}
+
+/* The floats of work attend_one needs for a cache of `cap` slots. */
+size_t attend_one_scratch(int heads, int d, int cap) {
+    return (size_t)heads * d + (size_t)heads * MAX_CHUNKS * (d + 2) + (size_t)heads * ((size_t)cap + MAX_CHUNKS);
+}
 
 /* One token's attention: rotary on q [heads * d] and k [kv * d]; k and v written to the caches
  * kc, vc [kv][cap][d] at slot pos; out [heads * d] = softmax(q k^T * scaling) v over slots
- * 0..pos (float32 sums, head h reading kv head h / (heads / kv)). work: heads * (pos + 1)
- * floats. Returns 0, or -1 on sizes it does not take. */
+ * 0..pos (float32, head h reading kv head h / (heads / kv), as transformers' repeat_kv orders
+ * them). Each thread takes one kv head's slots, or a piece of them, for all the heads that read it
+ * (each cache row is read once a step); the pieces' softmaxes are joined at the end, as
+ * flash-decoding does. work: attend_one_scratch() floats. Returns 0, or -1 on sizes it does not
+ * take. */
 int attend_one(const void *q, const void *k, const void *v, const void *cs, const void *sn, int bf,
                int heads, int kv, int d, void *kc, void *vc, int cap, int pos, float scaling,
                void *out, float *work, int threads) {
-    if (pos < 0 || pos >= cap || kv < 1 || heads % kv || d > MAX_HEAD_DIM || d % 2) return -1;
-    const int n = pos + 1, groups = heads / kv, d16 = d & ~15;
+    if (pos < 0 || pos >= cap || kv < 1 || heads % kv || d > MAX_HEAD_DIM || d % 2 || heads / kv > 64) return -1;
+    const int n = pos + 1, groups = heads / kv, chunks = attend_chunks(kv, n, threads > 0 ? threads : 1);
+    const int per = (n + chunks - 1) / chunks;
+    float *qr = work, *part = qr + (size_t)heads * d, *scores = part + (size_t)heads * chunks * (d + 2);
     float tmp[MAX_HEAD_DIM];
     for (int j = 0; j < kv; j++) {
         size_t slot = ((size_t)j * cap + pos) * d;
         rope(k, (size_t)j * d, cs, sn, d, bf, tmp);
         for (int i = 0; i < d; i++) { st(kc, slot + i, tmp[i], bf); st(vc, slot + i, ld(v, (size_t)j * d + i, bf), bf); }
     }
+    for (int hd = 0; hd < heads; hd++) rope(q, (size_t)hd * d, cs, sn, d, bf, qr + (size_t)hd * d);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
 #endif
-    for (int hd = 0; hd < heads; hd++) {
-        const int j = hd / groups;
-        float qr[MAX_HEAD_DIM], acc[MAX_HEAD_DIM];
-        float *s = work + (size_t)hd * n, mx = -INFINITY, sum = 0.f;
-        rope(q, (size_t)hd * d, cs, sn, d, bf, qr);
-        for (int t = 0; t < n; t++) {
-            size_t base = ((size_t)j * cap + t) * d;
-            float part[16] = {0};
-            if (bf) {
-                const uint16_t *kk = (const uint16_t *)kc + base;
-                for (int i = 0; i < d16; i += 16) for (int l = 0; l < 16; l++) part[l] += qr[i + l] * bf16_to_f32(kk[i + l]);
-                for (int i = d16; i < d; i++) part[i - d16] += qr[i] * bf16_to_f32(kk[i]);
-            } else {
-                const float *kk = (const float *)kc + base;
-                for (int i = 0; i < d16; i += 16) for (int l = 0; l < 16; l++) part[l] += qr[i + l] * kk[i + l];
-                for (int i = d16; i < d; i++) part[i - d16] += qr[i] * kk[i];
+    for (int task = 0; task < kv * chunks; task++) {
+        const int j = task / chunks, c = task % chunks, t0 = c * per, t1 = t0 + per < n ? t0 + per : n;
+        float row[MAX_HEAD_DIM], mx[64], sum[64];
+        float *s = scores + (size_t)task * groups * per;
+        const float *qj = qr + (size_t)j * groups * d;
+        for (int g = 0; g < groups; g++) mx[g] = -INFINITY;
+        for (int t = t0; t < t1; t++) {
+            load_row(kc, ((size_t)j * cap + t) * d, d, bf, row);
+            for (int g = 0; g < groups; g++) {
+                float x = dot_row(qj + (size_t)g * d, row, d) * scaling;
+                s[(size_t)g * per + (t - t0)] = x;
+                mx[g] = x > mx[g] ? x : mx[g];
             }
-            float dot = 0.f;
-            for (int l = 0; l < 16; l++) dot += part[l];
-            s[t] = dot * scaling;
-            mx = s[t] > mx ? s[t] : mx;
         }
-        for (int t = 0; t < n; t++) { s[t] = expf(s[t] - mx); sum += s[t]; }
-        for (int i = 0; i < d; i++) acc[i] = 0.f;
-        for (int t = 0; t < n; t++) {
-            const float p = s[t] / sum;
-            size_t base = ((size_t)j * cap + t) * d;
-            if (bf) { const uint16_t *vv = (const uint16_t *)vc + base; for (int i = 0; i < d; i++) acc[i] += p * bf16_to_f32(vv[i]); }
-            else { const float *vv = (const float *)vc + base; for (int i = 0; i < d; i++) acc[i] += p * vv[i]; }
+        float *acc = part + (size_t)task * groups * (d + 2);
+        memset(acc, 0, (size_t)groups * (d + 2) * sizeof(float));
+        for (int g = 0; g < groups; g++) sum[g] = exp_shift(s + (size_t)g * per, t1 - t0, mx[g]);
+        for (int t = t0; t < t1; t++) {
+            load_row(vc, ((size_t)j * cap + t) * d, d, bf, row);
+            for (int g = 0; g < groups; g++) {
+                float e = s[(size_t)g * per + (t - t0)], *a = acc + (size_t)g * (d + 2);
+                for (int i = 0; i < d; i++) a[i] += e * row[i];
+            }
         }
-        for (int i = 0; i < d; i++) st(out, (size_t)hd * d + i, acc[i], bf);
+        for (int g = 0; g < groups; g++) { acc[(size_t)g * (d + 2) + d] = mx[g]; acc[(size_t)g * (d + 2) + d + 1] = sum[g]; }
+    }
+    for (int hd = 0; hd < heads; hd++) {  /* join the pieces: softmax over all n slots */
+        const int j = hd / groups, g = hd % groups;
+        float m = -INFINITY, total = 0.f, w[MAX_CHUNKS];
+        for (int c = 0; c < chunks; c++) {
+            const float *a = part + ((size_t)(j * chunks + c) * groups + g) * (d + 2);
+            m = a[d] > m ? a[d] : m;
+        }
+        for (int c = 0; c < chunks; c++) {
+            const float *a = part + ((size_t)(j * chunks + c) * groups + g) * (d + 2);
+            w[c] = expf(a[d] - m);
+            total += w[c] * a[d + 1];
+        }
+        for (int i = 0; i < d; i++) {
+            float x = 0.f;
+            for (int c = 0; c < chunks; c++) x += w[c] * part[((size_t)(j * chunks + c) * groups + g) * (d + 2) + i];
+            st(out, (size_t)hd * d + i, x / total, bf);
+        }
     }
     return 0;
 }
@@ -396,7 +475,7 @@ size_t decode_layer_scratch(int hidden, int heads, int kv, int d, int inter, int
     size_t widest = (size_t)(inter > hidden ? inter : hidden);
     if ((size_t)heads * d > widest) widest = (size_t)heads * d;
     size_t floats = 2 * (size_t)hidden + 2 * (size_t)heads * d + 2 * (size_t)kv * d + 3 * (size_t)inter
-                    + (size_t)heads * cap;
+                    + attend_one_scratch(heads, d, cap);
     return floats * 4 + 11 * 64 + widest + 64 + 8 * (widest / GROUP) + 64;
 }
 
@@ -414,7 +493,7 @@ int decode_layer(void *h, int bf, int hidden, int heads, int kv, int d, int inte
     void *x = take(&p, hidden), *y = take(&p, hidden), *q = take(&p, qd), *a = take(&p, qd);
     void *kk = take(&p, kd), *vv = take(&p, kd);
     void *g = take(&p, inter), *u = take(&p, inter), *m = take(&p, inter);
-    float *att = (float *)take(&p, (size_t)heads * cap);
+    float *att = (float *)take(&p, attend_one_scratch(heads, d, cap));
     void *work = p;
     rms_row(h, w[7], hidden, eps, bf, x);
     if (qgemv(w[0], bits[0], qd, hidden, x, bf, 1, q, bf, bias[0], work, threads)
