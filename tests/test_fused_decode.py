@@ -186,3 +186,50 @@ def test_results_say_whether_steps_were_fused(monkeypatch):
     off = decode_settings(Settings.load())
     assert off["fused_decode"] is False and "fused" not in decoding_words({**off, "gen_dtype": "bfloat16"})
     assert decode_settings(Settings(decode_kernel=False))["fused_decode"] is False
+
+
+def reference_attention(q, k, v, cos, sin, kc, vc, pos, scaling):
+    """transformers' arithmetic for one token: rotary in the dtype, then softmax(q k^T) v in float32."""
+    def rotate(x):
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    q, k = q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+    keys = torch.cat([kc[:, :pos], k.unsqueeze(1)], 1)  # [kv, n, d]
+    values = torch.cat([vc[:, :pos], v.unsqueeze(1)], 1)
+    groups = q.shape[0] // k.shape[0]
+    qf = q.float().reshape(k.shape[0], groups, -1)
+    probs = torch.softmax(qf @ keys.float().transpose(1, 2) * scaling, -1)
+    return (probs @ values.float()).reshape(q.shape).to(q.dtype), k, v
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads,kv,d,pos,threads", [(12, 2, 128, 700, 2), (12, 2, 128, 0, 2), (9, 3, 64, 33, 1),
+                                                    (4, 2, 8, 5, 3), (4, 4, 10, 17, 2)])
+def test_attend_one_computes_attention_for_one_token(dtype, heads, kv, d, pos, threads):
+    """The C attention (kernels/qgemv.c attend_one) against PyTorch: the new key (rotated) and
+    value land in their slot, and the output agrees to float32 rounding (bf16: one rounding)."""
+    import ctypes
+
+    lib = qgemv.library()
+    fused_decode._bind(lib)
+    gen = torch.Generator().manual_seed(pos + d)
+    cap = pos + 3
+    q, k, v = (torch.randn(n * d, generator=gen).to(dtype) for n in (heads, kv, kv))
+    angle = torch.rand(d // 2, generator=gen) * 6
+    cos, sin = torch.cat([angle.cos()] * 2).to(dtype), torch.cat([angle.sin()] * 2).to(dtype)
+    kc, vc = (torch.randn(kv, cap, d, generator=gen).to(dtype) for _ in range(2))
+    want, k_rot, v_new = reference_attention(q.view(heads, d), k.view(kv, d), v.view(kv, d), cos, sin,
+                                             kc, vc, pos, d ** -0.5)
+    out = torch.empty(heads * d, dtype=dtype)
+    work = torch.empty(lib.attend_one_scratch(heads, d, cap))  # floats
+    rc = lib.attend_one(q.data_ptr(), k.data_ptr(), v.data_ptr(), cos.data_ptr(), sin.data_ptr(),
+                        int(dtype == torch.bfloat16), heads, kv, d, kc.data_ptr(), vc.data_ptr(), cap, pos,
+                        ctypes.c_float(d ** -0.5), out.data_ptr(), work.data_ptr(), threads)
+    assert rc == 0
+    assert torch.equal(kc[:, pos], k_rot) and torch.equal(vc[:, pos], v_new)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(out.view(heads, d).float(), want.float(), atol=tol, rtol=tol)
+    assert lib.attend_one(q.data_ptr(), k.data_ptr(), v.data_ptr(), cos.data_ptr(), sin.data_ptr(), 0,
+                          heads, kv, d, kc.data_ptr(), vc.data_ptr(), cap, cap, ctypes.c_float(1.0),
+                          out.data_ptr(), work.data_ptr(), 1) == -1  # no slot left: refused

@@ -71,6 +71,8 @@ def _bind(lib) -> None:
     lib.decode_layer.restype = i
     lib.decode_layer_scratch.argtypes = [i, i, i, i, i, i]
     lib.decode_layer_scratch.restype = ctypes.c_size_t
+    lib.attend_one_scratch.argtypes = [i, i, i]
+    lib.attend_one_scratch.restype = ctypes.c_size_t
 
 
 def _shape(model):
