@@ -5,12 +5,13 @@ A decoding step of Qwen2.5-Coder-1.5B took ~53 ms here, of which the C kernel's 
 cache appends that copy the whole cache, attention, residual adds) and their dispatch. Here the
 inner model's ``forward`` takes one-token steps (batch 1, no padding, a ``DynamicCache``) itself:
 
-- a layer whose seven projections are the kernel's plain ``QgemvLinear`` and whose norms are the
+- a layer whose seven projections are the kernel's plain ``QgemvLinear`` (or LoRA wrappers of
+  them whose adapters are off: the base variant while a LoRA is loaded) and whose norms are the
   model's own RMSNorm runs as one C call (``decode_layer`` in ``kernels/qgemv.c``): norm, q / k /
   v, rotary, the cache write, attention, o, norm, gate / up, SiLU, down, both residual adds;
-- any other layer (LoRA, IA3 or LN-tuning wrappers, layers the kernel does not take) calls its
-  modules as transformers does, with rotary, the cache write and attention in one C call
-  (``attend_one``).
+- any other layer (an active LoRA, IA3 or LN-tuning wrappers, layers the kernel does not take)
+  calls its modules as transformers does, with rotary, the cache write and attention in one C
+  call (``attend_one``).
 
 Each intermediate is rounded to the model's dtype where PyTorch rounds it, so only the order of
 float32 sums differs from transformers' path. The cache grows in place: each layer's keys and
