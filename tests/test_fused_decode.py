@@ -233,3 +233,21 @@ def test_attend_one_computes_attention_for_one_token(dtype, heads, kv, d, pos, t
     assert lib.attend_one(q.data_ptr(), k.data_ptr(), v.data_ptr(), cos.data_ptr(), sin.data_ptr(), 0,
                           heads, kv, d, kc.data_ptr(), vc.data_ptr(), cap, cap, ctypes.c_float(1.0),
                           out.data_ptr(), work.data_ptr(), 1) == -1  # no slot left: refused
+
+
+def test_kept_caches_continue_after_fused_steps(world):
+    """The prompt cache keeps the cache fused steps grew (views of their buffers); a prompt that
+    starts like the last generation reads only the rest over it and answers as a generator that
+    reads every prompt whole."""
+    warm = generator(world, "float32", prompt_cache=True)
+    cold = generator(world, "float32")
+    shared = " ".join(f"w{4 + (7 * i) % 85}" for i in range(24))
+    a = shared + " " + " ".join(f"w{50 + i}" for i in range(20))
+    b = shared + " " + " ".join(f"w{30 + i}" for i in range(18))
+    for name in ("base", "my-lora"):
+        warm.forget_prompts()
+        assert warm.generate(a, name, SETTINGS).token_ids == cold.generate(a, name, SETTINGS).token_ids
+        second = warm.generate(b, name, SETTINGS)
+        assert second.reused_tokens > 0
+        assert second.token_ids == cold.generate(b, name, SETTINGS).token_ids
+    assert fused_decode.stepper(warm._host.model).layers["c"] > 0
