@@ -346,37 +346,73 @@ static inline float dot_row(const float *a, const float *b, int d) {
     return sum;
 }
 
-/* x[i] = exp(x[i] - m) and their sum: Cephes' expf (range reduction by ln 2, a degree-5
- * polynomial; within 2 ulp of expf), written so that the compiler vectorizes it (which GCC does
- * only without errno and trap semantics: no effect on the values). */
+/* exp(v) for v in [-87.3, 88.3] (clamped): Cephes' expf (range reduction by ln 2, a degree-5
+ * polynomial; within 2 ulp of expf), written so that the compiler vectorizes the loops that use
+ * it (which GCC does only without errno and trap semantics: no effect on the values). */
 #if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-math-errno", "no-trapping-math")))
+#define VECTOR_MATH __attribute__((optimize("no-math-errno", "no-trapping-math")))
+#else
+#define VECTOR_MATH
 #endif
-static float exp_shift(float *x, int n, float m) {
-    float sum = 0.f;
-    for (int i = 0; i < n; i++) {
-        float v = x[i] - m;
-        v = v < -87.3f ? -87.3f : v;  /* m is the maximum: v <= 0; below this exp() is ~0 */
-        float fn = floorf(v * 1.44269504088896341f + 0.5f);
-        float r = v - fn * 0.693359375f + fn * 2.12194440e-4f;
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.f;
-        int32_t e = ((int32_t)fn + 127) << 23;
-        float scale;
-        memcpy(&scale, &e, 4);
-        x[i] = p * scale;
-    }
-    float part[16] = {0};
+VECTOR_MATH static inline float exp_poly(float v) {
+    v = v < -87.3f ? -87.3f : v > 88.3f ? 88.3f : v;
+    float fn = floorf(v * 1.44269504088896341f + 0.5f);
+    float r = v - fn * 0.693359375f + fn * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.f;
+    int32_t e = ((int32_t)fn + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, 4);
+    return p * scale;
+}
+
+/* bf16_to_f32 and f32_to_bf16 for the loops below (GCC inlines only functions of the same
+ * options), the latter without branches, so that those loops vectorize */
+VECTOR_MATH static inline float bf16_widen(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+VECTOR_MATH static inline uint16_t bf16_select(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    uint32_t rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16, nan = (bits >> 16) | 0x40;
+    return (uint16_t)((bits & 0x7FFFFFFF) > 0x7F800000 ? nan : rounded);
+}
+
+/* x[i] = exp(x[i] - m) and their sum */
+VECTOR_MATH static float exp_shift(float *x, int n, float m) {
+    for (int i = 0; i < n; i++) x[i] = exp_poly(x[i] - m);
+    float part[16] = {0}, sum = 0.f;
     const int n16 = n & ~15;
     for (int i = 0; i < n16; i += 16) for (int l = 0; l < 16; l++) part[l] += x[i + l];
     for (int i = n16; i < n; i++) part[i - n16] += x[i];
     for (int l = 0; l < 16; l++) sum += part[l];
     return sum;
+}
+
+/* m = act_fn(g) * u as transformers' Llama / Qwen2 MLP computes it: silu(g) = g / (1 + exp(-g))
+ * rounded to the dtype, times u, rounded */
+VECTOR_MATH static void silu_mul(const void *g, const void *u, int n, int bf, void *m) {
+    if (bf) {
+        const uint16_t *g16 = (const uint16_t *)g, *u16 = (const uint16_t *)u;
+        uint16_t *m16 = (uint16_t *)m;
+        for (int i = 0; i < n; i++) {
+            float gi = bf16_widen(g16[i]);
+            m16[i] = bf16_select(bf16_widen(bf16_select(gi / (1.f + exp_poly(-gi)))) * bf16_widen(u16[i]));
+        }
+    } else {
+        const float *gf = (const float *)g, *uf = (const float *)u;
+        float *mf = (float *)m;
+        for (int i = 0; i < n; i++) mf[i] = gf[i] / (1.f + exp_poly(-gf[i])) * uf[i];
+    }
 }
 
 /* The pieces attend_one splits a cache of n slots into for `threads` threads (per kv head). */
@@ -505,10 +541,7 @@ int decode_layer(void *h, int bf, int hidden, int heads, int kv, int d, int inte
     rms_row(h, w[8], hidden, eps, bf, x);
     if (qgemv(w[4], bits[4], inter, hidden, x, bf, 1, g, bf, bias[4], work, threads)
         || qgemv(w[5], bits[5], inter, hidden, x, bf, 1, u, bf, bias[5], work, threads)) return -1;
-    for (int i = 0; i < inter; i++) {  /* act_fn(gate) rounded, then times up, rounded */
-        float gi = ld(g, i, bf);
-        st(m, i, rnd(gi / (1.f + expf(-gi)), bf) * ld(u, i, bf), bf);
-    }
+    silu_mul(g, u, inter, bf, m);
     if (qgemv(w[6], bits[6], hidden, inter, m, bf, 1, y, bf, bias[6], work, threads)) return -1;
     for (int i = 0; i < hidden; i++) st(h, i, ld(h, i, bf) + ld(y, i, bf), bf);
     return 0;
