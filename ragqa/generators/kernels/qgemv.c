@@ -336,14 +336,48 @@ static inline void load_row(const void *src, size_t at, int d, int bf, float *ds
     else memcpy(dst, (const float *)src + at, (size_t)d * sizeof(float));
 }
 
+/* The sum of 16 partial sums as a tree (4 dependent adds, not 16 in a row) */
+static inline float sum16(float part[16]) {
+    for (int w = 8; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) part[l] += part[l + w];
+    return part[0];
+}
+
+/* a . b in float32: two vector accumulators, then one horizontal sum (the portable loop keeps
+ * its 16 partial sums in memory and adds them up one by one) */
 static inline float dot_row(const float *a, const float *b, int d) {
+#if defined(__AVX512F__)
+    if ((d & 15) == 0) {
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 32 <= d; i += 32) {
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        }
+        if (i < d) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if ((d & 7) == 0) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 16 <= d; i += 16) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        }
+        if (i < d) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        __m256 t = _mm256_add_ps(s0, s1);
+        __m128 x = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        x = _mm_add_ss(x, _mm_movehdup_ps(x));
+        return _mm_cvtss_f32(x);
+    }
+#endif
     float part[16] = {0};
     const int d16 = d & ~15;
     for (int i = 0; i < d16; i += 16) for (int l = 0; l < 16; l++) part[l] += a[i + l] * b[i + l];
     for (int i = d16; i < d; i++) part[i - d16] += a[i] * b[i];
-    float sum = 0.f;
-    for (int l = 0; l < 16; l++) sum += part[l];
-    return sum;
+    return sum16(part);
 }
 
 /* exp(v) for v in [-87.3, 88.3] (clamped): Cephes' expf (range reduction by ln 2, a degree-5
@@ -415,6 +449,64 @@ VECTOR_MATH static void silu_mul(const void *g, const void *u, int n, int bf, vo
     }
 }
 
+/* acc[d] += sum over t < nb of e[t] * rows[t][d] (rows float32 [nb][d]): the accumulators stay in
+ * registers for a block of rows (the portable loop loads and stores acc for every row) */
+static void axpy_rows(float *acc, const float *e, const float *rows, int nb, int d) {
+#if defined(__AVX512F__)
+    if ((d & 15) == 0) {
+        int i0 = 0;
+        for (; i0 + 64 <= d; i0 += 64) {
+            __m512 r0 = _mm512_loadu_ps(acc + i0), r1 = _mm512_loadu_ps(acc + i0 + 16);
+            __m512 r2 = _mm512_loadu_ps(acc + i0 + 32), r3 = _mm512_loadu_ps(acc + i0 + 48);
+            for (int t = 0; t < nb; t++) {
+                const float *v = rows + (size_t)t * d + i0;
+                __m512 et = _mm512_set1_ps(e[t]);
+                r0 = _mm512_fmadd_ps(et, _mm512_loadu_ps(v), r0);
+                r1 = _mm512_fmadd_ps(et, _mm512_loadu_ps(v + 16), r1);
+                r2 = _mm512_fmadd_ps(et, _mm512_loadu_ps(v + 32), r2);
+                r3 = _mm512_fmadd_ps(et, _mm512_loadu_ps(v + 48), r3);
+            }
+            _mm512_storeu_ps(acc + i0, r0); _mm512_storeu_ps(acc + i0 + 16, r1);
+            _mm512_storeu_ps(acc + i0 + 32, r2); _mm512_storeu_ps(acc + i0 + 48, r3);
+        }
+        for (; i0 < d; i0 += 16) {
+            __m512 r = _mm512_loadu_ps(acc + i0);
+            for (int t = 0; t < nb; t++) r = _mm512_fmadd_ps(_mm512_set1_ps(e[t]), _mm512_loadu_ps(rows + (size_t)t * d + i0), r);
+            _mm512_storeu_ps(acc + i0, r);
+        }
+        return;
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if ((d & 7) == 0) {
+        int i0 = 0;
+        for (; i0 + 32 <= d; i0 += 32) {
+            __m256 r0 = _mm256_loadu_ps(acc + i0), r1 = _mm256_loadu_ps(acc + i0 + 8);
+            __m256 r2 = _mm256_loadu_ps(acc + i0 + 16), r3 = _mm256_loadu_ps(acc + i0 + 24);
+            for (int t = 0; t < nb; t++) {
+                const float *v = rows + (size_t)t * d + i0;
+                __m256 et = _mm256_set1_ps(e[t]);
+                r0 = _mm256_fmadd_ps(et, _mm256_loadu_ps(v), r0);
+                r1 = _mm256_fmadd_ps(et, _mm256_loadu_ps(v + 8), r1);
+                r2 = _mm256_fmadd_ps(et, _mm256_loadu_ps(v + 16), r2);
+                r3 = _mm256_fmadd_ps(et, _mm256_loadu_ps(v + 24), r3);
+            }
+            _mm256_storeu_ps(acc + i0, r0); _mm256_storeu_ps(acc + i0 + 8, r1);
+            _mm256_storeu_ps(acc + i0 + 16, r2); _mm256_storeu_ps(acc + i0 + 24, r3);
+        }
+        for (; i0 < d; i0 += 8) {
+            __m256 r = _mm256_loadu_ps(acc + i0);
+            for (int t = 0; t < nb; t++) r = _mm256_fmadd_ps(_mm256_set1_ps(e[t]), _mm256_loadu_ps(rows + (size_t)t * d + i0), r);
+            _mm256_storeu_ps(acc + i0, r);
+        }
+        return;
+    }
+#endif
+    for (int t = 0; t < nb; t++)
+        for (int i = 0; i < d; i++) acc[i] += e[t] * rows[(size_t)t * d + i];
+}
+
+#define PV_BLOCK 8
+
 /* The pieces attend_one splits a cache of n slots into for `threads` threads (per kv head). */
 static int attend_chunks(int kv, int n, int threads) {
     int c = threads > kv ? (threads + kv - 1) / kv : 1;
@@ -469,12 +561,12 @@ int attend_one(const void *q, const void *k, const void *v, const void *cs, cons
         float *acc = part + (size_t)task * groups * (d + 2);
         memset(acc, 0, (size_t)groups * (d + 2) * sizeof(float));
         for (int g = 0; g < groups; g++) sum[g] = exp_shift(s + (size_t)g * per, t1 - t0, mx[g]);
-        for (int t = t0; t < t1; t++) {
-            load_row(vc, ((size_t)j * cap + t) * d, d, bf, row);
-            for (int g = 0; g < groups; g++) {
-                float e = s[(size_t)g * per + (t - t0)], *a = acc + (size_t)g * (d + 2);
-                for (int i = 0; i < d; i++) a[i] += e * row[i];
-            }
+        float rows[PV_BLOCK * MAX_HEAD_DIM];
+        for (int b = t0; b < t1; b += PV_BLOCK) {  /* a block of value rows, read once for every head */
+            const int nb = t1 - b < PV_BLOCK ? t1 - b : PV_BLOCK;
+            for (int t = 0; t < nb; t++) load_row(vc, ((size_t)j * cap + b + t) * d, d, bf, rows + (size_t)t * d);
+            for (int g = 0; g < groups; g++)
+                axpy_rows(acc + (size_t)g * (d + 2), s + (size_t)g * per + (b - t0), rows, nb, d);
         }
         for (int g = 0; g < groups; g++) { acc[(size_t)g * (d + 2) + d] = mx[g]; acc[(size_t)g * (d + 2) + d + 1] = sum[g]; }
     }
