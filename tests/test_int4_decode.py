@@ -221,3 +221,17 @@ def test_smollm2_decodes_with_the_c_kernel(model_cache):
     for variant in ("base", "squad-lora", "squad-soft-prompt", "squad-prefix"):
         result = gen.generate(prompt, variant, GenerationSettings(max_new_tokens=12))
         assert result.new_tokens > 0 and result.text.strip(), variant
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_best_indices_finds_what_topk_finds(dtype):
+    """head_int4.best_indices (chunk maxima first) picks scores equal to topk's, ties included
+    (bf16 rows have many), over a vocabulary-sized row and rows the chunks do not divide."""
+    torch.manual_seed(1)
+    for rows, n in ((1, 151936), (3, 64 * 200), (2, 1000)):
+        scores = torch.randn(rows, n).to(dtype)
+        scores[0, 5:9] = scores[0].max()  # a tie at the top
+        got = head_int4.best_indices(scores, 64)
+        want = scores.topk(64, dim=-1).values
+        assert got.shape == (rows, 64) and all(len(set(r.tolist())) == 64 for r in got)
+        assert torch.equal(scores.gather(1, got).sort(-1, descending=True).values, want)
