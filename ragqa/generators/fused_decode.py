@@ -90,7 +90,8 @@ def _shape(model):
         return None
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    if heads % kv or dim % 2 or dim > 512 or config.hidden_size % 32 or config.intermediate_size % 32:
+    if (heads % kv or heads // kv > 64 or dim % 2 or dim > 512 or config.hidden_size % 32
+            or config.intermediate_size % 32):  # what the C code takes
         return None
     return config.hidden_size, heads, kv, dim, config.intermediate_size
 
