@@ -30,8 +30,9 @@ def world(tmp_path_factory):
 
 
 def generator(world, dtype, **kwargs):
+    kwargs.setdefault("decode_int8", True)
     g = Generator(str(world["base"]), cache_dir=world["root"] / "cache", variants_dir=world["variants"],
-                  dtype=dtype, decode_int8=True, **kwargs)
+                  dtype=dtype, **kwargs)
     g.load()
     return g
 
@@ -251,3 +252,20 @@ def test_kept_caches_continue_after_fused_steps(world):
         assert second.reused_tokens > 0
         assert second.token_ids == cold.generate(b, name, SETTINGS).token_ids
     assert fused_decode.stepper(warm._host.model).layers["c"] > 0
+
+
+def test_float16_models_step_with_transformers(world):
+    """The C code reads bf16 and float32: a float16 model is not fused, and a model turned to
+    float16 after loading steps with transformers."""
+    g = generator(world, "float16")
+    assert fused_decode.stepper(g._host.model) is None
+    assert len(g.generate(PROMPTS[1], settings=SETTINGS).token_ids) == SETTINGS.max_new_tokens
+    model = generator(world, "float32", decode_int8=False)._host.model
+    assert fused_decode.enable(model, qgemv.loaded())
+    stepper = fused_decode.stepper(model)
+    model.half()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True)
+        model(input_ids=ids[:, -1:], cache=out.past_key_values, use_cache=True)
+    assert stepper.layers == {"c": 0, "modules": 0}

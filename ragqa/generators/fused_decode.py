@@ -86,7 +86,8 @@ def _shape(model):
             or getattr(config, "_attn_implementation", None) not in ("sdpa", "ragqa_sdpa")
             or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
             or getattr(config, "use_sliding_window", False)
-            or any(type(layer).__name__ not in LAYERS for layer in layers)):
+            or any(type(layer).__name__ not in LAYERS for layer in layers)
+            or model.dtype not in (torch.bfloat16, torch.float32)):  # what the C code reads
         return None
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -156,8 +157,9 @@ class _Stepper:
 
         if (input_ids is None or inputs_embeds is not None or input_ids.shape != (1, 1)
                 or torch.is_grad_enabled() or type(cache) is not DynamicCache
-                or any(kwargs.get(k) for k in _UNTOUCHED) or self.inner.training):
-            return False
+                or any(kwargs.get(k) for k in _UNTOUCHED) or self.inner.training
+                or self.inner.embed_tokens.weight.dtype not in (torch.bfloat16, torch.float32)):
+            return False  # the C code reads bf16 or float32
         layers = cache.layers
         if len(layers) != len(self.inner.layers) or any(
                 type(layer) is not DynamicLayer or not layer.is_initialized or layer.keys.shape[0] != 1
@@ -256,7 +258,8 @@ class _Stepper:
                     h = h + attn.o_proj(out)
                     h = h + layer.mlp(layer.post_attention_layernorm(h))
             if rc != 0:
-                raise RuntimeError(f"fused decoding step: the C kernel refused layer {attn.layer_idx}")
+                raise RuntimeError(f"fused decoding step: the C kernel refused layer {attn.layer_idx}'s sizes; "
+                                   "RAGQA_FUSED_DECODE=0 (fused_decode = false) decodes with transformers' forward")
             held.keys, held.values = kb[:, :, :n + 1], vb[:, :, :n + 1]
         self._last = (weakref.ref(cache), cache.get_seq_length())
         return BaseModelOutputWithPast(last_hidden_state=inner.norm(h), cache=cache)
