@@ -77,7 +77,7 @@ def best_indices(scores: torch.Tensor, k: int, chunk: int = 64) -> torch.Tensor:
     them, only faster over a vocabulary: the ``k`` best all lie in the ``k`` chunks of ``chunk``
     scores whose maxima are largest (each chunk holding one of them has a maximum at least the
     k-th best score, and at most k chunks do), so ``topk`` runs over k chunk maxima and k * chunk
-    scores instead of the whole row (0.06 against 0.4 ms for 151,936 scores here)."""
+    scores instead of the whole row (0.1 against 0.37 ms for 151,936 bf16 scores here)."""
     rows, n = scores.shape
     if n % chunk or n // chunk < k:
         return scores.topk(k, dim=-1).indices
