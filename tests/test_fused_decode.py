@@ -270,3 +270,28 @@ def test_float16_models_step_with_transformers(world):
         out = model(input_ids=ids, use_cache=True)
         model(input_ids=ids[:, -1:], cache=out.past_key_values, use_cache=True)
     assert stepper.layers == {"c": 0, "modules": 0}
+
+
+def test_a_fused_model_is_freed_as_soon_as_it_is_dropped(world):
+    """No reference cycle: the model's weights go when the generator does, not at the garbage
+    collector's next full pass; disable() gives the model its own class back."""
+    import gc
+    import weakref
+
+    g = generator(world, "float32")
+    g.generate(PROMPTS[0], settings=SETTINGS)
+    inner = g._host.model.model
+    assert type(inner).__name__ == "LlamaModel" and type(inner).__mro__[1].__name__ == "LlamaModel"
+    gone = weakref.ref(inner)
+    del g, inner
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        assert gone() is None
+    finally:
+        if was:
+            gc.enable()
+    model = generator(world, "float32")._host.model
+    cls = type(model.model)
+    assert fused_decode.disable(model) and type(model.model) is cls.__mro__[1]
+    assert fused_decode.stepper(model) is None and not fused_decode.disable(model)

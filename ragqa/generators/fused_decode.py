@@ -23,7 +23,6 @@ other caches, output of attentions or hidden states) goes to the model's own ``f
 from __future__ import annotations
 
 import ctypes
-import types
 import weakref
 
 import torch
@@ -107,10 +106,22 @@ def enable(model, lib) -> bool:
     _bind(lib)
     inner = model.model
     if getattr(inner, "_ragqa_fused", None) is None:
-        original = inner.forward
-        inner._ragqa_fused = _Stepper(inner, lib, shape, original)
-        inner.forward = types.MethodType(_forward, inner)
+        # a subclass, not a bound method stored on the module: that would be a reference cycle,
+        # and the model's weights would outlive it until the garbage collector's next full pass
+        inner._ragqa_fused = _Stepper(lib, shape)
+        inner.__class__ = _fused_class(type(inner))
     return True
+
+
+_CLASSES: dict = {}
+
+
+def _fused_class(cls):
+    """``cls`` with ``forward`` taking the one-token steps (one subclass per model class)."""
+    if cls not in _CLASSES:
+        _CLASSES[cls] = type(cls.__name__, (cls,), {"forward": _forward, "_ragqa_unfused": cls,
+                                                      "__module__": cls.__module__})
+    return _CLASSES[cls]
 
 
 def stepper(model):
@@ -121,10 +132,9 @@ def stepper(model):
 def disable(model) -> bool:
     """Back to transformers' own forward for every step."""
     inner = getattr(model, "model", None)
-    stepper = getattr(inner, "_ragqa_fused", None)
-    if stepper is None:
+    if getattr(inner, "_ragqa_fused", None) is None:
         return False
-    inner.forward = stepper.original
+    inner.__class__ = type(inner)._ragqa_unfused
     inner._ragqa_fused = None
     return True
 
@@ -134,34 +144,36 @@ def _forward(self, input_ids=None, attention_mask=None, position_ids=None, cache
     stepper = self._ragqa_fused
     if cache is None:
         cache = kwargs.pop("past_key_values", None)
-    if stepper.takes(input_ids, attention_mask, cache, inputs_embeds, kwargs):
-        return stepper.step(input_ids, position_ids, cache)
-    return stepper.original(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds,
-                            use_cache=use_cache, **kwargs)
+    if stepper.takes(self, input_ids, attention_mask, cache, inputs_embeds, kwargs):
+        return stepper.step(self, input_ids, position_ids, cache)
+    return self._ragqa_unfused.forward(self, input_ids=input_ids, attention_mask=attention_mask,
+                                       position_ids=position_ids, cache=cache,
+                                       inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
 
 
 class _Stepper:
-    def __init__(self, inner, lib, shape, original):
-        self.inner, self.lib, self.original = inner, lib, original
+    """The fused steps' state for one inner model (which it does not hold: every call gets it)."""
+
+    def __init__(self, lib, shape):
+        self.lib = lib
         self.hidden, self.heads, self.kv, self.dim, self.inter = shape
         self.scratch = torch.empty(0, dtype=torch.uint8)
         self.scratch_cap = -1
-        self.plans: dict = {}
+        self._by_layer: dict = {}  # layer index -> (what its plan depends on, the plan)
         self.layers = {"c": 0, "modules": 0}  # layers stepped each way (tests, inspection)
         self._plans: list = []  # each layer's _plain(), checked on a generation's first step
         self._last = None       # (the cache the last step wrote, its length after it)
 
-    def takes(self, input_ids, attention_mask, cache, inputs_embeds, kwargs) -> bool:
+    def takes(self, inner, input_ids, attention_mask, cache, inputs_embeds, kwargs) -> bool:
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
         if (input_ids is None or inputs_embeds is not None or input_ids.shape != (1, 1)
                 or torch.is_grad_enabled() or type(cache) is not DynamicCache
-                or any(kwargs.get(k) for k in _UNTOUCHED) or self.inner.training
-                or self.inner.embed_tokens.weight.dtype not in (torch.bfloat16, torch.float32)):
+                or any(kwargs.get(k) for k in _UNTOUCHED) or inner.training
+                or inner.embed_tokens.weight.dtype not in (torch.bfloat16, torch.float32)):
             return False  # the C code reads bf16 or float32
         layers = cache.layers
-        if len(layers) != len(self.inner.layers) or any(
+        if len(layers) != len(inner.layers) or any(
                 type(layer) is not DynamicLayer or not layer.is_initialized or layer.keys.shape[0] != 1
                 for layer in layers):
             return False
@@ -194,9 +206,9 @@ class _Stepper:
         mods = [getattr(attn, name, None) for name in _PROJ[:4]] + [getattr(mlp, name, None) for name in _PROJ[4:]]
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         key = tuple(map(_state, (*mods, *norms)))
-        held = self.plans.get(attn.layer_idx)
+        held = self._by_layer.get(attn.layer_idx)
         if held is None or held[0] != key:
-            held = self.plans[attn.layer_idx] = (key, self._arguments(mlp, mods, norms))
+            held = self._by_layer[attn.layer_idx] = (key, self._arguments(mlp, mods, norms))
         return held[1]
 
     @staticmethod
@@ -213,10 +225,10 @@ class _Stepper:
         biases = (ctypes.c_void_p * 7)(*[m.bias.data_ptr() if m.bias is not None else None for m in mods])
         return weights, bits, biases, float(norms[0].variance_epsilon), keep
 
-    def step(self, input_ids, position_ids, cache):
+    def step(self, inner, input_ids, position_ids, cache):
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
-        inner, lib = self.inner, self.lib
+        lib = self.lib
         h = inner.embed_tokens(input_ids).contiguous()
         if position_ids is None:
             position_ids = torch.full((1, 1), cache.get_seq_length(), dtype=torch.long)
