@@ -214,7 +214,6 @@ def test_attend_one_computes_attention_for_one_token(dtype, heads, kv, d, pos, t
     import ctypes
 
     lib = qgemv.library()
-    fused_decode._bind(lib)
     gen = torch.Generator().manual_seed(pos + d)
     cap = pos + 3
     q, k, v = (torch.randn(n * d, generator=gen).to(dtype) for n in (heads, kv, kv))

@@ -63,18 +63,6 @@ def _bare(module):
     return None
 
 
-def _bind(lib) -> None:
-    p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-    lib.attend_one.argtypes = [p, p, p, p, p, i, i, i, i, p, p, i, i, f, p, p, i]
-    lib.attend_one.restype = i
-    lib.decode_layer.argtypes = [p, i, i, i, i, i, i, p, p, p, f, p, p, p, p, i, i, f, p, i]
-    lib.decode_layer.restype = i
-    lib.decode_layer_scratch.argtypes = [i, i, i, i, i, i]
-    lib.decode_layer_scratch.restype = ctypes.c_size_t
-    lib.attend_one_scratch.argtypes = [i, i, i]
-    lib.attend_one_scratch.restype = ctypes.c_size_t
-
-
 def _shape(model):
     """(hidden, heads, kv heads, head dim, intermediate) of a model this module takes, else None."""
     config = model.config
@@ -103,7 +91,6 @@ def enable(model, lib) -> bool:
     shape = _shape(model) if lib is not None else None
     if shape is None:
         return False
-    _bind(lib)
     inner = model.model
     if getattr(inner, "_ragqa_fused", None) is None:
         # a subclass, not a bound method stored on the module: that would be a reference cycle,

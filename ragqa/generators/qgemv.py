@@ -107,6 +107,15 @@ def _bind(path: Path):
     lib.qgemv.restype = i
     lib.qgemv_pack.argtypes = [p, p, p, i, i, i, p]
     lib.qgemv_pack.restype = i
+    f = ctypes.c_float  # the fused decoding step's functions (fused_decode.py)
+    lib.attend_one.argtypes = [p, p, p, p, p, i, i, i, i, p, p, i, i, f, p, p, i]
+    lib.attend_one.restype = i
+    lib.decode_layer.argtypes = [p, i, i, i, i, i, i, p, p, p, f, p, p, p, p, i, i, f, p, i]
+    lib.decode_layer.restype = i
+    lib.decode_layer_scratch.argtypes = [i, i, i, i, i, i]
+    lib.decode_layer_scratch.restype = ctypes.c_size_t
+    lib.attend_one_scratch.argtypes = [i, i, i]
+    lib.attend_one_scratch.restype = ctypes.c_size_t
     return lib
 
 

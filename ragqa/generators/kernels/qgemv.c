@@ -58,6 +58,15 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)(bits >> 16);
 }
 
+/* element i of a bf16 (bf = 1) or float32 row, as a float; storing one; rounding as the dtype does */
+static inline float ld(const void *p, size_t i, int bf) {
+    return bf ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+static inline void st(void *p, size_t i, float v, int bf) {
+    if (bf) ((uint16_t *)p)[i] = f32_to_bf16(v); else ((float *)p)[i] = v;
+}
+static inline float rnd(float f, int bf) { return bf ? bf16_to_f32(f32_to_bf16(f)) : f; }
+
 int qgemv_abi(void) { return 2; }
 
 /* What the build uses: 3 AVX512-VNNI, 2 AVX512BW, 1 AVX2, 0 portable C. */
@@ -82,7 +91,7 @@ static void quantize_rows(const void *x, int x_bf16, int m, int k, int8_t *qx, f
             float amax = 0.f;
             for (int j = 0; j < GROUP; j++) {
                 size_t idx = (size_t)i * k + (size_t)g * GROUP + j;
-                float v = x_bf16 ? bf16_to_f32(((const uint16_t *)x)[idx]) : ((const float *)x)[idx];
+                float v = ld(x, idx, x_bf16);
                 tmp[j] = v;
                 float a = fabsf(v);
                 amax = a > amax ? a : amax;
@@ -251,7 +260,7 @@ int qgemv(const uint8_t *blocks, int bits, int n, int k, const void *x, int x_bf
             if (bias) {
                 for (int r = 0; r < TILE; r++) {
                     size_t at = (size_t)t * TILE + r;
-                    acc[i][r] += y_bf16 ? bf16_to_f32(((const uint16_t *)bias)[at]) : ((const float *)bias)[at];
+                    acc[i][r] += ld(bias, at, y_bf16);
                 }
             }
             store_row(y, y_bf16, (size_t)i * n + (size_t)t * TILE, acc[i]);
@@ -298,13 +307,6 @@ int qgemv_pack(const uint8_t *q, const uint16_t *scale, const uint16_t *offset, 
  *   x = rms(h) * ln2;  h += (silu(x Wg) * (x Wu)) Wd.
  * The projections go through qgemv (the blocks above). */
 
-static inline float ld(const void *p, size_t i, int bf) {
-    return bf ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
-static inline void st(void *p, size_t i, float v, int bf) {
-    if (bf) ((uint16_t *)p)[i] = f32_to_bf16(v); else ((float *)p)[i] = v;
-}
-static inline float rnd(float f, int bf) { return bf ? bf16_to_f32(f32_to_bf16(f)) : f; }
 
 /* transformers' RMSNorm: float32 mean of squares, x * rsqrt(var + eps) in the dtype, times w */
 static void rms_row(const void *h, const void *w, int n, float eps, int bf, void *out) {
