@@ -15,13 +15,26 @@ the way out, so PEFT works as it did before. Greedy output then equals a step-by
 loop over the PeftModel's full forward pass, the pass training optimises
 (tests/test_generators.py). With older transformers there is no ``cache`` key and nothing
 changes. Idempotent.
+
+PEFT 0.22 reads the cache under transformers' own name (``peft.import_utils.
+get_transformers_cache_name``); there, renaming would hide the cache from PEFT, so
+``peft_knows_cache_name`` turns the fix off.
 """
 
 from __future__ import annotations
 
 
+def peft_knows_cache_name() -> bool:
+    """True where PEFT itself looks up the generation cache under the name transformers uses."""
+    try:
+        from peft.import_utils import get_transformers_cache_name
+    except ImportError:
+        return False
+    return get_transformers_cache_name() == "cache"
+
+
 def fix_prompt_learning_generation(peft_model) -> None:
-    if getattr(peft_model, "_ragqa_cache_fix", False):
+    if getattr(peft_model, "_ragqa_cache_fix", False) or peft_knows_cache_name():
         return
     base_prepare = peft_model.base_model_prepare_inputs_for_generation
     peft_prepare = peft_model.prepare_inputs_for_generation
