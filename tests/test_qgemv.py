@@ -115,10 +115,52 @@ def test_the_blocks_hold_each_weight_where_the_kernel_reads_it(libs):
                 assert np.allclose(got.numpy(), w[:, start:start + qgemv.MAX_ROWS].T, rtol=1e-6, atol=1e-7), (march, bits)
 
 
+def _weights6(rng, n, k):
+    """Q6_K-like weights: q in 0..63, an fp16 d per group (as a super-block's), int8 scales per 16."""
+    q = rng.integers(0, 64, (n, k), dtype=np.uint8)
+    d = (rng.random((n, k // 32)) * 1e-3 + 1e-4).astype(np.float16).astype(np.float32)
+    sc = rng.integers(-128, 128, (n, k // 16)).astype(np.int8)
+    w = (q.astype(np.float64).reshape(n, k // 16, 16) - 32) * sc[..., None] * np.repeat(d, 2, axis=1)[..., None]
+    return q, d, sc, w.reshape(n, k)
+
+
+def test_every_code_path_computes_the_six_bit_product_exactly(libs):
+    """GGUF Q6_K blocks (one int8 scale per 16 inputs) multiply with the very weights
+    ``d * sc * (q - 32)``, the rows rounded as for the other widths, in every code path."""
+    rng = np.random.default_rng(6)
+    n, k = 48, 160
+    q, d, sc, w = _weights6(rng, n, k)
+    wt = torch.from_numpy(w)
+    for march, lib in libs:
+        blocks = qgemv.pack6(lib, q, d, sc)
+        assert blocks.numel() == (n // 16) * (k // 32) * qgemv.block_bytes(6)
+        for m in (1, 3, qgemv.MAX_ROWS):
+            x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+            x[0, :32] = 0
+            x[-1, 40] = 300.0
+            for bias in (None, torch.randn(n)):
+                want = kernel_rounded_rows(x.double()) @ wt.T
+                want = want + bias.double() if bias is not None else want
+                got = qgemv.matmul(lib, blocks, 6, n, x, bias)
+                assert got.dtype == torch.float32 and got.shape == (m, n)
+                assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max()), (march, m)
+                got16 = qgemv.matmul(lib, blocks, 6, n, x.bfloat16())
+                want16 = kernel_rounded_rows(x.bfloat16().double()) @ wt.T
+                assert got16.dtype == torch.bfloat16
+                assert torch.allclose(got16.double(), want16, rtol=2 ** -7, atol=2 ** -7 * want16.abs().max()), march
+        eye = torch.eye(k)  # one input at a time: each weight is where the kernel reads it
+        for start in range(0, k, qgemv.MAX_ROWS):
+            got = qgemv.matmul(lib, blocks, 6, n, eye[start:start + qgemv.MAX_ROWS])
+            assert np.allclose(got.numpy(), w[:, start:start + qgemv.MAX_ROWS].T, rtol=1e-6,
+                               atol=1e-6 * np.abs(w).max()), march
+
+
 def test_sizes_the_kernel_cannot_take_are_refused(libs):
     _, lib = libs[0]
     with pytest.raises(ValueError, match="cannot pack"):
         qgemv.pack(lib, np.zeros((20, 64), np.uint8), np.zeros((20, 2), np.float32), np.zeros((20, 2), np.float32), 4)
+    with pytest.raises(ValueError, match="cannot pack"):
+        qgemv.pack6(lib, np.zeros((20, 64), np.uint8), np.zeros((20, 2), np.float32), np.zeros((20, 4), np.int8))
     blocks = qgemv.pack(lib, np.zeros((16, 64), np.uint8), np.ones((16, 2), np.float32), np.zeros((16, 2), np.float32), 4)
     with pytest.raises(ValueError, match="cannot multiply"):
         qgemv.matmul(lib, blocks, 4, 16, torch.zeros(qgemv.MAX_ROWS + 1, 64))

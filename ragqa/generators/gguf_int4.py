@@ -12,8 +12,11 @@ docs/answering.md "Generation speed").
 The 4-bit values are taken from the GGUF's blocks, not re-quantized from the bf16 weights, so
 decoding multiplies by the very weights the prompt was read with (to bf16 rounding of each
 group's scale and offset); re-quantizing the dequantized weights instead would add a second
-rounding of about 4% of each weight. Tensors of other types (Q6_K: Qwen's output layer and half
-of ``ffn_down`` / ``attn_v``) keep the int8 copy.
+rounding of about 4% of each weight. Q6_K tensors (half of Qwen's ``ffn_down`` and ``attn_v``) are
+read the same way, exactly: 6-bit values with an int8 scale per 16 weights and the super-block's
+fp16 scale, which the kernel's 6-bit blocks keep (7 bits a weight where the int8 copy took 9). The
+output layer (Q6_K too) keeps its own path (``head_int4``); tensors of other types keep the int8
+copy.
 
 The blocks are read once per machine into ``<converted dir>.int4.safetensors`` beside the
 converted model (not inside it: the model's fingerprint covers its weight files), each layer
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 GROUP = 32
-FORMAT = 1
+FORMAT = 2  # 2: Q6_K layers too (``.q6lo`` / ``.q6hi`` / ``.d6`` / ``.sc6``)
 SUFFIX = ".int4.safetensors"
 
 # GGUF tensor names -> transformers module names (llama and qwen2 layouts)
@@ -77,6 +80,32 @@ def _q4_1(blocks: np.ndarray):
     return (qs & np.uint8(0x0F)).reshape(n, 32), d, m
 
 
+def _q6_k(blocks: np.ndarray):
+    """Q6_K super-blocks (210 bytes: 128 bytes of low nibbles, 64 of high 2 bits, 16 int8 scales, fp16
+    d; 256 weights) -> q [n, 256] uint8 in 0..63, d [n] float32, sc [n, 16] int8, with
+    ``w = d * sc[j // 16] * (q[j] - 32)`` (gguf's own Q6_K layout)."""
+    n = blocks.shape[0]
+    ql = blocks[:, :128].reshape(n, 2, 1, 64) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)
+    qh = blocks[:, 128:192].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    q = (ql & np.uint8(0x0F)).reshape(n, 256) | ((qh & np.uint8(0x03)).reshape(n, 256) << np.uint8(4))
+    sc = blocks[:, 192:208].copy().view(np.int8)
+    d = blocks[:, 208:210].copy().view(np.float16).astype(np.float32).reshape(n)
+    return q, d, sc
+
+
+def tensor_blocks6(tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(q [N, K] uint8 in 0..63, d [N, K/32] float32, sc [N, K/16] int8) of a Q6_K GGUF tensor,
+    ``w = d * sc * (q - 32)`` (d per group of 32, sc per 16); None for other types."""
+    from gguf import GGMLQuantizationType as T
+
+    if tensor.tensor_type != T.Q6_K or len(tensor.shape) != 2:
+        return None
+    k, rows = (int(x) for x in tensor.shape)
+    q, d, sc = _q6_k(np.asarray(tensor.data).reshape(-1, 210))
+    return (q.reshape(rows, k), np.repeat(d.reshape(rows, k // 256), 256 // GROUP, axis=1),
+            sc.reshape(rows, k // 16))
+
+
 def tensor_blocks(tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(q [N, K] uint8, scale [N, K/32], offset [N, K/32]) of a 4-bit GGUF tensor (a
     ``gguf.ReaderTensor``), ``w = scale * q + offset`` per group of 32; None for other types."""
@@ -103,30 +132,37 @@ def _row_orders(rows: int, config) -> list[np.ndarray | None]:
     return orders
 
 
-def _matching(blocks, weight: np.ndarray, config):
-    """The blocks in the weight's row order when they dequantize to it (to bf16 rounding), else
-    None (the layer then decodes with int8)."""
-    q, scale, offset = blocks
+def _dequantized(blocks, six: bool) -> np.ndarray:
+    q, a, b = blocks
     rows, k = q.shape
+    if six:  # a: d per group of 32, b: int8 scale per 16
+        return ((q.reshape(rows, -1, 16).astype(np.float32) - 32) * b[..., None]
+                * np.repeat(a, 2, axis=1)[..., None]).reshape(rows, k)
+    return (q.reshape(rows, -1, GROUP) * a[..., None] + b[..., None]).reshape(rows, k)
+
+
+def _matching(blocks, weight: np.ndarray, config, six: bool = False):
+    """The blocks (``tensor_blocks``, or ``tensor_blocks6`` with ``six``) in the weight's row order
+    when they dequantize to it (to bf16 rounding), else None (the layer then decodes with int8)."""
+    rows = blocks[0].shape[0]
     tolerance = 2 ** -7 * float(np.abs(weight).max()) + 1e-6  # bf16 keeps 8 bits of each value
     for order in _row_orders(rows, config):
-        qq, ss, oo = (q, scale, offset) if order is None else (q[order], scale[order], offset[order])
+        ordered = blocks if order is None else tuple(part[order] for part in blocks)
         probe = slice(0, rows, max(1, rows // 64))  # 64 rows say whether the order is right
-        deq = (qq[probe].reshape(-1, k // GROUP, GROUP) * ss[probe][..., None]
-               + oo[probe][..., None]).reshape(-1, k)
-        if np.abs(deq - weight[probe]).max() <= tolerance:
-            deq = (qq.reshape(rows, -1, GROUP) * ss[..., None] + oo[..., None]).reshape(rows, k)
-            if np.abs(deq - weight).max() <= tolerance:
-                return qq, ss, oo
+        if np.abs(_dequantized(tuple(part[probe] for part in ordered), six) - weight[probe]).max() <= tolerance:
+            if np.abs(_dequantized(ordered, six) - weight).max() <= tolerance:
+                return ordered
     return None
 
 
 def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
           status: Callable[[str], None] | None = None) -> int:
-    """Reads every 4-bit linear layer of ``gguf_file`` that matches ``model``'s weights into
-    ``out`` (safetensors: ``<module>.q`` two weights a byte, low nibble first, ``.scale`` and
-    ``.offset`` float32 per group of 32); written to a temporary file and renamed into place.
-    Returns the number of layers written."""
+    """Reads every 4-bit (and Q6_K) linear layer of ``gguf_file`` that matches ``model``'s weights
+    into ``out`` (safetensors: ``<module>.q`` two weights a byte, low nibble first, ``.scale`` and
+    ``.offset`` float32 per group of 32; Q6_K layers: ``.q6lo`` the low 4 bits likewise, ``.q6hi``
+    the high 2 bits four weights a byte (first weight lowest), ``.d6`` float32 per 256 and ``.sc6``
+    int8 per 16; the output layer is left to ``head_int4``); written to a temporary file and
+    renamed into place. Returns the number of layers written."""
     import gguf
     from safetensors.numpy import save_file
 
@@ -135,6 +171,7 @@ def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
     reader = gguf.GGUFReader(str(gguf_file))
     modules = dict(model.named_modules())
     tensors: dict[str, np.ndarray] = {}
+    layers = 0
     quantized = [t for t in reader.tensors if module_name(t.name) in modules]
     for i, tensor in enumerate(quantized):
         name = module_name(tensor.name)
@@ -142,17 +179,28 @@ def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
         if not isinstance(module, torch.nn.Linear) or module.in_features % GROUP or module.out_features % 16:
             continue  # the kernel takes groups of 32 along a row and packs 16 rows at a time
         if status is not None and i % 16 == 0:
-            status(f"reading the GGUF's 4-bit weights for decoding (once): {i}/{len(quantized)} layers")
+            status(f"reading the GGUF's 4- and 6-bit weights for decoding (once): {i}/{len(quantized)} layers")
         blocks = tensor_blocks(tensor)
+        six = blocks is None and name != "lm_head" and module.in_features % 256 == 0
+        if six:
+            blocks = tensor_blocks6(tensor)
         if blocks is None:
             continue
         weight = module.weight.detach().float().numpy()
         if blocks[0].shape != weight.shape:
             continue
-        found = _matching(blocks, weight, model.config)
+        found = _matching(blocks, weight, model.config, six)
         if found is None:
             continue
-        q, scale, offset = found
+        q = found[0]
+        layers += 1
+        if six:
+            _, d, sc = found
+            tensors[f"{name}.q6lo"], tensors[f"{name}.q6hi"] = _pack6(q)
+            tensors[f"{name}.d6"] = np.ascontiguousarray(d[:, ::256 // GROUP], dtype=np.float32)
+            tensors[f"{name}.sc6"] = np.ascontiguousarray(sc, dtype=np.int8)
+            continue
+        _, scale, offset = found
         tensors[f"{name}.q"] = np.ascontiguousarray(q[:, 0::2] | (q[:, 1::2] << 4))
         tensors[f"{name}.scale"] = np.ascontiguousarray(scale, dtype=np.float32)
         tensors[f"{name}.offset"] = np.ascontiguousarray(offset, dtype=np.float32)
@@ -166,7 +214,7 @@ def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
         publish(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return len(tensors) // 3
+    return layers
 
 
 def is_current(path: Path, gguf_sha256: str) -> bool:
@@ -223,13 +271,22 @@ def enable(model, path: Path, gguf_sha256: str, lib=None) -> int:
     modules = dict(model.named_modules())
     count = 0
     with safe_open(str(path), "pt") as fh:
-        names = {key.rsplit(".", 1)[0] for key in fh.keys()}
+        keys = set(fh.keys())
+        names = {key.rsplit(".", 1)[0] for key in keys}
         for name in sorted(names):
             module = modules.get(name)
             if module is None or type(module) is not torch.nn.Linear:
                 continue
             dtype = module.weight.dtype
             if dtype not in (torch.bfloat16, torch.float32):
+                continue
+            if f"{name}.q6lo" in keys:  # Q6_K: the C kernel's 6-bit blocks, exact
+                if lib is not None and qgemv.fits(module):
+                    q6 = _unpack6(fh.get_tensor(f"{name}.q6lo"), fh.get_tensor(f"{name}.q6hi"))
+                    if tuple(q6.shape) == tuple(module.weight.shape):
+                        d = np.repeat(fh.get_tensor(f"{name}.d6").numpy(), 256 // GROUP, axis=1)
+                        qgemv.attach_blocks(module, qgemv.pack6(lib, q6, d, fh.get_tensor(f"{name}.sc6").numpy()), 6)
+                        count += 1
                 continue
             packed = fh.get_tensor(f"{name}.q")
             q = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(packed.shape[0], -1)
@@ -248,6 +305,23 @@ def enable(model, path: Path, gguf_sha256: str, lib=None) -> int:
             module.__class__ = Int4DecodeLinear
             count += 1
     return count
+
+
+def _pack6(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """q [N, K] in 0..63 -> (low 4 bits two weights a byte, low nibble first; high 2 bits four
+    weights a byte, first weight lowest): ``.q6lo`` / ``.q6hi``."""
+    lo = (q[:, 0::2] & 0x0F) | ((q[:, 1::2] & 0x0F) << 4)
+    hi = (q >> 4).reshape(q.shape[0], -1, 4)
+    return (np.ascontiguousarray(lo, dtype=np.uint8),
+            np.ascontiguousarray(hi[..., 0] | (hi[..., 1] << 2) | (hi[..., 2] << 4) | (hi[..., 3] << 6), dtype=np.uint8))
+
+
+def _unpack6(lo: torch.Tensor, hi: torch.Tensor) -> np.ndarray:
+    """``.q6lo`` / ``.q6hi`` (as ``build`` writes them) -> q [N, K] uint8 in 0..63."""
+    lo, hi = lo.numpy(), hi.numpy()
+    low = np.stack([lo & 0x0F, lo >> 4], axis=-1).reshape(lo.shape[0], -1)
+    high = np.stack([(hi >> s) & 3 for s in (0, 2, 4, 6)], axis=-1).reshape(hi.shape[0], -1)
+    return low | (high << 4)
 
 
 def disable(model) -> int:

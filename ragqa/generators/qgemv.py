@@ -1,4 +1,4 @@
-"""Decoding-step products with grouped 4-bit / 8-bit weights and int8 activations, in C.
+"""Decoding-step products with grouped 4-, 6- or 8-bit weights and int8 activations, in C.
 
 PyTorch's CPU int4 kernel (``torch._weight_int4pack_mm_for_cpu``) turns every 4-bit weight back
 into a float before multiplying. For one decoding row that work, not the memory, limits it: on a
@@ -6,7 +6,8 @@ into a float before multiplying. For one decoding row that work, not the memory,
 streams 52 GB/s. ``kernels/qgemv.c`` does what llama.cpp does instead: each row is quantized to
 int8 per group of 32 inputs (one scale per group), and 16 output rows x 4 inputs are multiplied
 per integer dot-product instruction (AVX512-VNNI ``vpdpbusd``; ``vpmaddubsw`` on AVX2 / AVX512BW;
-portable C elsewhere). The weights keep their groups of 32 with a scale and an offset (fp16).
+portable C elsewhere). The weights keep their groups of 32 with a scale and an offset (fp16), or
+(GGUF Q6_K, ``pack6``) 6-bit values with an int8 scale per 16 and the super-block's fp16 scale.
 
 The C file ships with the package and is compiled on first use with the machine's C compiler
 (``cc -O3 -march=native -fopenmp``; ``RAGQA_KERNEL_MARCH`` names another target, e.g.
@@ -36,7 +37,7 @@ GROUP = 32
 TILE = 16
 MAX_ROWS = 8
 SOURCE = Path(__file__).with_name("kernels") / "qgemv.c"
-ABI = 2
+ABI = 3
 MARCH_ENV = "RAGQA_KERNEL_MARCH"  # the compiler's -march (default native)
 
 _lock = threading.Lock()
@@ -107,6 +108,8 @@ def _bind(path: Path):
     lib.qgemv.restype = i
     lib.qgemv_pack.argtypes = [p, p, p, i, i, i, p]
     lib.qgemv_pack.restype = i
+    lib.qgemv_pack6.argtypes = [p, p, p, i, i, p]
+    lib.qgemv_pack6.restype = i
     f = ctypes.c_float  # the fused decoding step's functions (fused_decode.py)
     lib.attend_one.argtypes = [p, p, p, p, p, i, i, i, i, p, p, i, i, f, p, p, i]
     lib.attend_one.restype = i
@@ -148,7 +151,7 @@ def isa(lib) -> str:
 
 
 def block_bytes(bits: int) -> int:
-    return (256 if bits == 4 else 512) + 64
+    return {4: 320, 6: 448, 8: 576}[bits]
 
 
 def pack(lib, q: np.ndarray, scale: np.ndarray, offset: np.ndarray, bits: int) -> torch.Tensor:
@@ -162,6 +165,22 @@ def pack(lib, q: np.ndarray, scale: np.ndarray, offset: np.ndarray, bits: int) -
     rc = lib.qgemv_pack(q.ctypes.data, s.ctypes.data, o.ctypes.data, bits, n, k, out.data_ptr())
     if rc != 0:
         raise ValueError(f"qgemv: cannot pack a {n} x {k} weight in {bits} bits")
+    return out
+
+
+def pack6(lib, q: np.ndarray, d: np.ndarray, sc: np.ndarray) -> torch.Tensor:
+    """GGUF Q6_K weights, exactly: q [n, k] uint8 (0..63), d [n, k/32] (each group's super-block
+    scale, fp16 values) and sc [n, k/16] int8, with ``w = d * sc * (q - 32)`` -> the kernel's 6-bit
+    blocks (uint8 tensor)."""
+    n, k = q.shape
+    q = np.ascontiguousarray(q, dtype=np.uint8)
+    dd = np.ascontiguousarray(d, dtype=np.float16)
+    s = np.ascontiguousarray(sc, dtype=np.int8)
+    if dd.shape != (n, k // GROUP) or s.shape != (n, k // 16):
+        raise ValueError(f"qgemv: a {n} x {k} 6-bit weight takes d [{n}, {k // GROUP}] and sc [{n}, {k // 16}]")
+    out = torch.empty((n // TILE) * (k // GROUP) * block_bytes(6), dtype=torch.uint8)
+    if lib.qgemv_pack6(q.ctypes.data, dd.ctypes.data, s.ctypes.data, n, k, out.data_ptr()) != 0:
+        raise ValueError(f"qgemv: cannot pack a {n} x {k} weight in 6 bits")
     return out
 
 
@@ -203,7 +222,7 @@ def matmul(lib, blocks: torch.Tensor, bits: int, n: int, x: torch.Tensor,
     if not x2.is_contiguous():
         x2 = x2.contiguous()
     out = torch.empty((m, n), dtype=x.dtype)
-    work = _work(m * k + 64 + 8 * m * (k // GROUP))
+    work = _work(m * k + 64 + 16 * m * (k // GROUP))
     bf16 = int(x.dtype == torch.bfloat16)
     rc = lib.qgemv(blocks.data_ptr(), bits, n, k, x2.data_ptr(), bf16, m, out.data_ptr(), bf16,
                    bias.data_ptr() if bias is not None else None, work.data_ptr(),
@@ -237,7 +256,12 @@ def fits(module) -> bool:
 
 def attach(module, lib, q: np.ndarray, scale: np.ndarray, offset: np.ndarray, bits: int) -> None:
     """Makes ``module`` (``fits``) a ``QgemvLinear`` decoding with these weights (in place)."""
-    module.register_buffer("qblocks", pack(lib, q, scale, offset, bits), persistent=False)
+    attach_blocks(module, pack(lib, q, scale, offset, bits), bits)
+
+
+def attach_blocks(module, blocks: torch.Tensor, bits: int) -> None:
+    """Makes ``module`` (``fits``) a ``QgemvLinear`` decoding with packed ``blocks`` (in place)."""
+    module.register_buffer("qblocks", blocks, persistent=False)
     module.qbits = bits
     module.__class__ = QgemvLinear
 

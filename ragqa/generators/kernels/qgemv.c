@@ -1,4 +1,4 @@
-/* Decoding-step products with 4-bit or 8-bit grouped weights and int8 activations.
+/* Decoding-step products with 4-, 6- or 8-bit grouped weights and int8 activations.
  *
  * y[m, n] = sum over groups g of 32 inputs:
  *     scale[n, g] * dx[m, g] * sum_k q[n, k] * qx[m, k]  +  offset[n, g] * dx[m, g] * sum_k qx[m, k]
@@ -13,6 +13,12 @@
  *          inputs 8c..8c+3 and high nibbles inputs 8c+4..8c+7.
  *   8-bit: 512 bytes (chunk j (0..7) of 64 bytes: row r's inputs 4j..4j+3 at 4r), then the scales
  *          and offsets (576 bytes).
+ *   6-bit (GGUF Q6_K, exact): w = d[n, g] * sc[n, g, half] * (q - 32), q in 0..63, one int8 scale
+ *          per 16 inputs (half) and the super-block's fp16 d. The low 4 bits of q as the 4-bit
+ *          nibbles (256 bytes); then two 64-byte vectors of the high 2 bits, for inputs 0..15 and
+ *          16..31: byte 4r+b of vector h holds, in bits 2j..2j+1, those of input 16h+4j+b of row r;
+ *          then 16 fp16 d, 16 int8 scales of the first half, 16 of the second (448 bytes). The
+ *          sum becomes, per half: d * sc * (dx * sum_k q * qx - 32 * dx * sum_k qx).
  * So one 64-byte load gives 16 rows x 4 inputs: one VNNI dot (vpdpbusd) per 4 inputs of 16 rows.
  * Built with -march=native on the machine that runs it (ragqa/generators/qgemv.py); OpenMP is
  * the one torch already loaded (same soname), so the threads are torch's.
@@ -67,7 +73,9 @@ static inline void st(void *p, size_t i, float v, int bf) {
 }
 static inline float rnd(float f, int bf) { return bf ? bf16_to_f32(f32_to_bf16(f)) : f; }
 
-int qgemv_abi(void) { return 2; }
+int qgemv_abi(void) { return 3; }
+
+static inline size_t block_bytes(int bits) { return bits == 4 ? 320 : bits == 6 ? 448 : 576; }
 
 /* What the build uses: 3 AVX512-VNNI, 2 AVX512BW, 1 AVX2, 0 portable C. */
 int qgemv_isa(void) {
@@ -82,8 +90,10 @@ int qgemv_isa(void) {
 #endif
 }
 
-/* x [m, k] (float32 or bf16) -> qx [m, k] int8, dx [m, k/32] and xs [m, k/32] = dx * sum(qx). */
-static void quantize_rows(const void *x, int x_bf16, int m, int k, int8_t *qx, float *dx, float *xs) {
+/* x [m, k] (float32 or bf16) -> qx [m, k] int8, dx [m, k/32] and xs [m, k/32] = dx * sum(qx);
+ * xh [m, k/32, 2]: dx * sum(qx) over each half of the group (the 6-bit blocks' offsets). */
+static void quantize_rows(const void *x, int x_bf16, int m, int k, int8_t *qx, float *dx, float *xs,
+                          float *xh) {
     int groups = k / GROUP;
     float tmp[GROUP];
     for (int i = 0; i < m; i++) {
@@ -97,16 +107,19 @@ static void quantize_rows(const void *x, int x_bf16, int m, int k, int8_t *qx, f
                 amax = a > amax ? a : amax;
             }
             float d = amax / 127.f, inv = d > 0.f ? 1.f / d : 0.f;
-            int sum = 0;
+            int sum = 0, half = 0;
             int8_t *q = qx + (size_t)i * k + (size_t)g * GROUP;
             for (int j = 0; j < GROUP; j++) {
                 int v = (int)lrintf(tmp[j] * inv);
                 v = v > 127 ? 127 : v < -127 ? -127 : v;
                 q[j] = (int8_t)v;
                 sum += v;
+                if (j == GROUP / 2 - 1) half = sum;
             }
             dx[(size_t)i * groups + g] = d;
             xs[(size_t)i * groups + g] = d * (float)sum;
+            xh[2 * ((size_t)i * groups + g)] = d * (float)half;
+            xh[2 * ((size_t)i * groups + g) + 1] = d * (float)(sum - half);
         }
     }
 }
@@ -118,8 +131,8 @@ static inline void store_row(void *y, int y_bf16, size_t at, const float *v) {
 
 /* one tile (16 output rows) for m input rows: acc[i][r] */
 static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8_t *qx, int k,
-                     const float *dx, const float *xs, float acc[MAX_M][TILE]) {
-    const int wbytes = bits == 4 ? 256 : 512, bsize = wbytes + 64;
+                     const float *dx, const float *xs, const float *xh, float acc[MAX_M][TILE]) {
+    const int wbytes = bits == 4 ? 256 : 512, bsize = (int)block_bytes(bits);
 #if defined(__AVX512BW__)
     __m512 a[MAX_M];
     for (int i = 0; i < m; i++) a[i] = _mm512_setzero_ps();
@@ -130,6 +143,55 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
     for (int g = 0; g < groups; g++, blk += bsize) {
         __m512i w[8];
         for (int c = 0; c < bsize; c += 64) _mm_prefetch((const char *)(blk + PREFETCH * bsize + c), _MM_HINT_T0);
+        if (bits == 6) {
+            const __m512i hb = _mm512_set1_epi8(0x30);
+            for (int c = 0; c < 4; c++) {
+                __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * c));
+                w[2 * c] = _mm512_and_si512(v, low);
+                w[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            }
+            for (int h = 0; h < 2; h++) {
+                const __m512i v = _mm512_loadu_si512((const void *)(blk + 256 + 64 * h));
+                w[4 * h] = _mm512_or_si512(w[4 * h], _mm512_and_si512(_mm512_slli_epi16(v, 4), hb));
+                w[4 * h + 1] = _mm512_or_si512(w[4 * h + 1], _mm512_and_si512(_mm512_slli_epi16(v, 2), hb));
+                w[4 * h + 2] = _mm512_or_si512(w[4 * h + 2], _mm512_and_si512(v, hb));
+                w[4 * h + 3] = _mm512_or_si512(w[4 * h + 3], _mm512_and_si512(_mm512_srli_epi16(v, 2), hb));
+            }
+            const __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 384)));
+            const __m512 sa = _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 416)))));
+            const __m512 sb = _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 432)))));
+            for (int i = 0; i < m; i++) {
+                const int32_t *x4 = (const int32_t *)(qx + (size_t)i * k + (size_t)g * GROUP);
+#if defined(__AVX512VNNI__)
+                __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(x4[0]));
+                __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(x4[1]));
+                __m512i e0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], _mm512_set1_epi32(x4[4]));
+                __m512i e1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[5], _mm512_set1_epi32(x4[5]));
+                d0 = _mm512_dpbusd_epi32(d0, w[2], _mm512_set1_epi32(x4[2]));
+                d1 = _mm512_dpbusd_epi32(d1, w[3], _mm512_set1_epi32(x4[3]));
+                e0 = _mm512_dpbusd_epi32(e0, w[6], _mm512_set1_epi32(x4[6]));
+                e1 = _mm512_dpbusd_epi32(e1, w[7], _mm512_set1_epi32(x4[7]));
+                const __m512i da = _mm512_add_epi32(d0, d1), db = _mm512_add_epi32(e0, e1);
+#else
+                /* two u8 x s8 pairs of 6-bit weights fit 16 bits (2 * 2 * 63 * 127) */
+                const __m512i da = _mm512_add_epi32(
+                    _mm512_madd_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(w[0], _mm512_set1_epi32(x4[0])),
+                                                       _mm512_maddubs_epi16(w[1], _mm512_set1_epi32(x4[1]))), ones),
+                    _mm512_madd_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(w[2], _mm512_set1_epi32(x4[2])),
+                                                       _mm512_maddubs_epi16(w[3], _mm512_set1_epi32(x4[3]))), ones));
+                const __m512i db = _mm512_add_epi32(
+                    _mm512_madd_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(w[4], _mm512_set1_epi32(x4[4])),
+                                                       _mm512_maddubs_epi16(w[5], _mm512_set1_epi32(x4[5]))), ones),
+                    _mm512_madd_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(w[6], _mm512_set1_epi32(x4[6])),
+                                                       _mm512_maddubs_epi16(w[7], _mm512_set1_epi32(x4[7]))), ones));
+#endif
+                const size_t at = (size_t)i * groups + g;
+                const __m512 dg = _mm512_set1_ps(dx[at]);
+                a[i] = _mm512_fmadd_ps(sa, _mm512_fmadd_ps(_mm512_cvtepi32_ps(da), dg, _mm512_set1_ps(-32.f * xh[2 * at])), a[i]);
+                a[i] = _mm512_fmadd_ps(sb, _mm512_fmadd_ps(_mm512_cvtepi32_ps(db), dg, _mm512_set1_ps(-32.f * xh[2 * at + 1])), a[i]);
+            }
+            continue;
+        }
         if (bits == 4) {
             for (int c = 0; c < 4; c++) {
                 __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * c));
@@ -181,6 +243,43 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
         for (int c = 0; c < bsize; c += 64) _mm_prefetch((const char *)(blk + PREFETCH * bsize + c), _MM_HINT_T0);
         for (int h = 0; h < 2; h++) {  /* rows 0-7, then 8-15 */
             __m256i w[8];
+            if (bits == 6) {
+                const __m256i hb = _mm256_set1_epi8(0x30);
+                for (int c = 0; c < 4; c++) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 64 * c + 32 * h));
+                    w[2 * c] = _mm256_and_si256(v, low);
+                    w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                }
+                for (int e = 0; e < 2; e++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 256 + 64 * e + 32 * h));
+                    w[4 * e] = _mm256_or_si256(w[4 * e], _mm256_and_si256(_mm256_slli_epi16(v, 4), hb));
+                    w[4 * e + 1] = _mm256_or_si256(w[4 * e + 1], _mm256_and_si256(_mm256_slli_epi16(v, 2), hb));
+                    w[4 * e + 2] = _mm256_or_si256(w[4 * e + 2], _mm256_and_si256(v, hb));
+                    w[4 * e + 3] = _mm256_or_si256(w[4 * e + 3], _mm256_and_si256(_mm256_srli_epi16(v, 2), hb));
+                }
+                const __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 384 + 16 * h)));
+                const __m256 sa = _mm256_mul_ps(dd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 416 + 8 * h)))));
+                const __m256 sb = _mm256_mul_ps(dd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 432 + 8 * h)))));
+                for (int i = 0; i < m; i++) {
+                    const int32_t *x4 = (const int32_t *)(qx + (size_t)i * k + (size_t)g * GROUP);
+                    /* two u8 x s8 pairs of 6-bit weights fit 16 bits (2 * 2 * 63 * 127) */
+                    const __m256i da = _mm256_add_epi32(
+                        _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[0], _mm256_set1_epi32(x4[0])),
+                                                           _mm256_maddubs_epi16(w[1], _mm256_set1_epi32(x4[1]))), ones),
+                        _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[2], _mm256_set1_epi32(x4[2])),
+                                                           _mm256_maddubs_epi16(w[3], _mm256_set1_epi32(x4[3]))), ones));
+                    const __m256i db = _mm256_add_epi32(
+                        _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[4], _mm256_set1_epi32(x4[4])),
+                                                           _mm256_maddubs_epi16(w[5], _mm256_set1_epi32(x4[5]))), ones),
+                        _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[6], _mm256_set1_epi32(x4[6])),
+                                                           _mm256_maddubs_epi16(w[7], _mm256_set1_epi32(x4[7]))), ones));
+                    const size_t at = (size_t)i * groups + g;
+                    const __m256 dg = _mm256_set1_ps(dx[at]);
+                    a[i][h] = _mm256_fmadd_ps(sa, _mm256_fmadd_ps(_mm256_cvtepi32_ps(da), dg, _mm256_set1_ps(-32.f * xh[2 * at])), a[i][h]);
+                    a[i][h] = _mm256_fmadd_ps(sb, _mm256_fmadd_ps(_mm256_cvtepi32_ps(db), dg, _mm256_set1_ps(-32.f * xh[2 * at + 1])), a[i][h]);
+                }
+                continue;
+            }
             if (bits == 4) {
                 for (int c = 0; c < 4; c++) {
                     __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 64 * c + 32 * h));
@@ -214,6 +313,28 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
 #else
     for (int i = 0; i < m; i++) for (int r = 0; r < TILE; r++) acc[i][r] = 0.f;
     for (int g = 0; g < groups; g++, blk += bsize) {
+        if (bits == 6) {
+            const uint16_t *dd = (const uint16_t *)(blk + 384);
+            const int8_t *sc6 = (const int8_t *)(blk + 416);
+            for (int i = 0; i < m; i++) {
+                const int8_t *x = qx + (size_t)i * k + (size_t)g * GROUP;
+                const size_t at = (size_t)i * groups + g;
+                for (int r = 0; r < TILE; r++) {
+                    int d[2] = {0, 0};
+                    for (int j = 0; j < GROUP; j++) {
+                        int c = j / 8, hi = (j % 8) / 4, b = j % 4, e = j / 16, jj = (j % 16) / 4;
+                        uint8_t byte = blk[64 * c + 4 * r + b];
+                        int q = (hi ? byte >> 4 : byte & 0x0F) | (((blk[256 + 64 * e + 4 * r + b] >> (2 * jj)) & 3) << 4);
+                        d[e] += q * x[j];
+                    }
+                    for (int e = 0; e < 2; e++) {
+                        const float s6 = fp16_to_f32(dd[r]) * (float)sc6[16 * e + r];
+                        acc[i][r] += s6 * ((float)d[e] * dx[at] - 32.f * xh[2 * at + e]);
+                    }
+                }
+            }
+            continue;
+        }
         const uint16_t *sc = (const uint16_t *)(blk + wbytes), *of = sc + TILE;
         for (int i = 0; i < m; i++) {
             const int8_t *x = qx + (size_t)i * k + (size_t)g * GROUP;
@@ -239,23 +360,23 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
 }
 
 /* y [m, n] = x [m, k] @ W.T (+ bias [n], float32 or bf16 like y); returns 0, or -1 on bad sizes.
- * work: m * k bytes + 2 * m * (k / 32) floats of scratch. */
+ * work: m * k bytes (rounded up to 64) + 4 * m * (k / 32) floats of scratch. */
 int qgemv(const uint8_t *blocks, int bits, int n, int k, const void *x, int x_bf16, int m,
           void *y, int y_bf16, const void *bias, void *work, int threads) {
-    if ((bits != 4 && bits != 8) || n % TILE || k % GROUP || m < 1 || m > MAX_M) return -1;
+    if ((bits != 4 && bits != 6 && bits != 8) || n % TILE || k % GROUP || m < 1 || m > MAX_M) return -1;
     const int groups = k / GROUP, tiles = n / TILE;
-    const size_t bsize = (bits == 4 ? 256 : 512) + 64, tile_bytes = bsize * (size_t)groups;
+    const size_t tile_bytes = block_bytes(bits) * (size_t)groups;
     int8_t *qx = (int8_t *)work;
     float *dx = (float *)((uint8_t *)work + (((size_t)m * k + 63) & ~(size_t)63));
-    float *xs = dx + (size_t)m * groups;
-    quantize_rows(x, x_bf16, m, k, qx, dx, xs);
+    float *xs = dx + (size_t)m * groups, *xh = xs + (size_t)m * groups;
+    quantize_rows(x, x_bf16, m, k, qx, dx, xs, xh);
     (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
 #endif
     for (int t = 0; t < tiles; t++) {
         float acc[MAX_M][TILE];
-        tile_dot(blocks + tile_bytes * (size_t)t, bits, groups, m, qx, k, dx, xs, acc);
+        tile_dot(blocks + tile_bytes * (size_t)t, bits, groups, m, qx, k, dx, xs, xh, acc);
         for (int i = 0; i < m; i++) {
             if (bias) {
                 for (int r = 0; r < TILE; r++) {
@@ -292,6 +413,35 @@ int qgemv_pack(const uint8_t *q, const uint16_t *scale, const uint16_t *offset, 
                 size_t at = (size_t)(t * TILE + r) * groups + g;
                 memcpy(blk + wbytes + 2 * r, scale + at, 2);
                 memcpy(blk + wbytes + 32 + 2 * r, offset + at, 2);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Packs q [n, k] (0..63), d [n, k / 32] (fp16 bits, each group's super-block d) and sc [n, k / 16]
+ * (int8, one per 16 inputs) into the 6-bit block layout above. */
+int qgemv_pack6(const uint8_t *q, const uint16_t *d, const int8_t *sc, int n, int k, uint8_t *out) {
+    if (n % TILE || k % GROUP) return -1;
+    const int groups = k / GROUP;
+    const size_t bsize = block_bytes(6);
+    for (int t = 0; t < n / TILE; t++) {
+        for (int g = 0; g < groups; g++) {
+            uint8_t *blk = out + ((size_t)t * groups + g) * bsize;
+            memset(blk + 256, 0, 128);
+            for (int r = 0; r < TILE; r++) {
+                const size_t row = (size_t)(t * TILE + r);
+                const uint8_t *qr = q + row * k + (size_t)g * GROUP;
+                for (int c = 0; c < 4; c++)
+                    for (int b = 0; b < 4; b++)
+                        blk[64 * c + 4 * r + b] = (uint8_t)((qr[8 * c + b] & 0x0F) | ((qr[8 * c + 4 + b] & 0x0F) << 4));
+                for (int e = 0; e < 2; e++)
+                    for (int jj = 0; jj < 4; jj++)
+                        for (int b = 0; b < 4; b++)
+                            blk[256 + 64 * e + 4 * r + b] |= (uint8_t)(((qr[16 * e + 4 * jj + b] >> 4) & 3) << (2 * jj));
+                memcpy(blk + 384 + 2 * r, d + row * groups + g, 2);
+                blk[416 + r] = (uint8_t)sc[row * (k / 16) + 2 * (size_t)g];
+                blk[432 + r] = (uint8_t)sc[row * (k / 16) + 2 * (size_t)g + 1];
             }
         }
     }
@@ -606,7 +756,7 @@ size_t decode_layer_scratch(int hidden, int heads, int kv, int d, int inter, int
     if ((size_t)heads * d > widest) widest = (size_t)heads * d;
     size_t floats = 2 * (size_t)hidden + 2 * (size_t)heads * d + 2 * (size_t)kv * d + 3 * (size_t)inter
                     + attend_one_scratch(heads, d, cap);
-    return floats * 4 + 11 * 64 + widest + 64 + 8 * (widest / GROUP) + 64;
+    return floats * 4 + 11 * 64 + widest + 64 + 16 * (widest / GROUP) + 64;
 }
 
 /* One decoder layer for one token, h [hidden] updated in place. w: the blocks of q, k, v, o,
