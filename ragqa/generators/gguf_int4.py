@@ -12,11 +12,11 @@ docs/answering.md "Generation speed").
 The 4-bit values are taken from the GGUF's blocks, not re-quantized from the bf16 weights, so
 decoding multiplies by the very weights the prompt was read with (to bf16 rounding of each
 group's scale and offset); re-quantizing the dequantized weights instead would add a second
-rounding of about 4% of each weight. Q6_K tensors (half of Qwen's ``ffn_down`` and ``attn_v``) are
-read the same way, exactly: 6-bit values with an int8 scale per 16 weights and the super-block's
-fp16 scale, which the kernel's 6-bit blocks keep (7 bits a weight where the int8 copy took 9). The
-output layer (Q6_K too) keeps its own path (``head_int4``); tensors of other types keep the int8
-copy.
+rounding of about 4% of each weight. Q6_K tensors (half of Qwen's ``ffn_down`` and ``attn_v``) and
+Q5_0 ones (the 0.5B's 896-wide layers, which K-quants' rows of 256 do not fit) are read the same
+way, exactly, for the C kernel's 6-bit blocks: 6-bit values with an int8 scale per 16 weights and
+an fp16 scale per 32 (7 bits a weight where the 7-bit copies took 9). The output layer keeps its
+own path (``head_int4``); tensors of other types (Q8_0) keep the 7-bit copy.
 
 The blocks are read once per machine into ``<converted dir>.int4.safetensors`` beside the
 converted model (not inside it: the model's fingerprint covers its weight files), each layer
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 GROUP = 32
-FORMAT = 2  # 2: Q6_K layers too (``.q6lo`` / ``.q6hi`` / ``.d6`` / ``.sc6``)
+FORMAT = 3  # 3: Q6_K and Q5_0 layers too (``.q6lo`` / ``.q6hi`` / ``.d6`` / ``.sc6``)
 SUFFIX = ".int4.safetensors"
 
 # GGUF tensor names -> transformers module names (llama and qwen2 layouts)
@@ -93,14 +93,30 @@ def _q6_k(blocks: np.ndarray):
     return q, d, sc
 
 
+def _q5_0(blocks: np.ndarray):
+    """Q5_0 blocks (22 bytes: fp16 d, 4 bytes of high bits, 16 bytes of nibbles; 32 weights) ->
+    q [n, 32] uint8 in 0..31, d [n] float32, with ``w = d * (q - 16)`` (gguf's own layout)."""
+    n = blocks.shape[0]
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32).reshape(n)
+    qh = blocks[:, 2:6].copy().view(np.uint32).reshape(n, 1) >> np.arange(32, dtype=np.uint32).reshape(1, 32)
+    ql = blocks[:, 6:22].reshape(n, 1, 16) >> np.array([0, 4], dtype=np.uint8).reshape(1, 2, 1)
+    q = (ql & np.uint8(0x0F)).reshape(n, 32) | ((qh & np.uint32(1)).astype(np.uint8) << np.uint8(4))
+    return q, d
+
+
 def tensor_blocks6(tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(q [N, K] uint8 in 0..63, d [N, K/32] float32, sc [N, K/16] int8) of a Q6_K GGUF tensor,
-    ``w = d * sc * (q - 32)`` (d per group of 32, sc per 16); None for other types."""
+    """(q [N, K] uint8 in 0..63, d [N, K/32] float32, sc [N, K/16] int8) of a Q6_K or Q5_0 GGUF
+    tensor, ``w = d * sc * (q - 32)`` (d per group of 32, sc per 16): the kernel's 6-bit blocks
+    hold both exactly (Q5_0's ``d * (q - 16)`` as q + 16 with scales of 1); None for other types."""
     from gguf import GGMLQuantizationType as T
 
-    if tensor.tensor_type != T.Q6_K or len(tensor.shape) != 2:
+    if tensor.tensor_type not in (T.Q6_K, T.Q5_0) or len(tensor.shape) != 2:
         return None
     k, rows = (int(x) for x in tensor.shape)
+    if tensor.tensor_type == T.Q5_0:
+        q, d = _q5_0(np.asarray(tensor.data).reshape(-1, 22))
+        return ((q + np.uint8(16)).reshape(rows, k), d.reshape(rows, k // GROUP),
+                np.ones((rows, k // 16), dtype=np.int8))
     q, d, sc = _q6_k(np.asarray(tensor.data).reshape(-1, 210))
     return (q.reshape(rows, k), np.repeat(d.reshape(rows, k // 256), 256 // GROUP, axis=1),
             sc.reshape(rows, k // 16))
@@ -157,10 +173,10 @@ def _matching(blocks, weight: np.ndarray, config, six: bool = False):
 
 def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
           status: Callable[[str], None] | None = None) -> int:
-    """Reads every 4-bit (and Q6_K) linear layer of ``gguf_file`` that matches ``model``'s weights
+    """Reads every 4-bit (and Q6_K / Q5_0) linear layer of ``gguf_file`` that matches ``model``'s weights
     into ``out`` (safetensors: ``<module>.q`` two weights a byte, low nibble first, ``.scale`` and
-    ``.offset`` float32 per group of 32; Q6_K layers: ``.q6lo`` the low 4 bits likewise, ``.q6hi``
-    the high 2 bits four weights a byte (first weight lowest), ``.d6`` float32 per 256 and ``.sc6``
+    ``.offset`` float32 per group of 32; Q6_K and Q5_0 layers: ``.q6lo`` the low 4 bits likewise, ``.q6hi``
+    the high 2 bits four weights a byte (first weight lowest), ``.d6`` float16 per 32 and ``.sc6``
     int8 per 16; the output layer is left to ``head_int4``); written to a temporary file and
     renamed into place. Returns the number of layers written."""
     import gguf
@@ -181,7 +197,7 @@ def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
         if status is not None and i % 16 == 0:
             status(f"reading the GGUF's 4- and 6-bit weights for decoding (once): {i}/{len(quantized)} layers")
         blocks = tensor_blocks(tensor)
-        six = blocks is None and name != "lm_head" and module.in_features % 256 == 0
+        six = blocks is None and name != "lm_head"
         if six:
             blocks = tensor_blocks6(tensor)
         if blocks is None:
@@ -197,7 +213,7 @@ def build(gguf_file: Path, model, out: Path, *, gguf_sha256: str,
         if six:
             _, d, sc = found
             tensors[f"{name}.q6lo"], tensors[f"{name}.q6hi"] = _pack6(q)
-            tensors[f"{name}.d6"] = np.ascontiguousarray(d[:, ::256 // GROUP], dtype=np.float32)
+            tensors[f"{name}.d6"] = np.ascontiguousarray(d, dtype=np.float16)  # fp16 in the GGUF
             tensors[f"{name}.sc6"] = np.ascontiguousarray(sc, dtype=np.int8)
             continue
         _, scale, offset = found
@@ -284,7 +300,7 @@ def enable(model, path: Path, gguf_sha256: str, lib=None) -> int:
                 if lib is not None and qgemv.fits(module):
                     q6 = _unpack6(fh.get_tensor(f"{name}.q6lo"), fh.get_tensor(f"{name}.q6hi"))
                     if tuple(q6.shape) == tuple(module.weight.shape):
-                        d = np.repeat(fh.get_tensor(f"{name}.d6").numpy(), 256 // GROUP, axis=1)
+                        d = fh.get_tensor(f"{name}.d6").numpy()
                         qgemv.attach_blocks(module, qgemv.pack6(lib, q6, d, fh.get_tensor(f"{name}.sc6").numpy()), 6)
                         count += 1
                 continue
