@@ -65,6 +65,36 @@ def test_every_kind_writes_what_transformers_writes(world, dtype):
             assert got == unfused(g, prompt, name), (name, prompt)
 
 
+def _six_bit(weight):
+    """Q5_0-like 6-bit blocks of a weight (any will do: both paths multiply by the same blocks)."""
+    import numpy as np
+
+    w = weight.detach().float()
+    n, k = w.shape
+    d = (w.reshape(n, k // 32, 32).abs().amax(-1) / 31).clamp(min=1e-6).half().float()
+    q = (w / d.repeat_interleave(32, 1)).round().clamp(-32, 31) + 32
+    return q.to(torch.uint8).numpy(), d.numpy(), np.ones((n, k // 16), dtype=np.int8)
+
+
+def test_six_bit_layers_step_in_the_c_layer_too(world):
+    """Layers with 6-bit blocks (GGUF Q6_K / Q5_0) beside 7-bit ones: still one C call a layer,
+    and the same tokens as transformers' forward over the same blocks."""
+    g = generator(world, "float32")
+    model = g._host.model
+    lib = qgemv.loaded()
+    for name, module in model.named_modules():
+        if type(module) is qgemv.QgemvLinear and name.endswith(("q_proj", "down_proj")):
+            qgemv.attach_blocks(module, qgemv.pack6(lib, *_six_bit(module.weight)), 6)
+    assert {m.qbits for m in model.modules() if type(m) is qgemv.QgemvLinear} == {6, 8}
+    layers = model.config.num_hidden_layers
+    for prompt in PROMPTS:
+        stepper = fused_decode.stepper(model)
+        before = stepper.layers["c"]
+        got = g.generate(prompt, variant="base", settings=SETTINGS).token_ids
+        assert stepper.layers["c"] - before == layers * (len(got) - 1) > 0
+        assert got == unfused(g, prompt, "base"), prompt
+
+
 def test_the_setting_turns_it_off(world):
     g = generator(world, "float32", fused_decode=False)
     assert fused_decode.stepper(g._host.model) is None
