@@ -129,6 +129,23 @@ static inline void store_row(void *y, int y_bf16, size_t at, const float *v) {
     else { memcpy((float *)y + at, v, TILE * sizeof(float)); }
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+/* 16 rows x 32 inputs in eight vpdpbusd: the sums over inputs 0..15 (*da) and 16..31 (*db), in
+ * two independent chains each (a chain of dependent vpdpbusd would wait on latency) */
+static inline void vnni_halves(const __m512i w[8], const int32_t *x4, __m512i *da, __m512i *db) {
+    __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(x4[0]));
+    __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(x4[1]));
+    __m512i e0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], _mm512_set1_epi32(x4[4]));
+    __m512i e1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[5], _mm512_set1_epi32(x4[5]));
+    d0 = _mm512_dpbusd_epi32(d0, w[2], _mm512_set1_epi32(x4[2]));
+    d1 = _mm512_dpbusd_epi32(d1, w[3], _mm512_set1_epi32(x4[3]));
+    e0 = _mm512_dpbusd_epi32(e0, w[6], _mm512_set1_epi32(x4[6]));
+    e1 = _mm512_dpbusd_epi32(e1, w[7], _mm512_set1_epi32(x4[7]));
+    *da = _mm512_add_epi32(d0, d1);
+    *db = _mm512_add_epi32(e0, e1);
+}
+#endif
+
 /* one tile (16 output rows) for m input rows: acc[i][r] */
 static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8_t *qx, int k,
                      const float *dx, const float *xs, const float *xh, float acc[MAX_M][TILE]) {
@@ -163,15 +180,8 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
             for (int i = 0; i < m; i++) {
                 const int32_t *x4 = (const int32_t *)(qx + (size_t)i * k + (size_t)g * GROUP);
 #if defined(__AVX512VNNI__)
-                __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(x4[0]));
-                __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(x4[1]));
-                __m512i e0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], _mm512_set1_epi32(x4[4]));
-                __m512i e1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[5], _mm512_set1_epi32(x4[5]));
-                d0 = _mm512_dpbusd_epi32(d0, w[2], _mm512_set1_epi32(x4[2]));
-                d1 = _mm512_dpbusd_epi32(d1, w[3], _mm512_set1_epi32(x4[3]));
-                e0 = _mm512_dpbusd_epi32(e0, w[6], _mm512_set1_epi32(x4[6]));
-                e1 = _mm512_dpbusd_epi32(e1, w[7], _mm512_set1_epi32(x4[7]));
-                const __m512i da = _mm512_add_epi32(d0, d1), db = _mm512_add_epi32(e0, e1);
+                __m512i da, db;
+                vnni_halves(w, x4, &da, &db);
 #else
                 /* two u8 x s8 pairs of 6-bit weights fit 16 bits (2 * 2 * 63 * 127) */
                 const __m512i da = _mm512_add_epi32(
@@ -206,16 +216,9 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
         for (int i = 0; i < m; i++) {
             const int32_t *x4 = (const int32_t *)(qx + (size_t)i * k + (size_t)g * GROUP);
 #if defined(__AVX512VNNI__)
-            /* four independent sums: a chain of eight dependent vpdpbusd would wait on latency */
-            __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(x4[0]));
-            __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(x4[1]));
-            __m512i d2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[2], _mm512_set1_epi32(x4[2]));
-            __m512i d3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[3], _mm512_set1_epi32(x4[3]));
-            d0 = _mm512_dpbusd_epi32(d0, w[4], _mm512_set1_epi32(x4[4]));
-            d1 = _mm512_dpbusd_epi32(d1, w[5], _mm512_set1_epi32(x4[5]));
-            d2 = _mm512_dpbusd_epi32(d2, w[6], _mm512_set1_epi32(x4[6]));
-            d3 = _mm512_dpbusd_epi32(d3, w[7], _mm512_set1_epi32(x4[7]));
-            __m512i d = _mm512_add_epi32(_mm512_add_epi32(d0, d1), _mm512_add_epi32(d2, d3));
+            __m512i da, db;
+            vnni_halves(w, x4, &da, &db);
+            __m512i d = _mm512_add_epi32(da, db);
 #else
             /* u8 x s8 pairs in 16 bits: 4-bit weights sum 8 pairs (<= 8 * 2 * 15 * 127) in 16 bits */
             __m512i d;
