@@ -146,6 +146,12 @@ static inline void vnni_halves(const __m512i w[8], const int32_t *x4, __m512i *d
 }
 #endif
 
+/* input j (0..31) of row r's low nibble in a 4- or 6-bit block (the layout above) */
+static inline int nibble_at(const uint8_t *blk, int r, int j) {
+    const uint8_t byte = blk[64 * (j / 8) + 4 * r + j % 4];
+    return (j % 8) / 4 ? byte >> 4 : byte & 0x0F;
+}
+
 /* one tile (16 output rows) for m input rows: acc[i][r] */
 static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8_t *qx, int k,
                      const float *dx, const float *xs, const float *xh, float acc[MAX_M][TILE]) {
@@ -160,13 +166,17 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
     for (int g = 0; g < groups; g++, blk += bsize) {
         __m512i w[8];
         for (int c = 0; c < bsize; c += 64) _mm_prefetch((const char *)(blk + PREFETCH * bsize + c), _MM_HINT_T0);
-        if (bits == 6) {
-            const __m512i hb = _mm512_set1_epi8(0x30);
+        if (bits == 8) {
+            for (int j = 0; j < 8; j++) w[j] = _mm512_loadu_si512((const void *)(blk + 64 * j));
+        } else {  /* 4 and 6 bits: the low nibbles */
             for (int c = 0; c < 4; c++) {
                 __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * c));
                 w[2 * c] = _mm512_and_si512(v, low);
                 w[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
             }
+        }
+        if (bits == 6) {
+            const __m512i hb = _mm512_set1_epi8(0x30);
             for (int h = 0; h < 2; h++) {
                 const __m512i v = _mm512_loadu_si512((const void *)(blk + 256 + 64 * h));
                 w[4 * h] = _mm512_or_si512(w[4 * h], _mm512_and_si512(_mm512_slli_epi16(v, 4), hb));
@@ -201,15 +211,6 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
                 a[i] = _mm512_fmadd_ps(sb, _mm512_fmadd_ps(_mm512_cvtepi32_ps(db), dg, _mm512_set1_ps(-32.f * xh[2 * at + 1])), a[i]);
             }
             continue;
-        }
-        if (bits == 4) {
-            for (int c = 0; c < 4; c++) {
-                __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * c));
-                w[2 * c] = _mm512_and_si512(v, low);
-                w[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-            }
-        } else {
-            for (int j = 0; j < 8; j++) w[j] = _mm512_loadu_si512((const void *)(blk + 64 * j));
         }
         const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + wbytes)));
         const __m512 of = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + wbytes + 32)));
@@ -246,13 +247,17 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
         for (int c = 0; c < bsize; c += 64) _mm_prefetch((const char *)(blk + PREFETCH * bsize + c), _MM_HINT_T0);
         for (int h = 0; h < 2; h++) {  /* rows 0-7, then 8-15 */
             __m256i w[8];
-            if (bits == 6) {
-                const __m256i hb = _mm256_set1_epi8(0x30);
+            if (bits == 8) {
+                for (int j = 0; j < 8; j++) w[j] = _mm256_loadu_si256((const __m256i *)(blk + 64 * j + 32 * h));
+            } else {  /* 4 and 6 bits: the low nibbles */
                 for (int c = 0; c < 4; c++) {
                     __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 64 * c + 32 * h));
                     w[2 * c] = _mm256_and_si256(v, low);
                     w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
                 }
+            }
+            if (bits == 6) {
+                const __m256i hb = _mm256_set1_epi8(0x30);
                 for (int e = 0; e < 2; e++) {
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 256 + 64 * e + 32 * h));
                     w[4 * e] = _mm256_or_si256(w[4 * e], _mm256_and_si256(_mm256_slli_epi16(v, 4), hb));
@@ -282,15 +287,6 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
                     a[i][h] = _mm256_fmadd_ps(sb, _mm256_fmadd_ps(_mm256_cvtepi32_ps(db), dg, _mm256_set1_ps(-32.f * xh[2 * at + 1])), a[i][h]);
                 }
                 continue;
-            }
-            if (bits == 4) {
-                for (int c = 0; c < 4; c++) {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 64 * c + 32 * h));
-                    w[2 * c] = _mm256_and_si256(v, low);
-                    w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                }
-            } else {
-                for (int j = 0; j < 8; j++) w[j] = _mm256_loadu_si256((const __m256i *)(blk + 64 * j + 32 * h));
             }
             const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + wbytes + 16 * h)));
             const __m256 of = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + wbytes + 32 + 16 * h)));
@@ -325,9 +321,8 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
                 for (int r = 0; r < TILE; r++) {
                     int d[2] = {0, 0};
                     for (int j = 0; j < GROUP; j++) {
-                        int c = j / 8, hi = (j % 8) / 4, b = j % 4, e = j / 16, jj = (j % 16) / 4;
-                        uint8_t byte = blk[64 * c + 4 * r + b];
-                        int q = (hi ? byte >> 4 : byte & 0x0F) | (((blk[256 + 64 * e + 4 * r + b] >> (2 * jj)) & 3) << 4);
+                        const int e = j / 16;
+                        const int q = nibble_at(blk, r, j) | (((blk[256 + 64 * e + 4 * r + j % 4] >> (2 * ((j % 16) / 4))) & 3) << 4);
                         d[e] += q * x[j];
                     }
                     for (int e = 0; e < 2; e++) {
@@ -347,9 +342,7 @@ static void tile_dot(const uint8_t *blk, int bits, int groups, int m, const int8
                 for (int j = 0; j < GROUP; j++) {
                     int q;
                     if (bits == 4) {
-                        int c = j / 8, hi = (j % 8) / 4, b = j % 4;
-                        uint8_t byte = blk[64 * c + 4 * r + b];
-                        q = hi ? byte >> 4 : byte & 0x0F;
+                        q = nibble_at(blk, r, j);
                     } else {
                         q = blk[64 * (j / 4) + 4 * r + j % 4];
                     }
@@ -393,22 +386,27 @@ int qgemv(const uint8_t *blocks, int bits, int n, int k, const void *x, int x_bf
     return 0;
 }
 
+/* row r's 32 inputs qr (their low 4 bits) into a 4- or 6-bit block's nibbles (the layout above) */
+static void put_nibbles(uint8_t *blk, int r, const uint8_t *qr) {
+    for (int c = 0; c < 4; c++)
+        for (int b = 0; b < 4; b++)
+            blk[64 * c + 4 * r + b] = (uint8_t)((qr[8 * c + b] & 0x0F) | ((qr[8 * c + 4 + b] & 0x0F) << 4));
+}
+
 /* Packs q [n, k] (one weight a byte: 0..15 for bits 4, 0..127 for bits 8), scale and offset
  * [n, k / 32] (fp16 bits) into the block layout above. */
 int qgemv_pack(const uint8_t *q, const uint16_t *scale, const uint16_t *offset, int bits, int n,
                int k, uint8_t *out) {
     if ((bits != 4 && bits != 8) || n % TILE || k % GROUP) return -1;
     const int groups = k / GROUP, wbytes = bits == 4 ? 256 : 512;
-    const size_t bsize = wbytes + 64;
+    const size_t bsize = block_bytes(bits);
     for (int t = 0; t < n / TILE; t++) {
         for (int g = 0; g < groups; g++) {
             uint8_t *blk = out + ((size_t)t * groups + g) * bsize;
             for (int r = 0; r < TILE; r++) {
                 const uint8_t *row = q + (size_t)(t * TILE + r) * k + (size_t)g * GROUP;
                 if (bits == 4) {
-                    for (int c = 0; c < 4; c++)
-                        for (int b = 0; b < 4; b++)
-                            blk[64 * c + 4 * r + b] = (uint8_t)((row[8 * c + b] & 0x0F) | ((row[8 * c + 4 + b] & 0x0F) << 4));
+                    put_nibbles(blk, r, row);
                 } else {
                     for (int j = 0; j < 8; j++)
                         for (int b = 0; b < 4; b++) blk[64 * j + 4 * r + b] = row[4 * j + b];
@@ -435,9 +433,7 @@ int qgemv_pack6(const uint8_t *q, const uint16_t *d, const int8_t *sc, int n, in
             for (int r = 0; r < TILE; r++) {
                 const size_t row = (size_t)(t * TILE + r);
                 const uint8_t *qr = q + row * k + (size_t)g * GROUP;
-                for (int c = 0; c < 4; c++)
-                    for (int b = 0; b < 4; b++)
-                        blk[64 * c + 4 * r + b] = (uint8_t)((qr[8 * c + b] & 0x0F) | ((qr[8 * c + 4 + b] & 0x0F) << 4));
+                put_nibbles(blk, r, qr);
                 for (int e = 0; e < 2; e++)
                     for (int jj = 0; jj < 4; jj++)
                         for (int b = 0; b < 4; b++)
